@@ -1,0 +1,10 @@
+//! `rankline agent` (being built).
+
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`rankline agent` is not built yet")
+}

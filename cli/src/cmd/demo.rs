@@ -1,0 +1,10 @@
+//! `rankline demo` (being built).
+
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`rankline demo` is not built yet")
+}

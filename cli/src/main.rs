@@ -1,0 +1,91 @@
+//! `rankline`: one command to profile every rank of an LLM deployment.
+//!
+//! This binary is deliberately thin: it parses arguments and hands each
+//! subcommand to the library crate that does the work (`rankline-agent`,
+//! `rankline-coordinator`, `rankline-merge`, `rankline-simserver`).
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Profile every rank of a multi-host LLM deployment (sglang-jax, SGLang) in
+/// one command, and merge the ranks onto one clock.
+///
+/// Start here: `rankline demo` runs a whole capture and merge on this machine
+/// with simulated servers, no TPU needed.
+#[derive(Debug, Parser)]
+#[command(
+    name = "rankline",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+struct Cli {
+    /// More log output on stderr (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a complete local capture and merge with simulated servers (no TPU needed).
+    Demo(cmd::demo::Args),
+    /// Run the coordinator: the control plane agents and the CLI connect to.
+    Coordinator(cmd::coordinator::Args),
+    /// Run an agent beside one server process (one per TP/EP rank or host).
+    Agent(cmd::agent::Args),
+    /// Profile the selected ranks now, or show a stored capture (`capture show ID`).
+    Capture(cmd::capture::Args),
+    /// Ask every rank of a running capture to stop now.
+    Stop(cmd::capture::StopArgs),
+    /// List the agents connected to the coordinator, with their clock offsets.
+    Agents(cmd::capture::AgentsArgs),
+    /// List the captures the coordinator knows.
+    Captures(cmd::capture::CapturesArgs),
+    /// Merge a capture's per-rank traces into one Perfetto timeline.
+    Merge(cmd::merge::Args),
+    /// Run a simulated sglang-jax / SGLang server (for tests and trying rankline out).
+    SimServer(cmd::sim_server::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Demo(args) => cmd::demo::run(args),
+        Command::Coordinator(args) => cmd::coordinator::run(args),
+        Command::Agent(args) => cmd::agent::run(args),
+        Command::Capture(args) => cmd::capture::run(args),
+        Command::Stop(args) => cmd::capture::run_stop(args),
+        Command::Agents(args) => cmd::capture::run_agents(args),
+        Command::Captures(args) => cmd::capture::run_captures(args),
+        Command::Merge(args) => cmd::merge::run(args),
+        Command::SimServer(args) => cmd::sim_server::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn,rankline=info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,27 @@
+//! What a rankline capture looks like in storage.
+//!
+//! Every crate that reads or writes a capture agrees through this one: the
+//! profile id rules, the canonical per-rank object names, the per-rank
+//! metadata sidecar (`<stem>.meta.json`, written last as the completion
+//! marker) and the capture manifest (`<profile_id>/manifest.json`).
+//!
+//! ```text
+//! <storage>/<profile_id>/manifest.json
+//! <storage>/<profile_id>/[<role>-<worker>/]<profile_id>-TP-<n>-EP-<m>.trace.json.gz
+//! <storage>/<profile_id>/[<role>-<worker>/]<profile_id>-TP-<n>-EP-<m>.xplane.pb
+//! <storage>/<profile_id>/[<role>-<worker>/]<profile_id>-TP-<n>-EP-<m>.meta.json
+//! ```
+
+mod clock;
+mod manifest;
+mod names;
+mod profile_id;
+mod sidecar;
+
+pub use clock::{ClockFit, ClockSampleRecord};
+pub use manifest::{Manifest, ManifestRank, RankObjects, MANIFEST_FORMAT, MANIFEST_NAME};
+pub use names::{parse_rank_file_name, ParsedRankName, RankCoords, RankKey};
+pub use profile_id::{generate_profile_id, validate_profile_id, ProfileIdError};
+pub use sidecar::{
+    FileKind, FileRecord, RankIdentity, Sidecar, TimeBase, TimeBaseSource, SIDECAR_FORMAT,
+};

@@ -1,0 +1,96 @@
+//! Profile ids: what a valid one is, and how the coordinator makes one.
+
+use thiserror::Error;
+
+/// Why a profile id was refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ProfileIdError {
+    #[error("profile id is empty")]
+    Empty,
+    #[error("profile id is {0} characters long; at most 128 are allowed")]
+    TooLong(usize),
+    #[error("profile id {id:?} contains {bad:?}; use only letters, digits, '.', '_' and '-'")]
+    BadCharacter { id: String, bad: char },
+    #[error("profile id {0:?} must start with a letter or digit")]
+    BadStart(String),
+}
+
+/// Checks a profile id: 1 to 128 of `[A-Za-z0-9._-]`, starting with a letter
+/// or digit (so it is never `.`, `..` or a flag-like `-x`).
+pub fn validate_profile_id(id: &str) -> Result<(), ProfileIdError> {
+    let first = id.chars().next().ok_or(ProfileIdError::Empty)?;
+    if id.len() > 128 {
+        return Err(ProfileIdError::TooLong(id.len()));
+    }
+    if let Some(bad) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(ProfileIdError::BadCharacter {
+            id: id.to_string(),
+            bad,
+        });
+    }
+    if !first.is_ascii_alphanumeric() {
+        return Err(ProfileIdError::BadStart(id.to_string()));
+    }
+    Ok(())
+}
+
+/// A fresh id such as `rl-20261122-223355-7f3a`: sortable by time, readable,
+/// and unique enough that two captures started in the same second differ.
+pub fn generate_profile_id(unix_ns: i64) -> String {
+    let when = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ns))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let stamp = when
+        .format(time::macros::format_description!(
+            "[year][month][day]-[hour][minute][second]"
+        ))
+        .unwrap_or_default();
+    let suffix: u16 = rand::random();
+    format!("rl-{stamp}-{suffix:04x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_allowed_alphabet() {
+        validate_profile_id("tp4_test-1.2").unwrap();
+        validate_profile_id("1763850000.123").unwrap();
+    }
+
+    #[test]
+    fn refuses_paths_and_odd_characters() {
+        assert_eq!(validate_profile_id(""), Err(ProfileIdError::Empty));
+        assert!(matches!(
+            validate_profile_id("../etc"),
+            Err(ProfileIdError::BadCharacter { bad: '/', .. })
+        ));
+        assert!(matches!(
+            validate_profile_id("a b"),
+            Err(ProfileIdError::BadCharacter { bad: ' ', .. })
+        ));
+        assert!(matches!(
+            validate_profile_id(".."),
+            Err(ProfileIdError::BadStart(_))
+        ));
+        assert!(matches!(
+            validate_profile_id("-rf"),
+            Err(ProfileIdError::BadStart(_))
+        ));
+        assert!(matches!(
+            validate_profile_id(&"a".repeat(129)),
+            Err(ProfileIdError::TooLong(129))
+        ));
+    }
+
+    #[test]
+    fn generated_ids_are_valid_and_dated() {
+        // 2026-11-22T22:33:55Z
+        let id = generate_profile_id(1_795_386_835_000_000_000);
+        validate_profile_id(&id).unwrap();
+        assert!(id.starts_with("rl-20261122-223355-"), "{id}");
+    }
+}

@@ -1,0 +1,100 @@
+//! The gRPC contract between rankline agents, the coordinator and the CLI.
+//!
+//! The schema is `proto/rankline/v1/rankline.proto`; this crate only compiles
+//! it (with protox, no system `protoc`) and adds small conversions that every
+//! side needs.
+
+#[allow(clippy::all, missing_docs)]
+mod generated {
+    tonic::include_proto!("rankline.v1");
+}
+
+pub use generated::*;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Now on this process's wall clock, in Unix-epoch nanoseconds.
+pub fn unix_now_ns() -> i64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(since) => i64::try_from(since.as_nanos()).unwrap_or(i64::MAX),
+        Err(before) => -i64::try_from(before.duration().as_nanos()).unwrap_or(i64::MAX),
+    }
+}
+
+impl Role {
+    /// The lower-case word used on the command line and in storage paths.
+    pub fn word(self) -> &'static str {
+        match self {
+            Role::Unspecified | Role::Unified => "unified",
+            Role::Prefill => "prefill",
+            Role::Decode => "decode",
+        }
+    }
+
+    /// Parses `unified`, `prefill` or `decode` (case-insensitive).
+    pub fn from_word(word: &str) -> Option<Role> {
+        match word.to_ascii_lowercase().as_str() {
+            "unified" => Some(Role::Unified),
+            "prefill" => Some(Role::Prefill),
+            "decode" => Some(Role::Decode),
+            _ => None,
+        }
+    }
+}
+
+impl RankState {
+    /// True once the rank will not change any more.
+    pub fn is_final(self) -> bool {
+        matches!(self, RankState::Ok | RankState::Failed | RankState::Lost)
+    }
+
+    /// The lower-case word shown to people and written to manifests.
+    pub fn word(self) -> &'static str {
+        match self {
+            RankState::Unspecified => "unknown",
+            RankState::Pending => "pending",
+            RankState::Armed => "armed",
+            RankState::Profiling => "profiling",
+            RankState::Stopping => "stopping",
+            RankState::Collecting => "collecting",
+            RankState::Uploading => "uploading",
+            RankState::Ok => "ok",
+            RankState::Failed => "failed",
+            RankState::Lost => "lost",
+        }
+    }
+}
+
+impl CaptureStatus {
+    /// The lower-case word shown to people and written to manifests.
+    pub fn word(self) -> &'static str {
+        match self {
+            CaptureStatus::Unspecified => "unknown",
+            CaptureStatus::Running => "running",
+            CaptureStatus::Complete => "complete",
+            CaptureStatus::Partial => "partial",
+            CaptureStatus::Failed => "failed",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_words_round_trip() {
+        for role in [Role::Unified, Role::Prefill, Role::Decode] {
+            assert_eq!(Role::from_word(role.word()), Some(role));
+        }
+        assert_eq!(Role::from_word("PREFILL"), Some(Role::Prefill));
+        assert_eq!(Role::from_word("both"), None);
+    }
+
+    #[test]
+    fn final_states() {
+        assert!(RankState::Ok.is_final());
+        assert!(RankState::Lost.is_final());
+        assert!(!RankState::Uploading.is_final());
+    }
+}

@@ -1,0 +1,232 @@
+//! A streaming protobuf field reader.
+//!
+//! prost decodes whole messages from memory; an XSpace can be 500 MB, so
+//! readers walk it field by field instead, descending into the
+//! length-delimited fields they care about ([`FieldReader::nested`]) and
+//! skipping the rest without buffering them.
+
+use std::io::{self, Read};
+
+use crate::XplaneError;
+
+/// A field's wire value. Length-delimited payloads are not read yet: the
+/// caller reads, descends into, or skips exactly `len` bytes next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireValue {
+    Varint(u64),
+    Fixed64(u64),
+    Fixed32(u32),
+    Len(u64),
+}
+
+/// One field header (and its value, unless length-delimited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field {
+    pub number: u32,
+    pub value: WireValue,
+}
+
+/// Reads protobuf fields one at a time from any reader.
+pub struct FieldReader<R> {
+    inner: R,
+    consumed: u64,
+}
+
+impl<R: Read> FieldReader<R> {
+    pub fn new(inner: R) -> Self {
+        FieldReader { inner, consumed: 0 }
+    }
+
+    /// Bytes consumed so far.
+    pub fn position(&self) -> u64 {
+        self.consumed
+    }
+
+    /// The next field header, or `None` at a clean end of input.
+    pub fn next_field(&mut self) -> Result<Option<Field>, XplaneError> {
+        let key = match self.varint_or_eof()? {
+            Some(key) => key,
+            None => return Ok(None),
+        };
+        let number = u32::try_from(key >> 3)
+            .map_err(|_| XplaneError::Malformed(format!("field number too large: {key}")))?;
+        if number == 0 {
+            return Err(XplaneError::Malformed(format!(
+                "field number 0 at byte {}",
+                self.consumed
+            )));
+        }
+        let value = match key & 7 {
+            0 => WireValue::Varint(self.varint()?),
+            1 => {
+                let mut buf = [0u8; 8];
+                self.read_exact(&mut buf)?;
+                WireValue::Fixed64(u64::from_le_bytes(buf))
+            }
+            2 => WireValue::Len(self.varint()?),
+            5 => {
+                let mut buf = [0u8; 4];
+                self.read_exact(&mut buf)?;
+                WireValue::Fixed32(u32::from_le_bytes(buf))
+            }
+            other => {
+                return Err(XplaneError::Malformed(format!(
+                    "unsupported wire type {other} for field {number} at byte {}",
+                    self.consumed
+                )))
+            }
+        };
+        Ok(Some(Field { number, value }))
+    }
+
+    /// Reads a length-delimited payload into memory.
+    pub fn read_bytes(&mut self, len: u64) -> Result<Vec<u8>, XplaneError> {
+        let len = usize::try_from(len)
+            .map_err(|_| XplaneError::Malformed(format!("field of {len} bytes")))?;
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(len)
+            .map_err(|_| XplaneError::Malformed(format!("field of {len} bytes")))?;
+        buf.resize(len, 0);
+        self.read_exact(&mut buf)?;
+        Ok(buf)
+    }
+
+    /// Skips a length-delimited payload without keeping it.
+    pub fn skip(&mut self, len: u64) -> Result<(), XplaneError> {
+        let copied = io::copy(&mut (&mut self.inner).take(len), &mut io::sink())?;
+        self.consumed += copied;
+        if copied < len {
+            return Err(truncated(self.consumed));
+        }
+        Ok(())
+    }
+
+    /// A reader over the next `len` bytes (a nested message). Consume or
+    /// [`FieldReader::finish`] it before using this reader again.
+    pub fn nested(&mut self, len: u64) -> FieldReader<io::Take<&mut R>> {
+        self.consumed += len;
+        FieldReader::new((&mut self.inner).take(len))
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), XplaneError> {
+        self.inner.read_exact(buf).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                truncated(self.consumed)
+            } else {
+                XplaneError::Io(e)
+            }
+        })?;
+        self.consumed += buf.len() as u64;
+        Ok(())
+    }
+
+    fn varint(&mut self) -> Result<u64, XplaneError> {
+        self.varint_or_eof()?
+            .ok_or_else(|| truncated(self.consumed))
+    }
+
+    fn varint_or_eof(&mut self) -> Result<Option<u64>, XplaneError> {
+        let mut value = 0u64;
+        for shift in (0..70).step_by(7) {
+            let mut byte = [0u8; 1];
+            match self.inner.read(&mut byte) {
+                Ok(0) if shift == 0 => return Ok(None),
+                Ok(0) => return Err(truncated(self.consumed)),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(XplaneError::Io(e)),
+            }
+            self.consumed += 1;
+            if shift == 63 && byte[0] > 1 {
+                break;
+            }
+            value |= u64::from(byte[0] & 0x7f) << shift;
+            if byte[0] < 0x80 {
+                return Ok(Some(value));
+            }
+        }
+        Err(XplaneError::Malformed(format!(
+            "varint longer than 10 bytes at byte {}",
+            self.consumed
+        )))
+    }
+}
+
+impl<R: Read> FieldReader<io::Take<R>> {
+    /// Skips whatever is left of a nested message.
+    pub fn finish(mut self) -> Result<(), XplaneError> {
+        let left = self.inner.limit();
+        self.skip(left)
+    }
+}
+
+fn truncated(at: u64) -> XplaneError {
+    XplaneError::Malformed(format!("input ends in the middle of a field at byte {at}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn walks_and_skips_nested_messages() {
+        let space = crate::XSpace {
+            planes: vec![
+                crate::XPlane {
+                    id: 7,
+                    name: "big".into(),
+                    ..Default::default()
+                },
+                crate::XPlane {
+                    id: 9,
+                    name: "small".into(),
+                    ..Default::default()
+                },
+            ],
+            hostnames: vec!["h".into()],
+            ..Default::default()
+        };
+        let bytes = space.encode_to_vec();
+        let mut reader = FieldReader::new(&bytes[..]);
+        let mut names = vec![];
+        while let Some(field) = reader.next_field().unwrap() {
+            match (field.number, field.value) {
+                (1, WireValue::Len(len)) => {
+                    let mut plane = reader.nested(len);
+                    while let Some(f) = plane.next_field().unwrap() {
+                        match (f.number, f.value) {
+                            (2, WireValue::Len(n)) => {
+                                names
+                                    .push(String::from_utf8(plane.read_bytes(n).unwrap()).unwrap());
+                                break;
+                            }
+                            (_, WireValue::Len(n)) => plane.skip(n).unwrap(),
+                            _ => {}
+                        }
+                    }
+                    plane.finish().unwrap();
+                }
+                (4, WireValue::Len(len)) => reader.skip(len).unwrap(),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(names, ["big", "small"]);
+        assert_eq!(reader.position(), bytes.len() as u64);
+    }
+
+    #[test]
+    fn truncation_is_an_error_not_a_panic() {
+        let space = crate::XSpace {
+            hostnames: vec!["hostname".into()],
+            ..Default::default()
+        };
+        let bytes = space.encode_to_vec();
+        let mut reader = FieldReader::new(&bytes[..bytes.len() - 2]);
+        let field = reader.next_field().unwrap().unwrap();
+        let WireValue::Len(len) = field.value else {
+            panic!("expected a length")
+        };
+        assert!(matches!(reader.skip(len), Err(XplaneError::Malformed(_))));
+    }
+}
