@@ -1,1 +1,125 @@
-//! placeholder
+//! Every byte rankline stores or reads goes through here, on `object_store`.
+//!
+//! A [`Storage`] is opened from the URL forms users know from gsutil and
+//! aws-cli (`s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`)
+//! or from a plain folder (`/data/captures`, `./captures`, `file:///data`),
+//! the embedded default. Keys are `/`-separated and relative to that root.
+//! Uploads stream in bounded memory and hash as they go, so a 1 GB trace
+//! never sits in an agent's memory.
+
+mod open;
+mod transfer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStore;
+
+pub use transfer::{ListedObject, StoredFile};
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("cannot use storage {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("invalid object key {key:?}: {reason}")]
+    InvalidKey { key: String, reason: String },
+    #[error("{op} {key:?} in {url}: {source}")]
+    Backend {
+        op: &'static str,
+        key: String,
+        url: String,
+        #[source]
+        source: Box<object_store::Error>,
+    },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("object {key:?} in {url} has {stored} bytes after upload, expected {expected}")]
+    SizeMismatch {
+        key: String,
+        url: String,
+        expected: u64,
+        stored: u64,
+    },
+}
+
+impl StorageError {
+    /// True when the object simply does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            StorageError::Backend { source, .. } if matches!(**source, object_store::Error::NotFound { .. })
+        )
+    }
+}
+
+/// An object store and the root prefix inside it. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Storage {
+    store: Arc<dyn ObjectStore>,
+    root: ObjectPath,
+    url: String,
+    local_root: Option<PathBuf>,
+}
+
+impl Storage {
+    /// The normalized URL (`file:///abs/path`, `s3://bucket/prefix`, ...).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Where `key` lives on disk when the storage is a plain folder.
+    pub fn local_path(&self, key: &str) -> Option<PathBuf> {
+        let root = self.local_root.as_ref()?;
+        Some(
+            key.split('/')
+                .fold(root.clone(), |path, part| path.join(part)),
+        )
+    }
+
+    /// The full object path of a key under the root, refusing keys that
+    /// could escape it.
+    fn object_path(&self, key: &str) -> Result<ObjectPath, StorageError> {
+        let invalid = |reason: &str| StorageError::InvalidKey {
+            key: key.to_string(),
+            reason: reason.to_string(),
+        };
+        if key.is_empty() {
+            return Err(invalid("empty key"));
+        }
+        if key
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+        {
+            return Err(invalid("empty, '.' or '..' path segment"));
+        }
+        let relative = ObjectPath::parse(key).map_err(|e| invalid(&e.to_string()))?;
+        Ok(self.root.parts().chain(relative.parts()).collect())
+    }
+
+    /// The key of an object path, relative to the root.
+    fn key_of(&self, path: &ObjectPath) -> String {
+        match path.prefix_match(&self.root) {
+            Some(parts) => parts
+                .map(|p| p.as_ref().to_string())
+                .collect::<Vec<_>>()
+                .join("/"),
+            None => path.to_string(),
+        }
+    }
+
+    fn backend(&self, op: &'static str, key: &str, source: object_store::Error) -> StorageError {
+        StorageError::Backend {
+            op,
+            key: key.to_string(),
+            url: self.url.clone(),
+            source: Box::new(source),
+        }
+    }
+}
