@@ -1,1 +1,511 @@
-//! placeholder
+//! Merge N per-rank traces onto one clock, as one Perfetto `.pftrace` (or
+//! Chrome JSON, or a Perfetto archive), with a summary of what went where.
+//!
+//! ```no_run
+//! use rankline_merge::{merge, MergeOptions};
+//! let options = MergeOptions::new(vec!["captures/cap1".into()], "cap1.pftrace");
+//! let summary = merge(&options)?;
+//! print!("{}", summary.render());
+//! # Ok::<(), rankline_merge::MergeError>(())
+//! ```
+//!
+//! The pipeline: [`discover`] turns inputs into ranks; [`timebase`] decides
+//! each rank's time base and clock; every rank is then read by the streaming
+//! [`chrome`] reader and converted on a bounded rayon pool (as many ranks in
+//! memory as threads), into the shared output. Call [`merge`] from a blocking
+//! context (in async code: `spawn_blocking`).
+
+mod archive;
+pub mod chrome;
+pub mod discover;
+mod error;
+mod events;
+mod json_out;
+mod json_scan;
+pub mod number;
+mod options;
+mod output;
+mod pftrace;
+mod proto;
+mod rank;
+mod source;
+mod summary;
+pub mod timebase;
+
+use std::io::{self, Read};
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant as Clock;
+
+use rayon::prelude::*;
+use tracing::{debug, info};
+
+pub use error::{InputError, InputProblem, MergeError};
+pub use events::RankStats;
+pub use options::{
+    parse_duration_ns, AlignMode, Filters, Instant, MergeOptions, OutputFormat, RankSelector,
+    RoleSelector, Stage, Window,
+};
+pub use rank::{Location, NamedBy, RankInput, RankName};
+pub use summary::{MergeSummary, RankSummary, SkippedRank};
+
+use events::EventFilter;
+use output::{ChunkSink, OutputFile, TextOutput};
+use timebase::{BaseSource, ClockStatus, RankTime};
+
+/// XProf's JSON export keeps at most about this many events.
+const XPROF_EVENT_CAP: u64 = 1_000_000;
+
+/// One rank ready to convert.
+struct Work {
+    ordinal: u32,
+    input: RankInput,
+    time: RankTime,
+    process_name: String,
+}
+
+/// Why converting one rank stopped.
+enum RankFailure {
+    Input(InputError),
+    Output(io::Error),
+    /// Another rank failed first (without `--keep-going`).
+    Cancelled,
+}
+
+/// Merges the inputs of `options` into its output and says what it did.
+pub fn merge(options: &MergeOptions) -> Result<MergeSummary, MergeError> {
+    let started = Clock::now();
+    if options.inputs.is_empty() {
+        return Err(MergeError::Options("no inputs: give capture folders, trace files or JAX log dirs".into()));
+    }
+    let format = match options.stop_after {
+        Some(_) => OutputFormat::from_path(&options.output).unwrap_or(OutputFormat::Pftrace),
+        None => OutputFormat::from_path(&options.output)?,
+    };
+    let jobs = options
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .max(1);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs)
+        .thread_name(|i| format!("merge-{i}"))
+        .build()
+        .map_err(|e| MergeError::Options(format!("cannot start {jobs} worker threads: {e}")))?;
+
+    let mut found = discover::discover(&options.inputs);
+    let mut skipped = Vec::new();
+    for error in std::mem::take(&mut found.unusable) {
+        if !options.keep_going {
+            return Err(error.into());
+        }
+        skipped.push(SkippedRank {
+            rank: None,
+            error: error.to_string(),
+        });
+    }
+    let (mut selected, filtered): (Vec<RankInput>, Vec<RankInput>) = found
+        .ranks
+        .into_iter()
+        .partition(|r| options.filters.selects(&r.name.coords));
+    let filtered_out: Vec<String> = filtered.iter().map(|r| r.name.label()).collect();
+    if selected.is_empty() {
+        return Err(MergeError::NothingToMerge(if filtered_out.is_empty() {
+            "no readable rank in the inputs".into()
+        } else {
+            format!("--ranks/--roles left out every rank ({})", filtered_out.join(", "))
+        }));
+    }
+    selected.sort_by(|a, b| a.name.sort_key().cmp(&b.name.sort_key()));
+
+    let times: Vec<Result<RankTime, InputError>> = pool.install(|| {
+        selected
+            .par_iter()
+            .map(|rank| timebase::resolve(rank, options.align))
+            .collect()
+    });
+    let mut work = Vec::with_capacity(selected.len());
+    for (input, time) in selected.into_iter().zip(times) {
+        match time {
+            Ok(time) => work.push(Work {
+                ordinal: work.len() as u32,
+                process_name: input.name.display_name(),
+                input,
+                time,
+            }),
+            Err(error) if options.keep_going => skipped.push(SkippedRank {
+                rank: Some(input.name.label()),
+                error: error.to_string(),
+            }),
+            Err(error) => return Err(error.into()),
+        }
+    }
+    if work.is_empty() {
+        return Err(MergeError::NothingToMerge("no rank could be read".into()));
+    }
+
+    let origin = found.capture_start_ns.unwrap_or_else(|| {
+        work.iter()
+            .filter(|w| w.time.source != BaseSource::None)
+            .map(|w| w.time.aligned_base())
+            .min()
+            .unwrap_or(0)
+    });
+    let window = options.filters.window.map(|w| {
+        (
+            w.start.map_or(i64::MIN, |s| s.resolve(origin)),
+            w.end.map_or(i64::MAX, |e| e.resolve(origin)),
+        )
+    });
+    let filter = EventFilter::new(&options.filters, window);
+    info!(ranks = work.len(), ?format, jobs, "merging");
+
+    let run = Run {
+        pool: &pool,
+        filter: &filter,
+        cancel: AtomicBool::new(false),
+        keep_going: options.keep_going,
+    };
+    let (results, finish) = match (options.stop_after, format) {
+        (Some(stage), _) => (run.each(&work, |w| run.diagnose_rank(w, stage)), None),
+        (None, OutputFormat::Pftrace) => run.convert_pftrace(&work, &options.output)?,
+        (None, OutputFormat::Json | OutputFormat::JsonGz) => {
+            run.convert_json(&work, origin, &options.output, format == OutputFormat::JsonGz)?
+        }
+        (None, OutputFormat::Zip) => run.convert_zip(&work, &options.output)?,
+    };
+
+    let mut ranks = Vec::new();
+    let mut first_error = None;
+    for (w, result) in work.iter().zip(results) {
+        match result {
+            Ok(stats) => ranks.push(rank_summary(w, stats)),
+            Err(RankFailure::Cancelled) => {}
+            Err(RankFailure::Output(e)) => {
+                return Err(MergeError::Output {
+                    path: options.output.clone(),
+                    source: e,
+                })
+            }
+            Err(RankFailure::Input(error)) => {
+                if options.keep_going {
+                    skipped.push(SkippedRank {
+                        rank: Some(w.input.name.label()),
+                        error: error.to_string(),
+                    });
+                } else if first_error.is_none() {
+                    first_error = Some(error);
+                }
+            }
+        }
+    }
+    if let Some(error) = first_error {
+        return Err(error.into());
+    }
+    if ranks.is_empty() {
+        return Err(MergeError::NothingToMerge("every rank failed to convert".into()));
+    }
+    let bytes_written = match finish {
+        Some(finish) => finish().map_err(output_error(&options.output))?,
+        None => 0,
+    };
+
+    let mut warnings = found.warnings;
+    warnings.extend(rank_warnings(&ranks, options.align));
+    Ok(MergeSummary {
+        output: options.stop_after.is_none().then(|| options.output.clone()),
+        format,
+        bytes_written,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        align: options.align,
+        origin_unix_ns: origin,
+        window_unix_ns: window,
+        ranks,
+        skipped,
+        missing: found.missing,
+        filtered_out,
+        warnings,
+        stopped_after: options.stop_after,
+    })
+}
+
+/// Per-rank results, and what finishes the output once they are all good.
+type Converted<'a> = (
+    Vec<Result<RankStats, RankFailure>>,
+    Option<Box<dyn FnOnce() -> io::Result<u64> + 'a>>,
+);
+
+fn output_error(path: &Path) -> impl Fn(io::Error) -> MergeError + '_ {
+    move |source| MergeError::Output {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The shared state of one merge's conversions.
+struct Run<'a> {
+    pool: &'a rayon::ThreadPool,
+    filter: &'a EventFilter,
+    /// Set when a rank failed and the others should stop (no `--keep-going`).
+    cancel: AtomicBool,
+    keep_going: bool,
+}
+
+impl Run<'_> {
+    /// Runs `convert` on every rank, as many at once as the pool has threads.
+    fn each<F>(&self, work: &[Work], convert: F) -> Vec<Result<RankStats, RankFailure>>
+    where
+        F: Fn(&Work) -> Result<RankStats, RankFailure> + Sync,
+    {
+        self.pool.install(|| {
+            work.par_iter()
+                .map(|w| {
+                    if self.cancelled() {
+                        return Err(RankFailure::Cancelled);
+                    }
+                    let result = convert(w);
+                    if matches!(result, Err(RankFailure::Input(_)) | Err(RankFailure::Output(_)))
+                        && !self.keep_going
+                    {
+                        self.cancel.store(true, Ordering::Relaxed);
+                    }
+                    result
+                })
+                .collect()
+        })
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    fn convert_pftrace(&self, work: &[Work], path: &Path) -> Result<Converted<'static>, MergeError> {
+        let out = OutputFile::create(path).map_err(output_error(path))?;
+        let results = self.each(work, |w| self.pftrace_rank(w, 0, &out));
+        Ok((results, Some(Box::new(move || out.commit()))))
+    }
+
+    fn convert_json(&self, work: &[Work], origin: i64, path: &Path, gzip: bool) -> Result<Converted<'static>, MergeError> {
+        let out = TextOutput::create(path, gzip).map_err(output_error(path))?;
+        let mut header = format!(
+            "{{\"displayTimeUnit\":\"ns\",\"metadata\":{{\"rankline_origin_unix_ns\":{origin},\
+             \"rankline_ts\":\"microseconds after rankline_origin_unix_ns\"}},\"traceEvents\":["
+        )
+        .into_bytes();
+        for (i, w) in work.iter().enumerate() {
+            if i > 0 {
+                header.push(b',');
+            }
+            let pid = json_out::rank_pid(w.ordinal);
+            json_out::push_process_metadata(&mut header, pid, &w.process_name, pid);
+        }
+        out.write_now(&header).map_err(output_error(path))?;
+        let results = self.each(work, |w| {
+            let rank = json_out::JsonRank::new(w.ordinal, &w.process_name, &w.time, self.filter, origin, out.stage());
+            let (rank, bytes) = self.read_rank(w, rank, |rank, element| rank.ingest(element))?;
+            let (stage, mut stats) = rank.finish().map_err(RankFailure::Output)?;
+            stats.bytes_read = bytes;
+            out.commit_stage(stage).map_err(RankFailure::Output)?;
+            Ok(stats)
+        });
+        let commit = move || {
+            out.write_now(b"]}")?;
+            out.commit()
+        };
+        Ok((results, Some(Box::new(commit))))
+    }
+
+    fn convert_zip(&self, work: &[Work], path: &Path) -> Result<Converted<'static>, MergeError> {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let members_dir = tempfile::Builder::new()
+            .prefix(".rankline-merge-")
+            .tempdir_in(dir)
+            .map_err(output_error(path))?;
+        let member_file = |w: &Work| members_dir.path().join(archive::member_path(&w.input.name.label()));
+        let results = self.each(work, |w| {
+            let file = std::fs::File::create(member_file(w)).map_err(RankFailure::Output)?;
+            self.pftrace_rank(w, w.time.aligned_base(), &std::sync::Mutex::new(file))
+        });
+        let files: Vec<(&Work, std::path::PathBuf)> = work
+            .iter()
+            .zip(&results)
+            .filter(|(_, result)| result.is_ok())
+            .map(|(w, _)| (w, member_file(w)))
+            .collect();
+        let members: Vec<archive::Member<'_>> = files
+            .iter()
+            .map(|(w, file)| archive::Member {
+                path: archive::member_path(&w.input.name.label()),
+                machine: w.input.name.host.as_deref().unwrap_or(&w.process_name),
+                offset_ns: w.time.aligned_base(),
+                file,
+            })
+            .collect();
+        let out = OutputFile::create(path).map_err(output_error(path))?;
+        out.with_file(|file| archive::write_archive(file, &members))
+            .map_err(output_error(path))?;
+        Ok((results, Some(Box::new(move || out.commit()))))
+    }
+
+    /// Converts one rank to a packet sequence written to `sink`; timestamps
+    /// count from `time_zero_ns` (0: epoch).
+    fn pftrace_rank(&self, w: &Work, time_zero_ns: i64, sink: &dyn ChunkSink) -> Result<RankStats, RankFailure> {
+        let filter = EventFilter {
+            earliest_ns: (time_zero_ns != 0).then_some(time_zero_ns),
+            ..self.filter.clone()
+        };
+        let timeline = self.parse_rank(w, &filter)?;
+        let info = pftrace::SequenceInfo {
+            ordinal: w.ordinal,
+            process_name: &w.process_name,
+            time_zero_ns,
+        };
+        timeline.write(&info, sink).map_err(RankFailure::Output)
+    }
+
+    /// Reads a rank's whole trace into a [`pftrace::Timeline`].
+    fn parse_rank<'t>(&self, w: &'t Work, filter: &'t EventFilter) -> Result<pftrace::Timeline<'t>, RankFailure> {
+        let timeline = pftrace::Timeline::new(&w.time, filter);
+        let (mut timeline, bytes) = self.read_rank(w, timeline, |t, element| t.ingest(element))?;
+        timeline.finish_input();
+        timeline.stats.bytes_read = bytes;
+        debug!(rank = %w.input.name.label(), events = timeline.stats.events_in, "parsed");
+        Ok(timeline)
+    }
+
+    /// Streams a rank's trace through `ingest`; returns the consumer and the
+    /// decompressed bytes read.
+    fn read_rank<T>(
+        &self,
+        w: &Work,
+        mut consumer: T,
+        ingest: impl Fn(&mut T, chrome::Element<'_, '_>) -> ControlFlow<()>,
+    ) -> Result<(T, u64), RankFailure> {
+        let source = source::open_trace(&w.input.trace).map_err(RankFailure::Input)?;
+        let mut counted = Counted::new(source.reader);
+        let read = chrome::read_trace(&mut counted, |element| {
+            if self.cancelled() {
+                return ControlFlow::Break(());
+            }
+            ingest(&mut consumer, element)
+        });
+        match read {
+            Ok(footer) if footer.stopped && self.cancelled() => Err(RankFailure::Cancelled),
+            Ok(_) => Ok((consumer, counted.bytes)),
+            Err(error) => Err(RankFailure::Input(InputError::new(
+                w.input.trace.display(),
+                source::read_problem(error, source.gzipped),
+            ))),
+        }
+    }
+
+    /// The diagnostic stages: decompress only, or decompress and parse.
+    fn diagnose_rank(&self, w: &Work, stage: Stage) -> Result<RankStats, RankFailure> {
+        match stage {
+            Stage::Gunzip => {
+                let source = source::open_trace(&w.input.trace).map_err(RankFailure::Input)?;
+                let mut counted = Counted::new(source.reader);
+                io::copy(&mut counted, &mut io::sink()).map_err(|e| {
+                    RankFailure::Input(InputError::new(
+                        w.input.trace.display(),
+                        source::read_problem(chrome::ReadError::Io(e), source.gzipped),
+                    ))
+                })?;
+                Ok(RankStats {
+                    bytes_read: counted.bytes,
+                    ..RankStats::default()
+                })
+            }
+            Stage::Parse => self.parse_rank(w, self.filter).map(|t| t.stats),
+        }
+    }
+}
+
+/// A reader that counts the bytes it hands out.
+struct Counted<R> {
+    inner: R,
+    bytes: u64,
+}
+
+impl<R> Counted<R> {
+    fn new(inner: R) -> Self {
+        Counted { inner, bytes: 0 }
+    }
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+fn rank_summary(w: &Work, stats: RankStats) -> RankSummary {
+    let fit = w.time.fit();
+    RankSummary {
+        rank: w.input.name.label(),
+        name: w.process_name.clone(),
+        trace: w.input.trace.display(),
+        time_base: w.time.source,
+        time_base_unix_ns: w.time.base_ns,
+        clock: w.time.clock_status,
+        clock_shift_ns: w.time.clock_shift_ns(),
+        clock_error_bound_ns: fit.map(|f| f.error_bound_ns),
+        clock_drift_ppm: fit.map(|f| f.drift_ppm),
+        stats,
+    }
+}
+
+/// Per-rank facts a person should not miss.
+fn rank_warnings(ranks: &[RankSummary], align: AlignMode) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let any_clock = ranks.iter().any(|r| r.clock == ClockStatus::Applied);
+    for rank in ranks {
+        let complete = rank.stats.complete_events;
+        if (XPROF_EVENT_CAP - 1000..=XPROF_EVENT_CAP).contains(&complete) {
+            warnings.push(format!(
+                "{}: {complete} complete events, right at XProf's JSON export cap of about \
+                 1,000,000: the trace is probably truncated (the .xplane.pb beside it is complete)",
+                rank.rank
+            ));
+        }
+        if rank.time_base == BaseSource::None {
+            warnings.push(format!(
+                "{}: no time base (no sidecar, no .xplane.pb beside it, no baseTimeNanoseconds): \
+                 its ts are taken as given, so it may not line up with the other ranks",
+                rank.rank
+            ));
+        }
+        match rank.clock {
+            ClockStatus::Implausible => warnings.push(format!(
+                "{}: the sidecar's clock fit is implausible and was ignored",
+                rank.rank
+            )),
+            ClockStatus::NotMeasured if align == AlignMode::Clock && any_clock => warnings.push(format!(
+                "{}: no clock measurement in its sidecar: its host clock is trusted as it is",
+                rank.rank
+            )),
+            _ => {}
+        }
+    }
+    let spans: Vec<(&str, i64, i64)> = ranks
+        .iter()
+        .filter_map(|r| Some((r.rank.as_str(), r.stats.first_ns?, r.stats.last_ns?)))
+        .collect();
+    if spans.len() > 1 {
+        for (i, &(label, first, last)) in spans.iter().enumerate() {
+            let overlaps = spans
+                .iter()
+                .enumerate()
+                .any(|(j, &(_, f, l))| j != i && f <= last && first <= l);
+            if !overlaps {
+                warnings.push(format!(
+                    "{label}: its events do not overlap any other rank's in time: its time base \
+                     or clock is probably wrong (see the time base column)"
+                ));
+            }
+        }
+    }
+    warnings
+}

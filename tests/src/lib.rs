@@ -1,1 +1,286 @@
-//! placeholder
+//! The harness of rankline's end-to-end tests: real `rankline` processes on
+//! loopback, started, awaited and always cleaned up.
+//!
+//! Every process is spawned from the workspace's `rankline` binary (built on
+//! first use), waits for its `listening on <url>` line, keeps its stderr in
+//! a log file that is printed if the test fails, and is killed (process
+//! group included) when its [`Proc`] is dropped.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+mod cluster;
+
+pub use cluster::{CaptureRun, Cluster};
+
+/// The `rankline` binary of this workspace, built once per test process so
+/// the tests never run a stale binary.
+pub fn rankline_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(bin) = std::env::var("RANKLINE_BIN") {
+            return PathBuf::from(bin);
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "rankline", "--bin", "rankline"])
+            .current_dir(workspace_root())
+            .status()
+            .expect("run cargo build for the rankline binary");
+        assert!(status.success(), "cargo build -p rankline failed");
+        target_dir().join("debug").join("rankline")
+    })
+}
+
+/// The workspace's root folder.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the workspace")
+        .to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// `../shared/fixtures/real-jax/<rest>` beside the checkout.
+pub fn fixture(rest: &str) -> PathBuf {
+    workspace_root()
+        .join("../shared/fixtures/real-jax")
+        .join(rest)
+}
+
+/// A running child process that is killed when dropped.
+pub struct Proc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+    /// The URL from the process's `listening on <url>` line, if it printed one.
+    pub url: Option<String>,
+    _log_dir: tempfile::TempDir,
+}
+
+/// How to start one process.
+pub struct Spawn {
+    name: String,
+    program: PathBuf,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+    wrapper: Vec<String>,
+    wait_for_url: bool,
+}
+
+impl Spawn {
+    /// `rankline <args>`.
+    pub fn rankline(name: &str, args: &[&str]) -> Spawn {
+        Spawn {
+            name: name.to_string(),
+            program: rankline_bin().to_path_buf(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            envs: Vec::new(),
+            wrapper: Vec::new(),
+            wait_for_url: false,
+        }
+    }
+
+    /// Any program (e.g. an S3 server).
+    pub fn program(name: &str, program: impl Into<PathBuf>, args: &[&str]) -> Spawn {
+        Spawn {
+            program: program.into(),
+            ..Spawn::rankline(name, args)
+        }
+    }
+
+    pub fn arg(mut self, arg: impl Into<String>) -> Spawn {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Spawn {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: impl Into<String>) -> Spawn {
+        self.envs.push((key.to_string(), value.into()));
+        self
+    }
+
+    /// Runs the program under `faketime` with this offset (e.g. `+37ms` is
+    /// written `"+0.037s"`, or any libfaketime spec), on the real monotonic
+    /// clock so timers still work.
+    pub fn faketime(mut self, spec: &str) -> Spawn {
+        self.wrapper = vec!["faketime".into(), "-f".into(), spec.to_string()];
+        self.envs
+            .push(("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()));
+        self
+    }
+
+    /// Waits for a `listening on <url>` line on stdout before returning.
+    pub fn wait_for_url(mut self) -> Spawn {
+        self.wait_for_url = true;
+        self
+    }
+
+    pub fn start(self) -> Result<Proc> {
+        let log_dir = tempfile::tempdir()?;
+        let log = log_dir.path().join(format!("{}.log", self.name));
+        let stderr = std::fs::File::create(&log)?;
+        let mut command = match self.wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&self.program);
+                c
+            }
+            None => Command::new(&self.program),
+        };
+        command
+            .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        // Own process group, so dropping kills wrappers' children too.
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("start {} ({})", self.name, self.program.display()))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut proc = Proc {
+            name: self.name,
+            child,
+            log,
+            url: None,
+            _log_dir: log_dir,
+        };
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let mut sent = false;
+            for line in lines.by_ref().map_while(Result::ok) {
+                if !sent {
+                    if let Some(url) = line.trim().strip_prefix("listening on ") {
+                        tx.send(url.to_string()).ok();
+                        sent = true;
+                    }
+                }
+            }
+        });
+        if self.wait_for_url {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(url) => proc.url = Some(url),
+                Err(_) => bail!(
+                    "{} printed no `listening on` line; its log:\n{}",
+                    proc.name,
+                    proc.log_text()
+                ),
+            }
+        }
+        Ok(proc)
+    }
+}
+
+impl Proc {
+    pub fn url(&self) -> &str {
+        self.url
+            .as_deref()
+            .expect("process was started with wait_for_url")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the process wrote to stderr so far.
+    pub fn log_text(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            f.read_to_string(&mut text).ok();
+        }
+        text
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill_hard(&mut self) {
+        signal_group(self.child.id(), libc::SIGKILL);
+        self.child.wait().ok();
+    }
+
+    /// SIGTERM, then SIGKILL if it is still there after five seconds.
+    pub fn stop(&mut self) {
+        signal_group(self.child.id(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill_hard();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+        if std::thread::panicking() {
+            eprintln!("----- log of {} -----\n{}", self.name, self.log_text());
+        }
+    }
+}
+
+fn signal_group(pid: u32, signal: i32) {
+    // SAFETY: kill(2) on a process group we created; no memory is touched.
+    unsafe {
+        libc::kill(-(pid as i32), signal);
+    }
+}
+
+/// Runs `rankline <args>` to completion.
+pub fn run_rankline(args: &[&str]) -> Result<Output> {
+    let output = Command::new(rankline_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("run rankline {}", args.join(" ")))?;
+    Ok(output)
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or fails after `limit`
+/// with `what` in the message.
+pub fn wait_until<T>(
+    what: &str,
+    limit: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Result<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            bail!("gave up after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A free loopback TCP port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind a loopback port")
+}

@@ -1,10 +1,220 @@
-//! `rankline agent` (being built).
+//! `rankline agent`: the daemon beside one server process. Parses flags and
+//! `RANKLINE_*` variables into an `AgentConfig` and runs `rankline_agent::Agent`
+//! on a small single-threaded runtime (64 agents may share two cores).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {}
+use anyhow::Context;
+use rankline_agent::{AgentConfig, KindChoice, ModeChoice, Timing};
+use rankline_proto::Role;
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`rankline agent` is not built yet")
+/// Run an agent beside one server process.
+#[derive(Debug, clap::Args)]
+#[command(after_help = AFTER_HELP)]
+pub struct Args {
+    /// The coordinator's gRPC address.
+    #[arg(
+        long,
+        env = "RANKLINE_COORDINATOR",
+        value_name = "URL",
+        default_value = rankline_agent::DEFAULT_COORDINATOR_URL
+    )]
+    coordinator: String,
+
+    /// Base URL of the local server's HTTP API (sglang-jax or SGLang).
+    #[arg(
+        long,
+        env = "RANKLINE_SERVER",
+        value_name = "URL",
+        default_value = rankline_agent::DEFAULT_SERVER_URL
+    )]
+    server: String,
+
+    /// The host name the server sees; sglang-jax names its files after it
+    /// (<host>.trace.json.gz). [default: this machine's host name]
+    #[arg(long, env = "RANKLINE_HOST", value_name = "NAME")]
+    host: Option<String>,
+
+    /// Which kind of worker the server is. [default: the server's
+    /// disaggregation_mode, else unified]
+    #[arg(long, env = "RANKLINE_ROLE", value_enum)]
+    role: Option<RoleArg>,
+
+    /// Which server of that role this is (prefill-0, prefill-1, ...).
+    #[arg(long, env = "RANKLINE_WORKER", value_name = "N", default_value_t = 0)]
+    worker: u32,
+
+    /// Tensor-parallel rank of the process (or host) this agent stands for.
+    #[arg(long, env = "RANKLINE_TP_RANK", value_name = "N", default_value_t = 0)]
+    tp_rank: u32,
+
+    /// Expert-parallel rank.
+    #[arg(long, env = "RANKLINE_EP_RANK", value_name = "N", default_value_t = 0)]
+    ep_rank: u32,
+
+    /// Data-parallel rank, when the deployment has DP > 1.
+    #[arg(long, env = "RANKLINE_DP_RANK", value_name = "N")]
+    dp_rank: Option<u32>,
+
+    /// Pipeline-parallel rank, when the deployment has PP > 1.
+    #[arg(long, env = "RANKLINE_PP_RANK", value_name = "N")]
+    pp_rank: Option<u32>,
+
+    /// A free-form label for `rankline capture --select label.<key>=<value>`;
+    /// repeat for more (RANKLINE_LABELS takes k=v,k=v).
+    #[arg(
+        long = "label",
+        env = "RANKLINE_LABELS",
+        value_name = "KEY=VALUE",
+        value_delimiter = ',',
+        value_parser = parse_label
+    )]
+    labels: Vec<(String, String)>,
+
+    /// trigger: this agent sends /start_profile and /stop_profile. collect:
+    /// it never calls the server and only uploads the files its host writes
+    /// (nodes >= 1 of a multi-host server; give --role then). auto: node 0
+    /// (and, for SGLang, TP rank 0) triggers, other nodes collect.
+    #[arg(long, env = "RANKLINE_MODE", value_enum, default_value_t = ModeArg::Auto)]
+    mode: ModeArg,
+
+    /// Server family, which decides file names and time bases. auto: read
+    /// it from /get_server_info, sglang-jax when nothing tells.
+    #[arg(long, env = "RANKLINE_KIND", value_enum, default_value_t = KindArg::Auto)]
+    kind: KindArg,
+
+    /// Local folder for captures: the server writes into
+    /// <spool>/captures/<profile_id>/<role>-<worker>. Agents of one
+    /// multi-host server must use the same path on every host.
+    #[arg(
+        long,
+        env = "RANKLINE_SPOOL",
+        value_name = "DIR",
+        default_value = rankline_agent::DEFAULT_SPOOL
+    )]
+    spool: PathBuf,
+
+    /// A stable, unique name for this agent. [default:
+    /// <host>/<role>-<worker>/TP-<n>-EP-<m>]
+    #[arg(long, env = "RANKLINE_AGENT_ID", value_name = "ID")]
+    agent_id: Option<String>,
+}
+
+const AFTER_HELP: &str = "\
+The agent dials the coordinator and waits for captures. On a capture it calls the
+server's /start_profile at the common start instant, stops it (duration, num_steps,
+or `rankline stop`), waits for this rank's complete files, uploads them to the
+capture's storage and writes the sidecar last. What the server can tell (role, node
+rank, kind) is read from its GET /get_server_info, retried in the background while it
+is down; flags win over what it says.
+
+Examples:
+  rankline agent --coordinator http://10.0.0.1:7471 --spool /tmp/rankline
+  rankline agent --server http://127.0.0.1:30001 --role decode --worker 1 --tp-rank 0
+  RANKLINE_MODE=collect RANKLINE_TP_RANK=1 rankline agent   # node 1 of a 2-host server
+
+The agent runs until SIGINT or SIGTERM. It keeps running while the coordinator
+or the server is down and reconnects by itself.";
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    Unified,
+    Prefill,
+    Decode,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ModeArg {
+    Auto,
+    Trigger,
+    Collect,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum KindArg {
+    Auto,
+    SglangJax,
+    Sglang,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_string(), value.trim().to_string()))
+        }
+        _ => Err(format!(
+            "{text:?} is not KEY=VALUE (e.g. --label zone=us-east1-b)"
+        )),
+    }
+}
+
+impl Args {
+    fn into_config(self) -> AgentConfig {
+        AgentConfig {
+            coordinator_url: self.coordinator,
+            server_url: self.server,
+            host: self.host,
+            role: self.role.map(|role| match role {
+                RoleArg::Unified => Role::Unified,
+                RoleArg::Prefill => Role::Prefill,
+                RoleArg::Decode => Role::Decode,
+            }),
+            worker: self.worker,
+            tp_rank: self.tp_rank,
+            ep_rank: self.ep_rank,
+            dp_rank: self.dp_rank,
+            pp_rank: self.pp_rank,
+            labels: self.labels.into_iter().collect(),
+            mode: match self.mode {
+                ModeArg::Auto => ModeChoice::Auto,
+                ModeArg::Trigger => ModeChoice::Trigger,
+                ModeArg::Collect => ModeChoice::Collect,
+            },
+            kind: match self.kind {
+                KindArg::Auto => KindChoice::Auto,
+                KindArg::SglangJax => KindChoice::SglangJax,
+                KindArg::Sglang => KindChoice::Sglang,
+            },
+            spool: self.spool,
+            agent_id: self.agent_id,
+            timing: Timing::default(),
+        }
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = args.into_config();
+    // One thread runs everything; blocking work (precise start sleeps, time
+    // base reads) gets a few short-lived helper threads.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(4)
+        .build()
+        .context("cannot start the agent's runtime")?;
+    runtime.block_on(rankline_agent::Agent::run(config, shutdown_signal()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (systemd, Kubernetes).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

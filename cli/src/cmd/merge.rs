@@ -1,10 +1,142 @@
-//! `rankline merge` (being built).
+//! `rankline merge`: arguments and glue for `rankline_merge::merge`.
 
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {}
+use anyhow::Context;
+use rankline_merge::{
+    merge, parse_duration_ns, AlignMode, Filters, MergeOptions, RankSelector, RoleSelector, Stage,
+    Window,
+};
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`rankline merge` is not built yet")
+/// Merge per-rank traces onto one clock, into one Perfetto trace.
+///
+/// INPUT is a capture folder written by `rankline capture` (with
+/// manifest.json and per-rank .meta.json sidecars), a trace file
+/// (*.trace.json[.gz]), or a JAX log dir (plugins/profile/<run>/<host>.*).
+/// Ranks come from the capture, else from SGLang-style file names
+/// (`<id>-TP-n[-DP-d][-PP-p][-EP-e]`), else TP-0, TP-1, ... in argument order.
+///
+/// Exit status: 0 when every rank was merged; 1 when the output was written
+/// but some ranks were skipped (--keep-going) or missing from the capture;
+/// 2 when nothing was written.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    rankline merge /data/captures/cap-123 -o cap-123.pftrace\n  \
+    rankline merge run/plugins/profile/2026_11_22_21_47_40/*.trace.json.gz -o run.pftrace --drop-python\n  \
+    rankline merge cap-123 -o steps.json.gz --window 1s..1.2s --ranks TP-0,TP-1")]
+pub struct Args {
+    /// Capture folders, trace files or JAX log dirs.
+    #[arg(required = true, value_name = "INPUT")]
+    inputs: Vec<String>,
+
+    /// Output file; its extension picks the format: .pftrace (Perfetto,
+    /// recommended), .json / .json.gz (Chrome JSON), .zip (Perfetto v58+
+    /// archive: per-rank traces plus a manifest of clock offsets).
+    #[arg(short, long, value_name = "OUTPUT")]
+    output: PathBuf,
+
+    /// How ranks are put on one clock: `clock` applies each host's measured
+    /// clock offset from the sidecars (the default; ranks without one keep
+    /// their host clock), `none` uses time bases only.
+    #[arg(long, default_value = "clock", value_parser = parse_align)]
+    align: AlignMode,
+
+    /// Keep only events overlapping START..END: durations after the capture
+    /// start (100ms..350ms, 1.5s..) or epoch nanoseconds.
+    #[arg(long, value_name = "START..END", value_parser = parse_window)]
+    window: Option<Window>,
+
+    /// Keep only these ranks (comma-separated): TP-1, TP-1-EP-0, EP-2,
+    /// prefill-0/TP-1.
+    #[arg(long, value_delimiter = ',', value_name = "RANKS", value_parser = parse_rank)]
+    ranks: Vec<RankSelector>,
+
+    /// Keep only these roles or servers (comma-separated): prefill, decode,
+    /// unified, prefill-1.
+    #[arg(long, value_delimiter = ',', value_name = "ROLES", value_parser = parse_role)]
+    roles: Vec<RoleSelector>,
+
+    /// Drop Python-tracer events (`$file.py:N func`; Kineto
+    /// python_function), often 95% of a sglang-jax trace.
+    #[arg(long)]
+    drop_python: bool,
+
+    /// Drop complete events shorter than this (e.g. 10us, 0.5ms).
+    #[arg(long, value_name = "DURATION", value_parser = parse_min_dur)]
+    min_dur: Option<i64>,
+
+    /// Merge the readable ranks when some cannot be read, and list the
+    /// skipped ones.
+    #[arg(long)]
+    keep_going: bool,
+
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+
+    /// Ranks converted at once (each holds its events in memory); default:
+    /// the number of CPUs.
+    #[arg(long, short = 'j', value_name = "N")]
+    jobs: Option<usize>,
+
+    /// Diagnostic: stop after `gunzip` (decompress every trace) or `parse`
+    /// (parse every event) and write nothing, to see where time goes.
+    #[arg(long, hide = true, value_parser = parse_stage)]
+    stop_after: Option<Stage>,
+}
+
+fn parse_align(text: &str) -> Result<AlignMode, String> {
+    text.parse()
+}
+
+fn parse_window(text: &str) -> Result<Window, String> {
+    text.parse()
+}
+
+fn parse_rank(text: &str) -> Result<RankSelector, String> {
+    text.parse()
+}
+
+fn parse_role(text: &str) -> Result<RoleSelector, String> {
+    text.parse()
+}
+
+fn parse_min_dur(text: &str) -> Result<i64, String> {
+    parse_duration_ns(text)
+}
+
+fn parse_stage(text: &str) -> Result<Stage, String> {
+    text.parse()
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let options = MergeOptions {
+        align: args.align,
+        filters: Filters {
+            window: args.window,
+            ranks: args.ranks,
+            roles: args.roles,
+            drop_python: args.drop_python,
+            min_dur_ns: args.min_dur,
+        },
+        keep_going: args.keep_going,
+        jobs: args.jobs,
+        stop_after: args.stop_after,
+        ..MergeOptions::new(args.inputs, args.output)
+    };
+    let summary = merge(&options)?;
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut stdout, &summary).context("writing the summary")?;
+        writeln!(stdout)?;
+    } else {
+        write!(stdout, "{}", summary.render())?;
+    }
+    Ok(if summary.complete() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

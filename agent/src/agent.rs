@@ -1,0 +1,219 @@
+//! The agent as a whole: checks its configuration, works out who it is
+//! (flags, then what the server says), and runs the coordinator link, the
+//! background discovery and the captures until shut down.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rankline_proto::AgentIdentity;
+use thiserror::Error;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::book::CaptureBook;
+use crate::clock::ClockSync;
+use crate::config::{kind_word, AgentConfig, ModeChoice};
+use crate::discovery::{resolve_identity, Discovered};
+use crate::link;
+use crate::server::ServerApi;
+
+/// How long a shutdown waits for running captures to report their end.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// First wait between discovery attempts while the server is down.
+const DISCOVERY_RETRY_FIRST: Duration = Duration::from_millis(500);
+
+/// Why an agent could not start.
+#[derive(Debug, Error)]
+pub enum AgentError {
+    #[error("invalid --coordinator {url:?}: {reason}; expected e.g. http://10.0.0.1:7471")]
+    CoordinatorUrl { url: String, reason: String },
+    #[error("invalid --server {url:?}: {reason}; expected e.g. http://127.0.0.1:30000")]
+    ServerUrl { url: String, reason: String },
+    #[error("cannot create the spool folder {path}: {source}; pass a writable --spool")]
+    Spool {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot tell this machine's host name ({0}); pass --host")]
+    Host(String),
+}
+
+/// What every part of a running agent shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: AgentConfig,
+    /// The identity announced in hellos; discovery may change it.
+    pub identity: watch::Sender<AgentIdentity>,
+    pub server: ServerApi,
+    pub clock: ClockSync,
+    pub book: CaptureBook,
+    pub shutdown: CancellationToken,
+}
+
+/// A rankline agent.
+pub struct Agent;
+
+impl Agent {
+    /// Runs an agent until `shutdown` resolves. Returns an error only for a
+    /// configuration it cannot work with; an absent server or coordinator is
+    /// waited for, not an error.
+    pub async fn run(
+        config: AgentConfig,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), AgentError> {
+        let (shared, updates) = prepare(config)?;
+        let link = tokio::spawn(link::run(Arc::clone(&shared), updates));
+        let discovery = tokio::spawn(discover_until_found(Arc::clone(&shared)));
+
+        shutdown.await;
+        tracing::info!("shutting down");
+        shared.shutdown.cancel();
+        discovery.abort();
+        // The link sends the captures' last updates before it closes.
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, link).await;
+        Ok(())
+    }
+}
+
+fn prepare(
+    mut config: AgentConfig,
+) -> Result<(Arc<Shared>, tokio::sync::mpsc::UnboundedReceiver<rankline_proto::RankUpdate>), AgentError>
+{
+    check_url(&config.coordinator_url).map_err(|reason| AgentError::CoordinatorUrl {
+        url: config.coordinator_url.clone(),
+        reason,
+    })?;
+    tonic::transport::Endpoint::from_shared(config.coordinator_url.clone()).map_err(|e| {
+        AgentError::CoordinatorUrl {
+            url: config.coordinator_url.clone(),
+            reason: e.to_string(),
+        }
+    })?;
+    check_url(&config.server_url).map_err(|reason| AgentError::ServerUrl {
+        url: config.server_url.clone(),
+        reason,
+    })?;
+    // The output folder string must be the same on every host of a server,
+    // so a relative --spool is made absolute here, once.
+    if config.spool.is_relative() {
+        let cwd = std::env::current_dir().map_err(|source| AgentError::Spool {
+            path: config.spool.clone(),
+            source,
+        })?;
+        config.spool = cwd.join(&config.spool);
+    }
+    let captures = config.spool.join("captures");
+    std::fs::create_dir_all(&captures).map_err(|source| AgentError::Spool {
+        path: captures,
+        source,
+    })?;
+    let host = match config.host.clone() {
+        Some(host) => host,
+        None => gethostname::gethostname()
+            .into_string()
+            .map_err(|raw| AgentError::Host(format!("not UTF-8: {raw:?}")))?,
+    };
+    if host.is_empty() {
+        return Err(AgentError::Host("it is empty".to_string()));
+    }
+    let timing = &config.timing;
+    let server = ServerApi::new(
+        &config.server_url,
+        timing.connect_timeout,
+        timing.server_request_timeout,
+        timing.stop_request_timeout,
+    )
+    .map_err(|e| AgentError::ServerUrl {
+        url: config.server_url.clone(),
+        reason: e.to_string(),
+    })?;
+    let clock = ClockSync::new(timing.clock_burst_probes, timing.clock_probe_timeout);
+    let identity = resolve_identity(&config, &host, None);
+    let (book, updates) = CaptureBook::new();
+    let shared = Shared {
+        config,
+        identity: watch::Sender::new(identity),
+        server,
+        clock,
+        book,
+        shutdown: CancellationToken::new(),
+    };
+    log_identity(&shared.identity.borrow(), "starting");
+    Ok((Arc::new(shared), updates))
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
+    if parsed.scheme() != "http" && parsed.scheme() != "https" {
+        return Err(format!("scheme {:?} is not http or https", parsed.scheme()));
+    }
+    if parsed.host_str().is_none() {
+        return Err("no host".to_string());
+    }
+    Ok(())
+}
+
+fn log_identity(identity: &AgentIdentity, what: &str) {
+    tracing::info!(
+        agent_id = %identity.agent_id,
+        host = %identity.host,
+        role = identity.role().word(),
+        worker = identity.worker,
+        tp = identity.tp_rank,
+        ep = identity.ep_rank,
+        mode = if identity.trigger { "trigger" } else { "collect" },
+        kind = kind_word(identity.server_kind()),
+        server = %identity.server_url,
+        "{what}"
+    );
+}
+
+/// Asks the server who it is until it answers, then updates the identity
+/// (the link says hello again when it changes). A collect-only agent never
+/// calls the server, so it skips this.
+async fn discover_until_found(shared: Arc<Shared>) {
+    if shared.config.mode == ModeChoice::Collect {
+        return;
+    }
+    let mut wait = DISCOVERY_RETRY_FIRST;
+    let mut attempts: u32 = 0;
+    loop {
+        match shared.server.discover().await {
+            Ok(discovered) => {
+                apply_discovery(&shared, &discovered);
+                return;
+            }
+            Err(error) => {
+                attempts += 1;
+                if attempts == 1 {
+                    tracing::warn!(
+                        "the server is not answering yet ({error}); the agent keeps asking in the background"
+                    );
+                } else {
+                    tracing::debug!(%error, "server discovery failed");
+                }
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(shared.config.timing.discovery_retry_max);
+    }
+}
+
+fn apply_discovery(shared: &Shared, discovered: &Discovered) {
+    tracing::info!(server = %shared.config.server_url, "discovered: {discovered}");
+    let host = shared.identity.borrow().host.clone();
+    let identity = resolve_identity(&shared.config, &host, Some(discovered));
+    let changed = shared.identity.send_if_modified(|current| {
+        if *current == identity {
+            false
+        } else {
+            *current = identity;
+            true
+        }
+    });
+    if changed {
+        log_identity(&shared.identity.borrow(), "identity after discovery");
+    }
+}

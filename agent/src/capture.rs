@@ -1,0 +1,776 @@
+//! One capture on one rank, from `StartCapture` to `ok` or `failed`, as
+//! ARCHITECTURE.md "A capture, rank by rank" lays out: armed → start at the
+//! common instant → stop (duration, num_steps or a StopCapture) → wait for
+//! complete files → upload → sidecar last.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rankline_layout::{
+    validate_profile_id, FileKind, FileRecord, RankCoords, RankIdentity, RankKey, Sidecar,
+    SIDECAR_FORMAT,
+};
+use rankline_proto::{
+    unix_now_ns, AgentIdentity, CaptureSettings, RankState, RankUpdate, ServerKind, StartCapture,
+    StoredObject,
+};
+use rankline_storage::Storage;
+use thiserror::Error;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::agent::Shared;
+use crate::book::Refusal;
+use crate::clock::BurstEstimate;
+use crate::config::kind_word;
+use crate::discovery::coords_of;
+use crate::files::{FoundFile, RankFilesSpec, StabilityCheck};
+use crate::server::{start_body, ServerError, StopOutcome};
+use crate::spool::{self, CaptureRecord, Journal, JournalFile, JOURNAL_FORMAT};
+use crate::time_base::{self, TraceTimes};
+
+/// The last stretch before the start instant is slept on a blocking thread,
+/// whose wake-up is far more precise than the async timer's millisecond.
+const PRECISE_SLEEP_WINDOW: Duration = Duration::from_millis(2);
+/// Clock probing stops this long before the start instant.
+const PROBE_MARGIN: Duration = Duration::from_millis(50);
+/// uvicorn drops an idle keep-alive connection after 5 s; warm it closer than that.
+const WARM_BEFORE_START: Duration = Duration::from_secs(2);
+/// Consecutive failed `/profile_status` polls that mean the server is gone.
+const STATUS_FAILURES_TOLERATED: u32 = 3;
+/// How often upload progress is reported.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why a capture failed; each message tells the user what to do.
+#[derive(Debug, Error)]
+pub enum CaptureError {
+    #[error(
+        "cannot use the spool folder {path}: {source}; check --spool (the agent must be able to write there)"
+    )]
+    Spool { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error(
+        "the server at {url} answered POST /start_profile with 500: a profile is probably already running on that server: call {url}/stop_profile or wait for it to end, then capture again (the server's log has the reason)"
+    )]
+    StartRefused { url: String },
+    #[error(
+        "the server at {url} has no /start_profile (404): this is a node >= 1 of a multi-host server (run its agent with --mode collect) or --server points at something else"
+    )]
+    StartMissing { url: String },
+    #[error(
+        "storing {what} in {url} failed: {reason}; the files stay in {kept}; check the storage URL, its credentials and free space"
+    )]
+    Storage {
+        what: String,
+        url: String,
+        reason: String,
+        kept: PathBuf,
+    },
+}
+
+/// Takes a `StartCapture`: refuses it (busy, bad id), re-sends the state of
+/// one already known, or runs it in its own task.
+pub(crate) fn start(shared: &Arc<Shared>, command: StartCapture) {
+    let profile_id = command.profile_id.clone();
+    if let Err(error) = validate_profile_id(&profile_id) {
+        shared.book.publish(rank_update(
+            &profile_id,
+            RankState::Failed,
+            format!("refused: {error}"),
+        ));
+        return;
+    }
+    let stop = match shared.book.claim(&profile_id) {
+        Ok(stop) => stop,
+        Err(Refusal::Busy(running)) => {
+            shared.book.publish(rank_update(
+                &profile_id,
+                RankState::Failed,
+                format!(
+                    "busy with {running}: this agent runs one capture at a time; wait for it to end or stop it (`rankline stop {running}`)"
+                ),
+            ));
+            return;
+        }
+        Err(Refusal::Known(latest)) => {
+            shared.book.resend(*latest);
+            return;
+        }
+    };
+    let run = CaptureRun::new(Arc::clone(shared), command, stop);
+    tokio::spawn(run.run());
+}
+
+fn rank_update(profile_id: &str, state: RankState, detail: String) -> RankUpdate {
+    RankUpdate {
+        profile_id: profile_id.to_string(),
+        state: state as i32,
+        detail,
+        objects: Vec::new(),
+        at_unix_ns: unix_now_ns(),
+        bytes_done: 0,
+        bytes_total: 0,
+    }
+}
+
+/// How a capture's run ended.
+enum End {
+    Done(Result<Vec<StoredObject>, CaptureError>),
+    TimedOut,
+    ShutDown,
+}
+
+struct CaptureRun {
+    shared: Arc<Shared>,
+    profile_id: String,
+    start_at_coordinator_ns: i64,
+    settings: CaptureSettings,
+    storage_url: String,
+    identity: AgentIdentity,
+    coords: RankCoords,
+    output_dir: PathBuf,
+    key: RankKey,
+    stop: watch::Receiver<bool>,
+    journal: Journal,
+    state: RankState,
+    /// What the capture waits for right now, for a timeout's message.
+    waiting_for: String,
+    start_requested_ns: Option<i64>,
+    stop_requested_ns: Option<i64>,
+    stop_observed_ns: Option<i64>,
+    /// A start reached (or may have reached) the server and no stop was sent:
+    /// a failure must not leave the server profiling.
+    server_may_profile: bool,
+    clock_before: Option<BurstEstimate>,
+}
+
+impl CaptureRun {
+    fn new(shared: Arc<Shared>, command: StartCapture, stop: watch::Receiver<bool>) -> CaptureRun {
+        let identity = shared.identity.borrow().clone();
+        let coords = coords_of(&identity);
+        let output_dir = spool::output_dir(&shared.config.spool, &command.profile_id, &coords);
+        let key = RankKey::new(&command.profile_id, &coords);
+        let journal = Journal::new(
+            &shared.config.spool,
+            CaptureRecord {
+                format: JOURNAL_FORMAT.to_string(),
+                profile_id: command.profile_id.clone(),
+                agent_id: identity.agent_id.clone(),
+                storage_url: command.storage_url.clone(),
+                output_dir: output_dir.clone(),
+                state: RankState::Pending.word().to_string(),
+                detail: String::new(),
+                files: Vec::new(),
+                sidecar: None,
+                sidecar_key: key.sidecar(),
+                sidecar_written: false,
+                updated_unix_ns: 0,
+            },
+        );
+        CaptureRun {
+            shared,
+            profile_id: command.profile_id,
+            start_at_coordinator_ns: command.start_at_unix_ns,
+            settings: command.settings.unwrap_or_default(),
+            storage_url: command.storage_url,
+            identity,
+            coords,
+            output_dir,
+            key,
+            stop,
+            journal,
+            state: RankState::Pending,
+            waiting_for: "the start instant".to_string(),
+            start_requested_ns: None,
+            stop_requested_ns: None,
+            stop_observed_ns: None,
+            server_may_profile: false,
+            clock_before: None,
+        }
+    }
+
+    /// From the start instant to stored files: the capture's `timeout_ms`,
+    /// else the profiling window (or the default budget) plus the budget
+    /// for files and upload.
+    fn budget(&self) -> Duration {
+        let timing = &self.shared.config.timing;
+        if self.settings.timeout_ms > 0 {
+            return Duration::from_millis(self.settings.timeout_ms);
+        }
+        let profiling = self
+            .settings
+            .duration_ms
+            .filter(|ms| *ms > 0)
+            .map_or(timing.default_profiling_budget, Duration::from_millis);
+        profiling + timing.files_and_upload_budget
+    }
+
+    /// The start instant on this host's clock.
+    fn local_start_ns(&self) -> i64 {
+        let now = unix_now_ns();
+        self.start_at_coordinator_ns + self.shared.clock.with_tracker(|t| t.offset_at(now))
+    }
+
+    async fn run(mut self) {
+        let budget = self.budget();
+        let lead = nanos_until(self.local_start_ns());
+        let deadline = Instant::now() + lead + budget;
+        let shutdown = self.shared.shutdown.clone();
+        let end = tokio::select! {
+            result = tokio::time::timeout_at(deadline, self.pipeline()) => {
+                result.map_or(End::TimedOut, End::Done)
+            }
+            _ = shutdown.cancelled() => End::ShutDown,
+        };
+        let (state, mut detail, objects) = match end {
+            End::Done(Ok(objects)) => {
+                let bytes: u64 = objects.iter().map(|o| o.size).sum();
+                let detail = format!("stored {} objects ({bytes} bytes)", objects.len());
+                (RankState::Ok, detail, objects)
+            }
+            End::Done(Err(error)) => (RankState::Failed, error.to_string(), Vec::new()),
+            End::TimedOut => (
+                RankState::Failed,
+                format!(
+                    "timed out after {budget:?} in {}, waiting for {}",
+                    self.state.word(),
+                    self.waiting_for
+                ),
+                Vec::new(),
+            ),
+            End::ShutDown => (
+                RankState::Failed,
+                format!(
+                    "the agent was shut down during the capture (in {}); files written so far are in {}",
+                    self.state.word(),
+                    self.output_dir.display()
+                ),
+                Vec::new(),
+            ),
+        };
+        if state == RankState::Failed && self.server_may_profile {
+            // Best effort, in the background: a hung server must not hold up the report.
+            let server = self.shared.server.clone();
+            tokio::spawn(async move { server.stop_profile().await });
+            detail.push_str("; rankline sent /stop_profile so the server is not left profiling");
+        }
+        self.finish(state, detail, objects);
+    }
+
+    async fn pipeline(&mut self) -> Result<Vec<StoredObject>, CaptureError> {
+        self.arm().await?;
+        if self.identity.trigger {
+            self.profile().await?;
+        } else {
+            self.start_requested_ns = Some(self.local_start_ns());
+            let detail = format!(
+                "collect-only: waiting for host '{}' to write its files into {}",
+                self.identity.host,
+                self.output_dir.display()
+            );
+            self.enter(RankState::Profiling, detail);
+        }
+        let files = self.collect().await?;
+        let clock_after = self.shared.clock.burst(None).await;
+        self.upload(files, clock_after).await
+    }
+
+    /// Prepares the output folder, measures the clock, then sleeps until
+    /// the start instant (keeping the server connection warm).
+    async fn arm(&mut self) -> Result<(), CaptureError> {
+        std::fs::create_dir_all(&self.output_dir).map_err(|source| CaptureError::Spool {
+            path: self.output_dir.clone(),
+            source,
+        })?;
+        let lead = nanos_until(self.local_start_ns());
+        let role = if self.identity.trigger {
+            "triggers the server"
+        } else {
+            "collect-only"
+        };
+        let detail = if lead.is_zero() {
+            format!("{role}; the start instant has passed already: starting now")
+        } else {
+            format!("{role}; starts in {} ms", lead.as_millis())
+        };
+        self.enter(RankState::Armed, detail);
+
+        if lead > PROBE_MARGIN {
+            self.clock_before = self
+                .shared
+                .clock
+                .burst(Some(Instant::now() + lead - PROBE_MARGIN))
+                .await;
+        }
+        if self.clock_before.is_none() && self.shared.clock.estimate().is_none() {
+            tracing::warn!(
+                profile_id = %self.profile_id,
+                "no clock estimate yet: the start instant is taken on this host's clock as is"
+            );
+        }
+        let start_ns = self.local_start_ns();
+        if self.identity.trigger {
+            let lead = nanos_until(start_ns);
+            if lead > WARM_BEFORE_START {
+                tokio::time::sleep(lead - WARM_BEFORE_START).await;
+            }
+            let warm_by = Instant::now() + nanos_until(start_ns).saturating_sub(PRECISE_SLEEP_WINDOW);
+            if let Ok(Err(error)) = tokio::time::timeout_at(warm_by, self.shared.server.health()).await {
+                tracing::debug!(%error, "warming the server connection failed");
+            }
+        }
+        sleep_until_unix(start_ns).await;
+        Ok(())
+    }
+
+    /// Sends `/start_profile` and waits until profiling is over.
+    async fn profile(&mut self) -> Result<(), CaptureError> {
+        let server = self.shared.server.clone();
+        let url = server.base_url().to_string();
+        self.waiting_for = format!(
+            "an answer to POST {url}/start_profile (the server may be hung: check its log, restart it)"
+        );
+        let body = start_body(&self.settings, &self.output_dir);
+        let scheduled_ns = self.local_start_ns();
+        let sent_ns = unix_now_ns();
+        self.start_requested_ns = Some(sent_ns);
+        match server.start_profile(&body).await {
+            Ok(()) => self.server_may_profile = true,
+            Err(error) if error.status() == Some(500) => {
+                return Err(CaptureError::StartRefused { url })
+            }
+            Err(error) if error.status() == Some(404) => {
+                return Err(CaptureError::StartMissing { url })
+            }
+            Err(error @ ServerError::Timeout { .. }) => {
+                self.server_may_profile = true;
+                return Err(error.into());
+            }
+            Err(error) => return Err(error.into()),
+        }
+        let late_us = (sent_ns - scheduled_ns) / 1000;
+        self.enter(
+            RankState::Profiling,
+            format!("the server is profiling (start sent {late_us} us after the instant)"),
+        );
+        self.wait_for_stop().await
+    }
+
+    /// Waits for the end of the profiling window, the server's own stop
+    /// after `num_steps`, or a StopCapture, whichever comes first.
+    async fn wait_for_stop(&mut self) -> Result<(), CaptureError> {
+        let poll = self.shared.config.timing.poll_interval;
+        let window_end = self
+            .settings
+            .duration_ms
+            .filter(|ms| *ms > 0)
+            .map(|ms| Instant::now() + Duration::from_millis(ms));
+        let num_steps = self.settings.num_steps;
+        self.waiting_for = match (window_end, num_steps) {
+            (Some(_), _) => "the end of the profiling window".to_string(),
+            (None, Some(steps)) => format!(
+                "the server to finish num_steps={steps} (it counts forward steps, so it needs requests: send traffic, or `rankline stop {}`)",
+                self.profile_id
+            ),
+            (None, None) => format!("a stop (`rankline stop {}`)", self.profile_id),
+        };
+        let mut status_route = true;
+        let mut status_failures = 0;
+        loop {
+            tokio::select! {
+                _ = sleep_until_opt(window_end), if window_end.is_some() => {
+                    return self.request_stop("the duration elapsed").await;
+                }
+                _ = stop_requested(&mut self.stop) => {
+                    return self.request_stop("a stop was requested").await;
+                }
+                _ = tokio::time::sleep(poll), if num_steps.is_some() => {
+                    if self.stopped_by_itself(&mut status_route, &mut status_failures).await? {
+                        self.server_may_profile = false;
+                        self.stop_observed_ns = Some(unix_now_ns());
+                        let detail = format!(
+                            "the server stopped by itself after num_steps={}",
+                            num_steps.unwrap_or_default()
+                        );
+                        self.enter(RankState::Stopping, detail);
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// One poll of a `num_steps` capture: `/profile_status`, or where the
+    /// server has none (404), whether the files are all there.
+    async fn stopped_by_itself(
+        &mut self,
+        status_route: &mut bool,
+        failures: &mut u32,
+    ) -> Result<bool, CaptureError> {
+        if !*status_route {
+            return Ok(self.scan_files()?.all_present);
+        }
+        match self.shared.server.profile_status().await {
+            Ok(crate::server::ProfileStatus::Idle) => Ok(true),
+            Ok(crate::server::ProfileStatus::InProgress) => {
+                *failures = 0;
+                Ok(false)
+            }
+            Ok(crate::server::ProfileStatus::Unsupported) => {
+                tracing::info!(
+                    profile_id = %self.profile_id,
+                    "the server has no /profile_status: watching for its files instead"
+                );
+                *status_route = false;
+                Ok(false)
+            }
+            Err(error) => {
+                *failures += 1;
+                if *failures >= STATUS_FAILURES_TOLERATED {
+                    Err(error.into())
+                } else {
+                    Ok(false)
+                }
+            }
+        }
+    }
+
+    async fn request_stop(&mut self, reason: &str) -> Result<(), CaptureError> {
+        let server = self.shared.server.clone();
+        self.enter(
+            RankState::Stopping,
+            format!("{reason}: sent /stop_profile; the server answers once its files are written"),
+        );
+        self.waiting_for = format!(
+            "the answer to POST {}/stop_profile (the server writes its files before answering)",
+            server.base_url()
+        );
+        self.stop_requested_ns = Some(unix_now_ns());
+        self.server_may_profile = false;
+        if server.stop_profile().await? == StopOutcome::WasNotProfiling {
+            // The bare 500 a stop gets after num_steps stopped the profile: expected.
+            tracing::info!(
+                profile_id = %self.profile_id,
+                "the server was no longer profiling when asked to stop (500): it had stopped by itself"
+            );
+        }
+        self.stop_observed_ns = Some(unix_now_ns());
+        Ok(())
+    }
+
+    fn files_spec(&self) -> RankFilesSpec {
+        RankFilesSpec {
+            kind: self.identity.server_kind(),
+            host: self.identity.host.clone(),
+            coords: self.coords.clone(),
+        }
+    }
+
+    fn scan_files(&self) -> Result<crate::files::Scan, CaptureError> {
+        self.files_spec()
+            .scan(&self.output_dir)
+            .map_err(|source| CaptureError::Spool {
+                path: self.output_dir.clone(),
+                source,
+            })
+    }
+
+    /// Waits until the rank's files are all there, no `.tmp` is pending and
+    /// their sizes held still over two polls.
+    async fn collect(&mut self) -> Result<Vec<FoundFile>, CaptureError> {
+        if self.identity.trigger {
+            let detail = format!("waiting for complete files in {}", self.output_dir.display());
+            self.enter(RankState::Collecting, detail);
+        }
+        let poll = self.shared.config.timing.poll_interval;
+        let mut stability = StabilityCheck::default();
+        loop {
+            let scan = self.scan_files()?;
+            if self.state == RankState::Profiling && !scan.files.is_empty() {
+                self.stop_observed_ns = Some(unix_now_ns());
+                let detail = format!("files appear in {}", self.output_dir.display());
+                self.enter(RankState::Collecting, detail);
+            }
+            self.waiting_for = self.missing_files_hint(&scan.others);
+            if let Some(files) = stability.observe(scan) {
+                return Ok(files);
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    /// What files the rank waits for, and what it saw instead.
+    fn missing_files_hint(&self, others: &[String]) -> String {
+        let dir = self.output_dir.display();
+        let wanted = match self.identity.server_kind() {
+            ServerKind::Sglang => format!(
+                "a complete *-{}.trace.json.gz (no .tmp) in {dir}",
+                self.coords.rank_label()
+            ),
+            ServerKind::SglangJax | ServerKind::Unspecified => format!(
+                "both {host}.trace.json.gz and {host}.xplane.pb under {dir}/plugins/profile/",
+                host = self.identity.host
+            ),
+        };
+        if others.is_empty() {
+            format!(
+                "{wanted}; nothing of the kind was written there: does the server write to this machine (same --spool on every agent of a server)?"
+            )
+        } else {
+            format!(
+                "{wanted}; seen only: {}; do --host / the rank flags match what the server writes?",
+                others.join(", ")
+            )
+        }
+    }
+
+    /// The object key a file of this rank is stored under.
+    fn key_for(&self, file: &FoundFile) -> String {
+        match (file.kind, &file.stage) {
+            (FileKind::Xplane, _) => self.key.xplane(),
+            (FileKind::Trace, None) => self.key.trace(),
+            // Per-stage Kineto files keep their stage after the rank label.
+            (FileKind::Trace, Some(stage)) => format!("{}-{stage}.trace.json.gz", self.key.stem),
+        }
+    }
+
+    async fn upload(
+        &mut self,
+        files: Vec<FoundFile>,
+        clock_after: Option<BurstEstimate>,
+    ) -> Result<Vec<StoredObject>, CaptureError> {
+        let total: u64 = files.iter().map(|f| f.size).sum();
+        self.enter(
+            RankState::Uploading,
+            format!("{} files, {total} bytes to {}", files.len(), self.storage_url),
+        );
+        let storage = Storage::open(&self.storage_url)
+            .map_err(|e| self.storage_error("the capture", &e))?;
+
+        let times_of = files.clone();
+        let times = tokio::task::spawn_blocking(move || time_base::for_rank(&times_of))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|read| read)
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "cannot read the trace's time base; the sidecar says none");
+                TraceTimes::unknown()
+            });
+
+        self.journal.record.files = files
+            .iter()
+            .map(|file| JournalFile {
+                kind: file.kind,
+                local_path: file.path.clone(),
+                key: self.key_for(file),
+                size: file.size,
+                sha256: None,
+                uploaded: false,
+            })
+            .collect();
+        self.save_journal();
+
+        let mut records = Vec::with_capacity(files.len());
+        let mut done_before = 0;
+        for (index, file) in files.iter().enumerate() {
+            let key = self.key_for(file);
+            self.waiting_for = format!("the upload of {key} to {}", self.storage_url);
+            let stored = self
+                .upload_one(&storage, &key, file, done_before, total)
+                .await
+                .map_err(|e| self.storage_error(&key, &e))?;
+            done_before += stored.size;
+            let journaled = &mut self.journal.record.files[index];
+            journaled.sha256 = Some(stored.sha256.clone());
+            journaled.uploaded = true;
+            self.save_journal();
+            records.push(FileRecord {
+                kind: file.kind,
+                key: stored.key,
+                size: stored.size,
+                sha256: stored.sha256,
+                source_name: file.source_name(),
+            });
+        }
+
+        let sidecar = self.sidecar(records, times, clock_after.as_ref());
+        let sidecar_key = self.key.sidecar();
+        self.journal.record.sidecar = Some(sidecar.clone());
+        self.save_journal();
+        self.waiting_for = format!("the upload of {sidecar_key} to {}", self.storage_url);
+        let text = serde_json::to_vec_pretty(&sidecar)
+            .map_err(|e| self.storage_error(&sidecar_key, &e))?;
+        let stored_sidecar = storage
+            .put_bytes(&sidecar_key, text)
+            .await
+            .map_err(|e| self.storage_error(&sidecar_key, &e))?;
+        self.journal.record.sidecar_written = true;
+
+        let mut objects: Vec<StoredObject> = sidecar
+            .files
+            .iter()
+            .map(|f| StoredObject {
+                key: f.key.clone(),
+                size: f.size,
+                sha256: f.sha256.clone(),
+            })
+            .collect();
+        objects.push(StoredObject {
+            key: stored_sidecar.key,
+            size: stored_sidecar.size,
+            sha256: stored_sidecar.sha256,
+        });
+        Ok(objects)
+    }
+
+    fn storage_error(&self, what: &str, error: &dyn std::fmt::Display) -> CaptureError {
+        CaptureError::Storage {
+            what: what.to_string(),
+            url: self.storage_url.clone(),
+            reason: error.to_string(),
+            kept: self.output_dir.clone(),
+        }
+    }
+
+    /// Streams one file to storage, reporting progress about once a second.
+    async fn upload_one(
+        &self,
+        storage: &Storage,
+        key: &str,
+        file: &FoundFile,
+        done_before: u64,
+        total: u64,
+    ) -> Result<rankline_storage::StoredFile, rankline_storage::StorageError> {
+        let done = Arc::new(AtomicU64::new(0));
+        let progress = {
+            let done = Arc::clone(&done);
+            move |bytes: u64| done.store(bytes, Ordering::Relaxed)
+        };
+        let upload = storage.upload_file(key, &file.path, &progress);
+        tokio::pin!(upload);
+        let mut ticks = tokio::time::interval_at(Instant::now() + PROGRESS_INTERVAL, PROGRESS_INTERVAL);
+        loop {
+            tokio::select! {
+                stored = &mut upload => return stored,
+                _ = ticks.tick() => {
+                    let mut update = self.update(RankState::Uploading, format!("uploading {key}"));
+                    update.bytes_done = done_before + done.load(Ordering::Relaxed);
+                    update.bytes_total = total;
+                    self.shared.book.publish(update);
+                }
+            }
+        }
+    }
+
+    fn sidecar(
+        &self,
+        files: Vec<FileRecord>,
+        times: TraceTimes,
+        clock_after: Option<&BurstEstimate>,
+    ) -> Sidecar {
+        let identity = &self.identity;
+        Sidecar {
+            format: SIDECAR_FORMAT.to_string(),
+            profile_id: self.profile_id.clone(),
+            identity: RankIdentity {
+                agent_id: identity.agent_id.clone(),
+                host: identity.host.clone(),
+                coords: self.coords.clone(),
+                server_url: identity.server_url.clone(),
+                server_kind: kind_word(identity.server_kind()).to_string(),
+                trigger: identity.trigger,
+                node_rank: identity.node_rank,
+                labels: identity.labels.clone().into_iter().collect(),
+            },
+            start_requested_unix_ns: self.start_requested_ns.unwrap_or_default(),
+            stop_requested_unix_ns: self.stop_requested_ns,
+            stop_observed_unix_ns: self.stop_observed_ns,
+            time_base: times.time_base,
+            profile_stop_unix_ns: times.profile_stop_unix_ns,
+            clock: self
+                .shared
+                .clock
+                .with_tracker(|t| t.fit(self.clock_before.as_ref(), clock_after)),
+            files,
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    fn update(&self, state: RankState, detail: String) -> RankUpdate {
+        rank_update(&self.profile_id, state, detail)
+    }
+
+    fn save_journal(&mut self) {
+        if let Err(error) = self.journal.save() {
+            tracing::warn!(path = %self.journal.path().display(), %error, "cannot write the capture journal");
+        }
+    }
+
+    /// Moves to a new state: journal, log, and an update for the coordinator.
+    fn enter(&mut self, state: RankState, detail: String) {
+        self.state = state;
+        tracing::info!(profile_id = %self.profile_id, state = state.word(), "{detail}");
+        self.journal.record.state = state.word().to_string();
+        self.journal.record.detail = detail.clone();
+        self.save_journal();
+        self.shared.book.publish(self.update(state, detail));
+    }
+
+    fn finish(mut self, state: RankState, detail: String, objects: Vec<StoredObject>) {
+        let mut update = self.update(state, detail.clone());
+        update.bytes_done = objects.iter().map(|o| o.size).sum();
+        update.bytes_total = update.bytes_done;
+        update.objects = objects;
+        if state == RankState::Failed {
+            tracing::warn!(profile_id = %self.profile_id, "capture failed: {detail}");
+        } else {
+            tracing::info!(profile_id = %self.profile_id, "capture done: {detail}");
+        }
+        self.journal.record.state = state.word().to_string();
+        self.journal.record.detail = detail;
+        self.save_journal();
+        self.shared.book.publish(update);
+    }
+}
+
+/// Resolves once the coordinator asked this capture to stop. The book drops
+/// the sender only after the capture ended, so an error never comes early.
+async fn stop_requested(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|requested| *requested).await;
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Time from now until a wall-clock instant (zero when it has passed).
+fn nanos_until(unix_ns: i64) -> Duration {
+    Duration::from_nanos(u64::try_from(unix_ns - unix_now_ns()).unwrap_or(0))
+}
+
+/// Sleeps until a wall-clock instant: the async timer for all but the last
+/// couple of milliseconds, then one precise `thread::sleep` on a blocking
+/// thread. Nothing spins: many agents may share few cores.
+pub(crate) async fn sleep_until_unix(target_unix_ns: i64) {
+    let coarse = nanos_until(target_unix_ns).saturating_sub(PRECISE_SLEEP_WINDOW);
+    if !coarse.is_zero() {
+        tokio::time::sleep(coarse).await;
+    }
+    let precise = tokio::task::spawn_blocking(move || {
+        let left = nanos_until(target_unix_ns);
+        if !left.is_zero() {
+            std::thread::sleep(left);
+        }
+    });
+    if precise.await.is_err() {
+        // The blocking pool is shutting down; the async timer is close enough.
+        tokio::time::sleep(nanos_until(target_unix_ns)).await;
+    }
+}

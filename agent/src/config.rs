@@ -1,0 +1,158 @@
+//! What an agent is told at start-up (flags, environment), and the timing
+//! knobs of its conversations with the server, the coordinator and storage.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rankline_proto::{Role, ServerKind};
+
+/// The default coordinator address agents dial.
+pub const DEFAULT_COORDINATOR_URL: &str = "http://127.0.0.1:7471";
+/// The default base URL of the local server's HTTP API.
+pub const DEFAULT_SERVER_URL: &str = "http://127.0.0.1:30000";
+/// The default spool folder (captures are written below `<spool>/captures`).
+pub const DEFAULT_SPOOL: &str = "/var/lib/rankline/spool";
+
+/// Whether the agent sends `/start_profile` and `/stop_profile` itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ModeChoice {
+    /// Decide from the server: node 0 triggers, nodes >= 1 only collect.
+    #[default]
+    Auto,
+    /// Always drive the server's profiling API.
+    Trigger,
+    /// Never call the server; wait for the files this host writes.
+    Collect,
+}
+
+/// Which server family the agent drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KindChoice {
+    /// Decide from `/get_server_info`; sglang-jax when nothing tells.
+    #[default]
+    Auto,
+    SglangJax,
+    Sglang,
+}
+
+impl KindChoice {
+    /// The server kind this choice pins, if it pins one.
+    pub fn fixed(self) -> Option<ServerKind> {
+        match self {
+            KindChoice::Auto => None,
+            KindChoice::SglangJax => Some(ServerKind::SglangJax),
+            KindChoice::Sglang => Some(ServerKind::Sglang),
+        }
+    }
+}
+
+/// The word a server kind is known by on the command line and in sidecars.
+pub fn kind_word(kind: ServerKind) -> &'static str {
+    match kind {
+        ServerKind::Sglang => "sglang",
+        ServerKind::Unspecified | ServerKind::SglangJax => "sglang-jax",
+    }
+}
+
+/// Everything an agent needs to know at start-up. Fields left `None` are
+/// discovered from the server (or take their documented default).
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The coordinator's gRPC address, e.g. `http://10.0.0.1:7471`.
+    pub coordinator_url: String,
+    /// Base URL of the local server's HTTP API.
+    pub server_url: String,
+    /// The host name the server puts in its JAX file names; `None`: this
+    /// machine's host name.
+    pub host: Option<String>,
+    /// `None`: from the server's `disaggregation_mode`, else `unified`.
+    pub role: Option<Role>,
+    pub worker: u32,
+    pub tp_rank: u32,
+    pub ep_rank: u32,
+    pub dp_rank: Option<u32>,
+    pub pp_rank: Option<u32>,
+    pub labels: BTreeMap<String, String>,
+    pub mode: ModeChoice,
+    pub kind: KindChoice,
+    /// Captures are written below `<spool>/captures/<profile_id>/`.
+    pub spool: PathBuf,
+    /// `None`: `<host>/<role>-<worker>/<rank label>`.
+    pub agent_id: Option<String>,
+    pub timing: Timing,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            coordinator_url: DEFAULT_COORDINATOR_URL.to_string(),
+            server_url: DEFAULT_SERVER_URL.to_string(),
+            host: None,
+            role: None,
+            worker: 0,
+            tp_rank: 0,
+            ep_rank: 0,
+            dp_rank: None,
+            pp_rank: None,
+            labels: BTreeMap::new(),
+            mode: ModeChoice::Auto,
+            kind: KindChoice::Auto,
+            spool: PathBuf::from(DEFAULT_SPOOL),
+            agent_id: None,
+            timing: Timing::default(),
+        }
+    }
+}
+
+/// Timeouts and intervals. The defaults suit real servers; tests shrink them.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// TCP connect to the server or the coordinator.
+    pub connect_timeout: Duration,
+    /// Any server call that should answer at once (`/health`,
+    /// `/get_server_info`, `/start_profile`, `/profile_status`).
+    pub server_request_timeout: Duration,
+    /// `/stop_profile`, which answers only once the files are written.
+    pub stop_request_timeout: Duration,
+    /// How often files and `/profile_status` are polled.
+    pub poll_interval: Duration,
+    /// Profiling budget of a `num_steps` capture (or one with neither a
+    /// duration nor steps) when the capture sets no `timeout_ms`.
+    pub default_profiling_budget: Duration,
+    /// Added to the profiling budget for writing, collecting and uploading.
+    pub files_and_upload_budget: Duration,
+    /// Longest wait between two discovery attempts while the server is down.
+    pub discovery_retry_max: Duration,
+    /// Reconnect backoff: first delay and cap (jitter is added).
+    pub reconnect_initial: Duration,
+    pub reconnect_max: Duration,
+    /// How long the coordinator may take to answer the hello with a Welcome.
+    pub welcome_timeout: Duration,
+    /// Idle clock bursts are this far apart.
+    pub idle_clock_interval: Duration,
+    /// Probes per clock burst.
+    pub clock_burst_probes: usize,
+    /// One clock probe's round-trip limit.
+    pub clock_probe_timeout: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            connect_timeout: Duration::from_secs(3),
+            server_request_timeout: Duration::from_secs(10),
+            stop_request_timeout: Duration::from_secs(120),
+            poll_interval: Duration::from_millis(200),
+            default_profiling_budget: Duration::from_secs(60),
+            files_and_upload_budget: Duration::from_secs(120),
+            discovery_retry_max: Duration::from_secs(5),
+            reconnect_initial: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(5),
+            welcome_timeout: Duration::from_secs(5),
+            idle_clock_interval: Duration::from_secs(30),
+            clock_burst_probes: 12,
+            clock_probe_timeout: Duration::from_secs(1),
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! One capture as the coordinator tracks it: its ranks, their states, the
+//! events watchers see, and its summary.
+//!
+//! Everything here is plain data changed under the registry lock; nothing
+//! awaits. Every change worth keeping across a restart bumps the capture's
+//! version and wakes the record writer (`Shared::save_records`); the summary
+//! (`CaptureSummary`) is what the manifest is made from.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rankline_proto::{
+    capture_event, unix_now_ns, AgentIdentity, CaptureAccepted, CaptureEvent, CaptureSettings,
+    CaptureSummary, RankProgress, RankResult, RankState, RankUpdate, StartCapture, StoredObject,
+};
+use tokio::sync::{broadcast, Notify};
+
+use crate::convert::{capture_status, rank_coords};
+
+/// Room for events a slow watcher has not read yet; past it the watcher gets
+/// a fresh snapshot instead (see `control::forward_events`).
+const EVENT_BACKLOG: usize = 1024;
+
+/// Where a capture is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Some rank is not final yet.
+    Running,
+    /// Every rank is final; the manifest is being written.
+    Finishing,
+    /// The manifest was written (or could not be) and watchers were told.
+    Finished,
+}
+
+impl Phase {
+    /// How capture records spell the phase.
+    pub fn word(self) -> &'static str {
+        match self {
+            Phase::Running => "running",
+            Phase::Finishing => "finishing",
+            Phase::Finished => "finished",
+        }
+    }
+
+    pub fn from_word(word: &str) -> Option<Phase> {
+        [Phase::Running, Phase::Finishing, Phase::Finished]
+            .into_iter()
+            .find(|phase| phase.word() == word)
+    }
+}
+
+/// One selected agent's rank in a capture.
+#[derive(Debug)]
+pub(crate) struct Rank {
+    pub identity: AgentIdentity,
+    pub state: RankState,
+    pub detail: String,
+    pub objects: Vec<StoredObject>,
+    /// The last update (the agent's, or one the coordinator made).
+    pub latest: Option<RankUpdate>,
+    /// Past this, an unfinished rank fails.
+    pub deadline: Instant,
+    /// True when the coordinator, not the agent, ended this rank (lost, timed
+    /// out, unreachable): the agent's own later word replaces it.
+    pub decided_by_coordinator: bool,
+    /// True once storage was checked for a sidecar of a rank the coordinator
+    /// ended (see `Shared::settle`).
+    pub storage_checked: bool,
+}
+
+impl Rank {
+    fn result(&self) -> RankResult {
+        let mut result = RankResult {
+            agent: Some(self.identity.clone()),
+            detail: self.detail.clone(),
+            objects: self.objects.clone(),
+            ..Default::default()
+        };
+        result.set_state(self.state);
+        result
+    }
+}
+
+/// A capture the coordinator started.
+#[derive(Debug)]
+pub(crate) struct Capture {
+    pub profile_id: String,
+    /// As sent to the agents (with the effective `timeout_ms`).
+    pub settings: CaptureSettings,
+    pub storage_url: String,
+    pub created_unix_ns: i64,
+    pub start_at_unix_ns: i64,
+    /// Sorted as the merged timeline orders ranks.
+    pub ranks: Vec<Rank>,
+    pub phase: Phase,
+    pub finished_unix_ns: i64,
+    /// Set once a manifest write succeeded.
+    pub manifest_key: String,
+    /// Live events for watchers: made for the first one, dropped when the
+    /// capture finishes (its buffer is large; a thousand finished captures
+    /// stay in memory).
+    events: Option<broadcast::Sender<CaptureEvent>>,
+    /// Serializes manifest writes so the newest state is always the last one
+    /// written.
+    pub manifest_writes: Arc<tokio::sync::Mutex<()>>,
+    /// Counts changes worth a new capture record.
+    version: u64,
+    /// The version the stored record has.
+    saved_version: u64,
+    /// Wakes the record writer.
+    changes: Arc<Notify>,
+}
+
+impl Capture {
+    /// A new capture whose ranks are all `pending`.
+    pub fn new(
+        start: &StartCapture,
+        mut agents: Vec<AgentIdentity>,
+        deadline: Instant,
+        changes: Arc<Notify>,
+    ) -> Capture {
+        agents.sort_by_key(|identity| rank_coords(identity).sort_key());
+        let ranks = agents
+            .into_iter()
+            .map(|identity| Rank {
+                identity,
+                state: RankState::Pending,
+                detail: String::new(),
+                objects: Vec::new(),
+                latest: None,
+                deadline,
+                decided_by_coordinator: false,
+                storage_checked: false,
+            })
+            .collect();
+        let mut capture = Capture::with_ranks(start, ranks, changes);
+        capture.changed();
+        capture
+    }
+
+    /// A running capture of these ranks (in timeline order), created now,
+    /// whose record counts as saved.
+    pub fn with_ranks(start: &StartCapture, ranks: Vec<Rank>, changes: Arc<Notify>) -> Capture {
+        Capture {
+            profile_id: start.profile_id.clone(),
+            settings: start.settings.clone().unwrap_or_default(),
+            storage_url: start.storage_url.clone(),
+            created_unix_ns: unix_now_ns(),
+            start_at_unix_ns: start.start_at_unix_ns,
+            ranks,
+            phase: Phase::Running,
+            finished_unix_ns: 0,
+            manifest_key: String::new(),
+            events: None,
+            manifest_writes: Arc::default(),
+            version: 0,
+            saved_version: 0,
+            changes,
+        }
+    }
+
+    /// Notes a change the capture record must get, and wakes its writer.
+    fn changed(&mut self) {
+        self.version += 1;
+        self.changes.notify_one();
+    }
+
+    /// The current version when the stored record is older.
+    pub fn unsaved_version(&self) -> Option<u64> {
+        (self.version != self.saved_version).then_some(self.version)
+    }
+
+    /// Notes that the record of `version` is stored.
+    pub fn saved(&mut self, version: u64) {
+        self.saved_version = self.saved_version.max(version);
+    }
+
+    pub fn subscribe(&mut self) -> broadcast::Receiver<CaptureEvent> {
+        self.events
+            .get_or_insert_with(|| broadcast::channel(EVENT_BACKLOG).0)
+            .subscribe()
+    }
+
+    /// The index of an agent's rank, if the agent is part of this capture.
+    pub fn rank_of(&self, agent_id: &str) -> Option<usize> {
+        self.ranks
+            .iter()
+            .position(|rank| rank.identity.agent_id == agent_id)
+    }
+
+    /// True when the agent has an unfinished rank here.
+    pub fn occupies(&self, agent_id: &str) -> bool {
+        self.rank_of(agent_id)
+            .is_some_and(|index| !self.ranks[index].state.is_final())
+    }
+
+    /// Applies an agent's update to its rank and tells watchers.
+    pub fn apply_agent_update(&mut self, index: usize, update: RankUpdate) {
+        let rank = &mut self.ranks[index];
+        // Progress within a state (bytes uploaded) is not worth a record.
+        let worth_saving = rank.state != update.state()
+            || rank.detail != update.detail
+            || rank.decided_by_coordinator
+            || (!update.objects.is_empty() && rank.objects != update.objects);
+        rank.state = update.state();
+        rank.detail = update.detail.clone();
+        if !update.objects.is_empty() {
+            rank.objects = update.objects.clone();
+        }
+        rank.decided_by_coordinator = false;
+        rank.latest = Some(update);
+        if worth_saving {
+            self.changed();
+        }
+        self.publish_rank(index);
+    }
+
+    /// Ends a rank on the coordinator's authority (lost, timed out,
+    /// unreachable) and tells watchers.
+    pub fn end_rank(&mut self, index: usize, state: RankState, detail: String) {
+        let rank = &mut self.ranks[index];
+        let mut update = RankUpdate {
+            profile_id: self.profile_id.clone(),
+            detail: detail.clone(),
+            at_unix_ns: unix_now_ns(),
+            ..Default::default()
+        };
+        update.set_state(state);
+        rank.state = state;
+        rank.detail = detail;
+        rank.decided_by_coordinator = true;
+        rank.latest = Some(update);
+        self.changed();
+        self.publish_rank(index);
+    }
+
+    /// Marks a rank `ok` because its files are in storage although the
+    /// coordinator had given up on it.
+    pub fn settle_from_storage(&mut self, index: usize, objects: Vec<StoredObject>) {
+        let rank = &mut self.ranks[index];
+        let detail = format!(
+            "stored (its agent's report never arrived; storage holds its files and sidecar; earlier: {})",
+            rank.detail
+        );
+        let mut update = RankUpdate {
+            profile_id: self.profile_id.clone(),
+            detail: detail.clone(),
+            objects: objects.clone(),
+            at_unix_ns: unix_now_ns(),
+            ..Default::default()
+        };
+        update.set_state(RankState::Ok);
+        rank.state = RankState::Ok;
+        rank.detail = detail;
+        rank.objects = objects;
+        rank.latest = Some(update);
+        self.changed();
+        self.publish_rank(index);
+    }
+
+    /// Moves a running capture whose ranks are all final to `Finishing`;
+    /// true when it did (the caller then writes the manifest).
+    pub fn begin_finishing_if_done(&mut self) -> bool {
+        if self.phase != Phase::Running || self.ranks.iter().any(|r| !r.state.is_final()) {
+            return false;
+        }
+        self.phase = Phase::Finishing;
+        self.finished_unix_ns = unix_now_ns();
+        self.changed();
+        true
+    }
+
+    /// Records the outcome of a manifest write; the first one after the
+    /// last rank ended finishes the capture and tells watchers.
+    pub fn manifest_written(&mut self, manifest_key: Option<String>) {
+        if let Some(key) = manifest_key {
+            if self.manifest_key != key {
+                self.manifest_key = key;
+                self.changed();
+            }
+        }
+        if self.phase == Phase::Finishing {
+            self.phase = Phase::Finished;
+            self.changed();
+            // Watchers read what is buffered, then see the channel close.
+            if let Some(events) = self.events.take() {
+                let _ = events.send(self.finished_event());
+            }
+        }
+    }
+
+    pub fn summary(&self) -> CaptureSummary {
+        let ranks: Vec<RankResult> = self.ranks.iter().map(Rank::result).collect();
+        let mut summary = CaptureSummary {
+            profile_id: self.profile_id.clone(),
+            storage_url: self.storage_url.clone(),
+            manifest_key: self.manifest_key.clone(),
+            created_unix_ns: self.created_unix_ns,
+            finished_unix_ns: self.finished_unix_ns,
+            settings: Some(self.settings.clone()),
+            ..Default::default()
+        };
+        summary.set_status(capture_status(&ranks));
+        summary.ranks = ranks;
+        summary
+    }
+
+    pub fn accepted_event(&self) -> CaptureEvent {
+        CaptureEvent {
+            kind: Some(capture_event::Kind::Accepted(CaptureAccepted {
+                profile_id: self.profile_id.clone(),
+                ranks: self.ranks.iter().map(|r| r.identity.clone()).collect(),
+                start_at_unix_ns: self.start_at_unix_ns,
+                storage_url: self.storage_url.clone(),
+            })),
+        }
+    }
+
+    /// Every rank's current state, as progress events (for a new watcher).
+    pub fn rank_events(&self) -> Vec<CaptureEvent> {
+        (0..self.ranks.len())
+            .map(|index| self.rank_event(index))
+            .collect()
+    }
+
+    pub fn finished_event(&self) -> CaptureEvent {
+        CaptureEvent {
+            kind: Some(capture_event::Kind::Finished(self.summary())),
+        }
+    }
+
+    fn rank_event(&self, index: usize) -> CaptureEvent {
+        let rank = &self.ranks[index];
+        let update = rank.latest.clone().unwrap_or_else(|| {
+            let mut pending = RankUpdate {
+                profile_id: self.profile_id.clone(),
+                ..Default::default()
+            };
+            pending.set_state(rank.state);
+            pending
+        });
+        CaptureEvent {
+            kind: Some(capture_event::Kind::Rank(RankProgress {
+                agent: Some(rank.identity.clone()),
+                update: Some(update),
+            })),
+        }
+    }
+
+    fn publish_rank(&self, index: usize) {
+        if let Some(events) = &self.events {
+            // No receiver is normal: every watcher left.
+            let _ = events.send(self.rank_event(index));
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Connecting to a coordinator's `Control` service, with errors that say
+//! what to do next.
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use rankline_proto::control_client::ControlClient;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+/// Where the CLI looks for a coordinator unless told otherwise.
+pub const DEFAULT_COORDINATOR_URL: &str = "http://127.0.0.1:7471";
+
+/// How long to wait for a coordinator to accept the connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connected `Control` client.
+pub type Client = ControlClient<Channel>;
+
+/// Why the CLI could not talk to a coordinator.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{url:?} is not a coordinator URL ({reason}); write e.g. {DEFAULT_COORDINATOR_URL}")]
+    InvalidUrl { url: String, reason: String },
+    #[error(
+        "cannot reach the coordinator at {url} ({reason}). Is `rankline coordinator` running \
+         there? Start it with `rankline coordinator --listen {listen}`, or point to another one \
+         with --coordinator URL (or RANKLINE_COORDINATOR)"
+    )]
+    Unreachable {
+        url: String,
+        listen: String,
+        reason: String,
+    },
+}
+
+/// `host:port` becomes `http://host:port`; URLs with a scheme stay as they are.
+pub fn normalize_url(url: &str) -> String {
+    let url = url.trim().trim_end_matches('/');
+    if url.contains("://") {
+        url.to_string()
+    } else {
+        format!("http://{url}")
+    }
+}
+
+/// Connects to the coordinator at `url` (eagerly, so a coordinator that is
+/// not there is reported now, not at the first call).
+pub async fn connect(url: &str) -> Result<Client, ClientError> {
+    let url = normalize_url(url);
+    let endpoint = Endpoint::from_shared(url.clone())
+        .map_err(|e| ClientError::InvalidUrl {
+            url: url.clone(),
+            reason: error_chain(&e),
+        })?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true);
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| ClientError::Unreachable {
+            listen: listen_address(&url),
+            url: url.clone(),
+            reason: error_chain(&e),
+        })?;
+    Ok(ControlClient::new(channel))
+}
+
+/// A failed call, for a person: the coordinator's message, plus what to do
+/// when the coordinator itself went away.
+pub fn explain_status(url: &str, status: &Status) -> String {
+    match status.code() {
+        Code::Unavailable if status.message().contains("shutting down") => format!(
+            "{} (coordinator {url}); start it again with `rankline coordinator`",
+            status.message()
+        ),
+        Code::Unavailable | Code::Unknown | Code::Cancelled => format!(
+            "lost the coordinator at {url} ({}); is `rankline coordinator` still running? \
+             Start it with `rankline coordinator --listen {}`",
+            status_text(status),
+            listen_address(&normalize_url(url))
+        ),
+        _ => status.message().to_string(),
+    }
+}
+
+fn status_text(status: &Status) -> String {
+    match status.source() {
+        Some(source) => format!("{}: {}", status.message(), error_chain(source)),
+        None => status.message().to_string(),
+    }
+}
+
+/// `http://host:port` → `host:port`, for the `--listen` hint.
+fn listen_address(url: &str) -> String {
+    url.split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// An error and its causes on one line: transport errors say little at the
+/// top ("transport error") and the useful part ("Connection refused") below.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_get_a_scheme() {
+        assert_eq!(normalize_url("127.0.0.1:7471"), "http://127.0.0.1:7471");
+        assert_eq!(normalize_url("http://h:1/"), "http://h:1");
+        assert_eq!(listen_address("http://h:1"), "h:1");
+    }
+
+    #[tokio::test]
+    async fn an_absent_coordinator_says_how_to_start_one() {
+        // Bind then drop: the port is (almost surely) closed afterwards.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let error = connect(&format!("127.0.0.1:{port}")).await.unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains("rankline coordinator --listen 127.0.0.1:"),
+            "{text}"
+        );
+    }
+}

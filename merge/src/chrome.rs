@@ -1,0 +1,697 @@
+//! A streaming reader of Chrome JSON traces.
+//!
+//! The decompressed text flows through a window of a few MiB, checked as
+//! UTF-8 once as it arrives. Each element of `traceEvents` is scanned in
+//! place by [`crate::json_scan`]: the grammar is checked and every value is
+//! kept as its raw JSON text borrowed from the window (no `Value` tree, no
+//! copies). When an element runs past the end of the window, the window is
+//! refilled and that one element scanned again. So a 1 GB trace is read in
+//! bounded memory and the caller sees each event once.
+
+use std::borrow::Cow;
+use std::io::{self, Read};
+use std::ops::ControlFlow;
+
+use crate::json_scan::{self, scan_string, scan_value, skip_ws, Scan};
+use crate::number;
+
+/// Window size; it grows only for a single element larger than it.
+const WINDOW: usize = 4 << 20;
+
+/// One element of `traceEvents`, every value as its raw JSON text.
+#[derive(Debug, Default)]
+pub struct RawEvent<'a> {
+    pub ph: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub cat: Option<&'a str>,
+    pub ts: Option<&'a str>,
+    pub dur: Option<&'a str>,
+    pub pid: Option<&'a str>,
+    pub tid: Option<&'a str>,
+    pub id: Option<&'a str>,
+    pub args: Option<&'a str>,
+    /// Keys this reader does not interpret (`bp`, `s`, `cname`, ...), in order.
+    pub others: Vec<(Cow<'a, str>, &'a str)>,
+}
+
+impl RawEvent<'_> {
+    /// `{}`: XProf ends its array with one.
+    pub fn is_empty(&self) -> bool {
+        self.ph.is_none()
+            && self.name.is_none()
+            && self.cat.is_none()
+            && self.ts.is_none()
+            && self.dur.is_none()
+            && self.pid.is_none()
+            && self.tid.is_none()
+            && self.id.is_none()
+            && self.args.is_none()
+            && self.others.is_empty()
+    }
+
+    /// The phase letter(s): `X`, `M`, `B`, ...
+    pub fn phase(&self) -> &str {
+        self.ph
+            .map(|raw| {
+                raw.strip_prefix('"')
+                    .and_then(|t| t.strip_suffix('"'))
+                    .unwrap_or(raw)
+            })
+            .unwrap_or("")
+    }
+}
+
+/// The text of a raw JSON value: a string's unescaped contents, any other
+/// value's JSON text.
+pub fn raw_text(raw: &str) -> Cow<'_, str> {
+    if raw.starts_with('"') {
+        json_scan::unescape(raw)
+    } else {
+        Cow::Borrowed(raw)
+    }
+}
+
+/// An element of `traceEvents` as the caller sees it.
+pub enum Element<'a, 'b> {
+    Event(&'b RawEvent<'a>),
+    /// Valid JSON that is not an object (a number, an array, ...).
+    NotAnObject,
+}
+
+/// Top-level facts found around the event array.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TraceFooter {
+    /// Kineto's `baseTimeNanoseconds`.
+    pub base_time_ns: Option<i64>,
+    /// Elements of `traceEvents` seen.
+    pub elements: u64,
+    /// The callback asked to stop before the end.
+    pub stopped: bool,
+}
+
+/// Why a trace could not be read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The source failed (for gzip input: corrupt data).
+    Io(io::Error),
+    Empty,
+    Truncated { events: u64 },
+    Syntax { offset: u64, message: String },
+    NotATrace(String),
+}
+
+/// Reads a Chrome JSON trace, calling `on_element` for every element of its
+/// `traceEvents` array (or of a bare top-level array), in order.
+pub fn read_trace<R, F>(source: R, on_element: F) -> Result<TraceFooter, ReadError>
+where
+    R: Read,
+    F: FnMut(Element<'_, '_>) -> ControlFlow<()>,
+{
+    read_trace_windowed(source, WINDOW, on_element)
+}
+
+fn read_trace_windowed<R, F>(
+    source: R,
+    window: usize,
+    mut on_element: F,
+) -> Result<TraceFooter, ReadError>
+where
+    R: Read,
+    F: FnMut(Element<'_, '_>) -> ControlFlow<()>,
+{
+    let mut stream = Window::new(source, window);
+    let mut footer = TraceFooter::default();
+    match stream.peek_significant()? {
+        None => Err(ReadError::Empty),
+        Some(b'[') => {
+            stream.advance(1);
+            stream.read_events(&mut footer, &mut on_element)?;
+            if !footer.stopped {
+                stream.expect_end()?;
+            }
+            Ok(footer)
+        }
+        Some(b'{') => {
+            stream.advance(1);
+            stream.read_top_object(&mut footer, &mut on_element)?;
+            Ok(footer)
+        }
+        Some(other) => Err(ReadError::NotATrace(format!(
+            "it starts with {:?}, not a JSON object or array",
+            char::from(other)
+        ))),
+    }
+}
+
+/// Decompressed text not yet consumed, refilled on demand.
+struct Window<R> {
+    source: R,
+    /// Checked text; `text[pos..]` is not consumed yet.
+    text: String,
+    pos: usize,
+    /// Read buffer; its first `pending_len` bytes are read but not yet in
+    /// `text` (a character cut by a read).
+    pending: Vec<u8>,
+    pending_len: usize,
+    /// Refill target: the window grows past it only for one huge element.
+    capacity: usize,
+    eof: bool,
+    /// Stream offset of invalid UTF-8 that stops the text there.
+    bad_utf8_at: Option<u64>,
+    /// Stream offset of `text[0]`.
+    base: u64,
+}
+
+/// How scanning one value from the window went.
+enum Scanned<T> {
+    Done(T, usize),
+    NeedMore,
+    Invalid(usize, &'static str),
+}
+
+impl<T> From<Scan> for Scanned<T> {
+    /// The outcomes that carry no value.
+    fn from(scan: Scan) -> Self {
+        match scan {
+            Scan::Invalid(at, why) => Scanned::Invalid(at, why),
+            Scan::NeedMore | Scan::Done(_) => Scanned::NeedMore,
+        }
+    }
+}
+
+impl<R: Read> Window<R> {
+    fn new(source: R, capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Window {
+            source,
+            text: String::with_capacity(capacity),
+            pos: 0,
+            pending: Vec::new(),
+            pending_len: 0,
+            capacity,
+            eof: false,
+            bad_utf8_at: None,
+            base: 0,
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.pos += n;
+    }
+
+    fn rest(&self) -> &[u8] {
+        &self.text.as_bytes()[self.pos..]
+    }
+
+    /// Reads more input; false when nothing more can be had.
+    fn refill(&mut self) -> Result<bool, ReadError> {
+        if self.pos > 0 {
+            self.text.drain(..self.pos);
+            self.base += self.pos as u64;
+            self.pos = 0;
+        }
+        if self.bad_utf8_at.is_some() || (self.eof && self.pending_len == 0) {
+            return Ok(false);
+        }
+        // Read at least as much as is already waiting, so a huge element
+        // doubles the window instead of growing it chunk by chunk.
+        let want = self
+            .capacity
+            .saturating_sub(self.text.len())
+            .max(self.text.len())
+            .max(1);
+        let target = self.pending_len + want;
+        if self.pending.len() < target {
+            self.pending.resize(target, 0);
+        }
+        while self.pending_len < target {
+            match self.source.read(&mut self.pending[self.pending_len..target]) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(n) => self.pending_len += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ReadError::Io(e)),
+            }
+        }
+        let before = self.text.len();
+        let read = &self.pending[..self.pending_len];
+        let valid = match std::str::from_utf8(read) {
+            Ok(text) => {
+                self.text.push_str(text);
+                read.len()
+            }
+            Err(e) => {
+                let valid = e.valid_up_to();
+                self.text
+                    .push_str(std::str::from_utf8(&read[..valid]).unwrap_or_default());
+                if e.error_len().is_some() || self.eof {
+                    self.bad_utf8_at = Some(self.base + self.text.len() as u64);
+                }
+                valid
+            }
+        };
+        // Keep a character cut by the read for the next one.
+        self.pending.copy_within(valid..self.pending_len, 0);
+        self.pending_len -= valid;
+        Ok(self.text.len() > before)
+    }
+
+    /// The next byte that is not JSON whitespace (or a BOM), not consumed.
+    fn peek_significant(&mut self) -> Result<Option<u8>, ReadError> {
+        loop {
+            self.pos = skip_ws(self.text.as_bytes(), self.pos);
+            if let Some(&b) = self.rest().first() {
+                if self.base == 0 && self.pos == 0 && self.text.starts_with('\u{feff}') {
+                    // A byte order mark, only at the very start.
+                    self.pos += '\u{feff}'.len_utf8();
+                    continue;
+                }
+                return Ok(Some(b));
+            }
+            if !self.refill()? {
+                return match self.bad_utf8_at {
+                    Some(at) => Err(bad_utf8(at)),
+                    None => Ok(None),
+                };
+            }
+        }
+    }
+
+    /// Scans one value at the current position with `scan` (given the
+    /// unconsumed text), refilling the window and scanning again while the
+    /// value runs past its end. `Ok(None)`: the input ends inside it.
+    fn scan_with<T>(
+        &mut self,
+        mut scan: impl FnMut(&str) -> Scanned<T>,
+    ) -> Result<Option<T>, ReadError> {
+        loop {
+            match scan(&self.text[self.pos..]) {
+                Scanned::Done(value, used) => {
+                    self.pos += used;
+                    return Ok(Some(value));
+                }
+                Scanned::NeedMore => {
+                    if !self.refill()? {
+                        return match self.bad_utf8_at {
+                            Some(at) => Err(bad_utf8(at)),
+                            None => Ok(None),
+                        };
+                    }
+                }
+                Scanned::Invalid(at, why) => return Err(self.syntax_error(at, why)),
+            }
+        }
+    }
+
+    fn syntax_error(&self, at: usize, why: &str) -> ReadError {
+        ReadError::Syntax {
+            offset: self.base + (self.pos + at) as u64,
+            message: why.to_string(),
+        }
+    }
+
+    /// Consumes `expected` after optional whitespace.
+    fn expect(&mut self, expected: u8, events: u64, what: &'static str) -> Result<(), ReadError> {
+        match self.peek_significant()? {
+            Some(b) if b == expected => {
+                self.advance(1);
+                Ok(())
+            }
+            None => Err(ReadError::Truncated { events }),
+            Some(_) => Err(self.syntax_error(0, what)),
+        }
+    }
+
+    /// Only whitespace may follow the trace.
+    fn expect_end(&mut self) -> Result<(), ReadError> {
+        match self.peek_significant()? {
+            None => Ok(()),
+            Some(_) => Err(self.syntax_error(0, "unexpected text after the end of the trace")),
+        }
+    }
+
+    /// Reads `{ ... }` at the top level: finds `traceEvents` and the keys
+    /// worth keeping, skipping every other value.
+    fn read_top_object<F>(
+        &mut self,
+        footer: &mut TraceFooter,
+        on_element: &mut F,
+    ) -> Result<(), ReadError>
+    where
+        F: FnMut(Element<'_, '_>) -> ControlFlow<()>,
+    {
+        let mut saw_events = false;
+        if self.peek_significant()? == Some(b'}') {
+            self.advance(1);
+        } else {
+            loop {
+                let events = footer.elements;
+                let truncated = || ReadError::Truncated { events };
+                if self.peek_significant()? != Some(b'"') {
+                    return match self.peek_significant()? {
+                        None => Err(truncated()),
+                        Some(_) => Err(self.syntax_error(0, "expected a key in the top-level object")),
+                    };
+                }
+                let key = self
+                    .scan_with(|rest| match scan_string(rest.as_bytes(), 0).0 {
+                        Scan::Done(end) => {
+                            Scanned::Done(json_scan::unescape(&rest[..end]).into_owned(), end)
+                        }
+                        other => other.into(),
+                    })?
+                    .ok_or_else(truncated)?;
+                self.expect(b':', events, "expected ':' after a key")?;
+                if key == "traceEvents" {
+                    match self.peek_significant()? {
+                        Some(b'[') => {
+                            self.advance(1);
+                            saw_events = true;
+                            self.read_events(footer, on_element)?;
+                            if footer.stopped {
+                                return Ok(());
+                            }
+                        }
+                        None => return Err(truncated()),
+                        Some(_) => {
+                            return Err(ReadError::NotATrace(
+                                "its \"traceEvents\" is not an array".into(),
+                            ))
+                        }
+                    }
+                } else {
+                    self.peek_significant()?;
+                    let base = self
+                        .scan_with(|rest| match scan_value(rest.as_bytes(), 0) {
+                            Scan::Done(end) => Scanned::Done(
+                                (key == "baseTimeNanoseconds")
+                                    .then(|| number::integer_text(&rest[..end]))
+                                    .flatten(),
+                                end,
+                            ),
+                            other => other.into(),
+                        })?
+                        .ok_or_else(truncated)?;
+                    if base.is_some() {
+                        footer.base_time_ns = base;
+                    }
+                }
+                match self.peek_significant()? {
+                    Some(b',') => self.advance(1),
+                    Some(b'}') => {
+                        self.advance(1);
+                        break;
+                    }
+                    None => return Err(truncated()),
+                    Some(_) => {
+                        return Err(self.syntax_error(0, "expected ',' or '}' in the top-level object"))
+                    }
+                }
+            }
+        }
+        if !saw_events {
+            return Err(ReadError::NotATrace("it has no \"traceEvents\" array".into()));
+        }
+        self.expect_end()
+    }
+
+    /// Reads array elements up to and including the closing `]`.
+    fn read_events<F>(&mut self, footer: &mut TraceFooter, on_element: &mut F) -> Result<(), ReadError>
+    where
+        F: FnMut(Element<'_, '_>) -> ControlFlow<()>,
+    {
+        if self.peek_significant()? == Some(b']') {
+            self.advance(1);
+            return Ok(());
+        }
+        loop {
+            let events = footer.elements;
+            if self.peek_significant()?.is_none() {
+                return Err(ReadError::Truncated { events });
+            }
+            let mut flow = ControlFlow::Continue(());
+            let scanned = self.scan_with(|rest| match scan_event(rest) {
+                Scanned::Done(Some(event), used) => {
+                    flow = on_element(Element::Event(&event));
+                    Scanned::Done((), used)
+                }
+                Scanned::Done(None, used) => {
+                    flow = on_element(Element::NotAnObject);
+                    Scanned::Done((), used)
+                }
+                Scanned::NeedMore => Scanned::NeedMore,
+                Scanned::Invalid(at, why) => Scanned::Invalid(at, why),
+            })?;
+            if scanned.is_none() {
+                return Err(ReadError::Truncated { events });
+            }
+            footer.elements += 1;
+            if flow.is_break() {
+                footer.stopped = true;
+                return Ok(());
+            }
+            // Most traces have no blanks between events.
+            if self.rest().first() == Some(&b',') {
+                self.advance(1);
+                continue;
+            }
+            match self.peek_significant()? {
+                Some(b',') => self.advance(1),
+                Some(b']') => {
+                    self.advance(1);
+                    return Ok(());
+                }
+                None => return Err(ReadError::Truncated { events: footer.elements }),
+                Some(_) => {
+                    return Err(self.syntax_error(0, "expected ',' or ']' between trace events"))
+                }
+            }
+        }
+    }
+}
+
+/// Scans one element of `traceEvents` at the start of `text`: an object
+/// becomes a [`RawEvent`] borrowing from `text`; anything else is skipped
+/// (`None`).
+fn scan_event(text: &str) -> Scanned<Option<RawEvent<'_>>> {
+    let bytes = text.as_bytes();
+    if bytes.first() != Some(&b'{') {
+        return match scan_value(bytes, 0) {
+            Scan::Done(end) => Scanned::Done(None, end),
+            other => other.into(),
+        };
+    }
+    let mut event = RawEvent::default();
+    let mut i = skip_ws(bytes, 1);
+    match bytes.get(i) {
+        None => return Scanned::NeedMore,
+        Some(b'}') => return Scanned::Done(Some(event), i + 1),
+        Some(_) => {}
+    }
+    loop {
+        if bytes.get(i) != Some(&b'"') {
+            return Scanned::Invalid(i, "expected a key in a trace event");
+        }
+        let (key_end, escaped) = match scan_string(bytes, i) {
+            (Scan::Done(end), escaped) => (end, escaped),
+            (other, _) => return other.into(),
+        };
+        let key_start = i;
+        i = skip_ws(bytes, key_end);
+        match bytes.get(i) {
+            None => return Scanned::NeedMore,
+            Some(b':') => {}
+            Some(_) => return Scanned::Invalid(i, "expected ':' in a trace event"),
+        }
+        let value_start = skip_ws(bytes, i + 1);
+        // Strings and numbers, nearly every value, skip the general scanner.
+        let scanned = match bytes.get(value_start) {
+            Some(b'"') => scan_string(bytes, value_start).0,
+            Some(b'0'..=b'9' | b'-') => json_scan::scan_number(bytes, value_start),
+            _ => scan_value(bytes, value_start),
+        };
+        let value_end = match scanned {
+            Scan::Done(end) => end,
+            other => return other.into(),
+        };
+        let Some(value) = text.get(value_start..value_end) else {
+            return Scanned::Invalid(value_start, "a value that is not text");
+        };
+        // Keys are compared as bytes; only an escaped or unknown key is
+        // turned into text.
+        let unescaped;
+        let key_bytes = if escaped {
+            unescaped = text.get(key_start..key_end).map(json_scan::unescape);
+            unescaped.as_deref().unwrap_or("").as_bytes()
+        } else {
+            &bytes[key_start + 1..key_end - 1]
+        };
+        // A repeated key: the last one wins, as in most JSON readers.
+        let slot = match key_bytes {
+            b"ph" => Some(&mut event.ph),
+            b"name" => Some(&mut event.name),
+            b"cat" => Some(&mut event.cat),
+            b"ts" => Some(&mut event.ts),
+            b"dur" => Some(&mut event.dur),
+            b"pid" => Some(&mut event.pid),
+            b"tid" => Some(&mut event.tid),
+            b"id" => Some(&mut event.id),
+            b"args" => Some(&mut event.args),
+            _ => None,
+        };
+        match slot {
+            Some(slot) => *slot = Some(value),
+            None => {
+                let key = text
+                    .get(key_start..key_end)
+                    .map(json_scan::unescape)
+                    .unwrap_or_default();
+                event.others.push((key, value));
+            }
+        }
+        i = value_end;
+        match next_member(bytes, &mut i) {
+            Some(Scanned::Done((), end)) => return Scanned::Done(Some(event), end),
+            Some(Scanned::NeedMore) => return Scanned::NeedMore,
+            Some(Scanned::Invalid(at, why)) => return Scanned::Invalid(at, why),
+            None => {}
+        }
+    }
+}
+
+/// After a member's value: `,` moves `i` to the next key (`None`), `}` ends
+/// the object.
+fn next_member(bytes: &[u8], i: &mut usize) -> Option<Scanned<()>> {
+    let at = skip_ws(bytes, *i);
+    match bytes.get(at) {
+        None => Some(Scanned::NeedMore),
+        Some(b',') => {
+            *i = skip_ws(bytes, at + 1);
+            if *i >= bytes.len() {
+                Some(Scanned::NeedMore)
+            } else {
+                None
+            }
+        }
+        Some(b'}') => Some(Scanned::Done((), at + 1)),
+        Some(_) => Some(Scanned::Invalid(at, "expected ',' or '}' in a trace event")),
+    }
+}
+
+fn bad_utf8(offset: u64) -> ReadError {
+    ReadError::Syntax {
+        offset,
+        message: "the text is not valid UTF-8 here".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(text: &str) -> Result<(Vec<String>, TraceFooter), ReadError> {
+        let mut seen = Vec::new();
+        let footer = read_trace(text.as_bytes(), |element| {
+            seen.push(match element {
+                Element::Event(e) if e.is_empty() => "{}".to_string(),
+                Element::Event(e) => format!(
+                    "{}:{}",
+                    e.phase(),
+                    e.name.map(|n| raw_text(n).into_owned()).unwrap_or_default()
+                ),
+                Element::NotAnObject => "!".to_string(),
+            });
+            ControlFlow::Continue(())
+        })?;
+        Ok((seen, footer))
+    }
+
+    #[test]
+    fn reads_jax_style_objects_with_a_trailing_empty_element() {
+        let (seen, footer) = collect(
+            r#"{"displayTimeUnit":"ns","metadata":{"highres-ticks":true},"traceEvents":[
+                {"ph":"M","pid":701,"name":"process_name","args":{"name":"/host:CPU"}},
+                {"ph":"X","pid":701,"tid":1,"ts":43.826000000000001,"dur":30.5,"name":"a\"b"},
+                {}]}"#,
+        )
+        .unwrap();
+        assert_eq!(seen, ["M:process_name", "X:a\"b", "{}"]);
+        assert_eq!(footer.elements, 3);
+        assert_eq!(footer.base_time_ns, None);
+    }
+
+    #[test]
+    fn finds_kineto_base_time_after_the_events_and_bare_arrays() {
+        let (_, footer) = collect(
+            r#"{"schemaVersion":1,"traceEvents":[{"ph":"X","name":"k"}],"baseTimeNanoseconds":1763850000123456789}"#,
+        )
+        .unwrap();
+        assert_eq!(footer.base_time_ns, Some(1_763_850_000_123_456_789));
+        let (seen, _) = collect("\u{feff}[{\"ph\":\"i\",\"name\":\"x\"}, 3 ]").unwrap();
+        assert_eq!(seen, ["i:x", "!"]);
+    }
+
+    #[test]
+    fn elements_larger_than_the_window_are_read_whole() {
+        let big = "y".repeat(WINDOW * 2 + 17);
+        let text = format!(r#"[{{"ph":"X","name":"{big}"}},{{"ph":"X","name":"z"}}]"#);
+        let (seen, _) = collect(&text).unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[1], "X:z");
+    }
+
+    #[test]
+    fn bad_inputs_are_classified() {
+        assert!(matches!(collect(""), Err(ReadError::Empty)));
+        assert!(matches!(collect("  \n"), Err(ReadError::Empty)));
+        assert!(matches!(
+            collect(r#"{"traceEvents":[{"ph":"X"},{"ph":"#),
+            Err(ReadError::Truncated { events: 1 })
+        ));
+        assert!(matches!(collect(r#"{"traceEvents":["#), Err(ReadError::Truncated { events: 0 })));
+        assert!(matches!(collect(r#"{"a":1}"#), Err(ReadError::NotATrace(_))));
+        assert!(matches!(collect(r#"{"traceEvents":3}"#), Err(ReadError::NotATrace(_))));
+        assert!(matches!(collect("42"), Err(ReadError::NotATrace(_))));
+        assert!(matches!(
+            collect(r#"{"traceEvents":[{"ph":"X"} {"ph":"X"}]}"#),
+            Err(ReadError::Syntax { .. })
+        ));
+        assert!(matches!(
+            collect(r#"{"traceEvents":[]} trailing"#),
+            Err(ReadError::Syntax { .. })
+        ));
+        assert!(matches!(
+            collect("{\"traceEvents\":[\n  {\"ph\":\"X\",\n \"ts\":12x}]}"),
+            Err(ReadError::Syntax { .. })
+        ));
+        let bad_utf8 = read_trace(&b"[{\"name\":\"a\xff\"}]"[..], |_| ControlFlow::Continue(()));
+        assert!(matches!(bad_utf8, Err(ReadError::Syntax { offset: 11, .. })), "{bad_utf8:?}");
+    }
+
+    #[test]
+    fn every_window_size_reads_the_same_values() {
+        // Tiny windows put every value at the window's edge at some point.
+        let text = r#"{"displayTimeUnit":"ns","traceEvents":[{"ph":"X","ts":12345.678,"name":"a\u0041é日本"},{"ph":"M","args":{"k":[1,2]}},{}],"baseTimeNanoseconds":1763850000123456789}"#;
+        for window in 1..text.len() + 2 {
+            let mut seen = Vec::new();
+            let footer = read_trace_windowed(text.as_bytes(), window, |element| {
+                if let Element::Event(e) = element {
+                    seen.push((
+                        e.ts.map(|t| t.to_string()),
+                        e.name.map(|n| raw_text(n).into_owned()),
+                        e.args.map(|a| a.to_string()),
+                    ));
+                }
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+            assert_eq!(footer.base_time_ns, Some(1_763_850_000_123_456_789), "window {window}");
+            assert_eq!(footer.elements, 3);
+            assert_eq!(seen[0].0.as_deref(), Some("12345.678"), "window {window}");
+            assert_eq!(seen[0].1.as_deref(), Some("aAé日本"));
+            assert_eq!(seen[1].2.as_deref(), Some(r#"{"k":[1,2]}"#));
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Why a merge, or one rank of it, failed: every message names the input and
+//! says what to do next.
+
+use std::io;
+use std::path::PathBuf;
+
+/// A merge that could not be done (nothing was written).
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    /// An option value that cannot be used (bad `--window`, unknown output
+    /// extension, ...).
+    #[error("{0}")]
+    Options(String),
+    /// One input is unusable; without `--keep-going` that ends the merge.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// Every rank was filtered out or skipped.
+    #[error("nothing to merge: {0}")]
+    NothingToMerge(String),
+    /// The output could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Output {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// One input (a file, folder or URL) that cannot be read as a trace.
+#[derive(Debug, thiserror::Error)]
+#[error("{input}: {problem}")]
+pub struct InputError {
+    /// The path or URL as the user would recognise it.
+    pub input: String,
+    pub problem: InputProblem,
+}
+
+impl InputError {
+    pub fn new(input: impl Into<String>, problem: InputProblem) -> Self {
+        InputError {
+            input: input.into(),
+            problem,
+        }
+    }
+}
+
+/// What is wrong with an input.
+#[derive(Debug, thiserror::Error)]
+pub enum InputProblem {
+    #[error("cannot be read: {0}")]
+    Unreadable(#[source] io::Error),
+    #[error("not found (check the path or URL)")]
+    NotFound,
+    #[error("the file is empty: the profiler probably did not finish writing it")]
+    Empty,
+    #[error(
+        "corrupt gzip data ({0}): the file is damaged or was copied while being written; \
+         copy it again, or pass --keep-going to merge the other ranks"
+    )]
+    CorruptGzip(String),
+    #[error(
+        "truncated JSON: the input ends after {events} trace events, inside the \
+         traceEvents array; it was probably cut off while being written or copied \
+         (pass --keep-going to merge the other ranks)"
+    )]
+    Truncated { events: u64 },
+    #[error(
+        "invalid JSON at byte {offset} of the decompressed trace ({message}); \
+         pass --keep-going to merge the other ranks"
+    )]
+    Syntax { offset: u64, message: String },
+    #[error(
+        "not a Chrome trace: {0}; rankline merges Chrome JSON traces \
+         (`{{\"traceEvents\": [...]}}` or a bare array), JAX log dirs and rankline captures"
+    )]
+    NotATrace(String),
+    #[error("{0}")]
+    Layout(String),
+    #[error("cannot read the time base from {what}: {message}")]
+    TimeBase { what: String, message: String },
+    #[error("no trace found: {0}")]
+    NoTraces(String),
+}

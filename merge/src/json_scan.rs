@@ -1,0 +1,410 @@
+//! A validating JSON scanner over text that may stop mid-value.
+//!
+//! Trace events are small flat objects; finding where each value starts and
+//! ends (checking the grammar on the way) is all merge needs, and doing only
+//! that is several times faster than building them through serde. Every
+//! function reports `NeedMore` when the text ends before the value does, so
+//! the caller can refill its window and scan again. String contents are
+//! checked for escapes but not unescaped ([`unescape`] does that when asked).
+
+use std::borrow::Cow;
+
+/// Deeper nesting than this is refused (serde_json's own limit is 128).
+const MAX_DEPTH: u32 = 128;
+
+/// The outcome of scanning one token or value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scan {
+    /// The value ends at this offset (exclusive).
+    Done(usize),
+    /// The text ends before the value does.
+    NeedMore,
+    /// Not JSON: at this offset, because of this.
+    Invalid(usize, &'static str),
+}
+
+/// The offset of the first non-whitespace byte at or after `at`.
+pub fn skip_ws(bytes: &[u8], mut at: usize) -> usize {
+    while let Some(b' ' | b'\n' | b'\r' | b'\t') = bytes.get(at) {
+        at += 1;
+    }
+    at
+}
+
+/// Scans the string starting at `at` (a `"`); also says whether it has
+/// escapes.
+pub fn scan_string(bytes: &[u8], at: usize) -> (Scan, bool) {
+    debug_assert_eq!(bytes.get(at), Some(&b'"'));
+    let mut i = at + 1;
+    let mut escaped = false;
+    loop {
+        let Some(found) = find_quote_or_backslash(&bytes[i.min(bytes.len())..]) else {
+            return (Scan::NeedMore, escaped);
+        };
+        i += found;
+        if bytes[i] == b'"' {
+            return (Scan::Done(i + 1), escaped);
+        }
+        escaped = true;
+        match bytes.get(i + 1) {
+            None => return (Scan::NeedMore, escaped),
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
+            Some(b'u') => {
+                for k in i + 2..i + 6 {
+                    match bytes.get(k) {
+                        None => return (Scan::NeedMore, escaped),
+                        Some(b) if b.is_ascii_hexdigit() => {}
+                        Some(_) => return (Scan::Invalid(k, "bad \\u escape"), escaped),
+                    }
+                }
+                i += 6;
+            }
+            Some(_) => return (Scan::Invalid(i + 1, "bad escape in a string"), escaped),
+        }
+    }
+}
+
+/// Where the next `"` or `\\` is, eight bytes at a time (trace strings
+/// are short: a word-at-a-time check beats vectorized search's setup).
+fn find_quote_or_backslash(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let has_zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let mut i = 0;
+    while let Some(chunk) = bytes[i..].first_chunk::<8>() {
+        let word = u64::from_le_bytes(*chunk);
+        let hits = has_zero_byte(word ^ (ONES * u64::from(b'"')))
+            | has_zero_byte(word ^ (ONES * u64::from(b'\\')));
+        if hits != 0 {
+            // The lowest flagged byte is always a true match.
+            return Some(i + (hits.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    bytes[i..]
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\')
+        .map(|found| i + found)
+}
+
+/// Scans a number starting at `at`.
+pub fn scan_number(bytes: &[u8], at: usize) -> Scan {
+    let digits = |mut i: usize| {
+        while bytes.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        i
+    };
+    let mut i = at;
+    if bytes.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    match bytes.get(i) {
+        None => return Scan::NeedMore,
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => i = digits(i),
+        Some(_) => return Scan::Invalid(i, "bad number"),
+    }
+    if bytes.get(i) == Some(&b'.') {
+        let start = i + 1;
+        i = digits(start);
+        if i == start {
+            return if i >= bytes.len() {
+                Scan::NeedMore
+            } else {
+                Scan::Invalid(i, "bad number")
+            };
+        }
+    }
+    if let Some(b'e' | b'E') = bytes.get(i) {
+        i += 1;
+        if let Some(b'+' | b'-') = bytes.get(i) {
+            i += 1;
+        }
+        let start = i;
+        i = digits(start);
+        if i == start {
+            return if i >= bytes.len() {
+                Scan::NeedMore
+            } else {
+                Scan::Invalid(i, "bad number")
+            };
+        }
+    }
+    // A number that reaches the end of the text may go on after it.
+    if i >= bytes.len() {
+        Scan::NeedMore
+    } else {
+        Scan::Done(i)
+    }
+}
+
+fn scan_literal(bytes: &[u8], at: usize, word: &'static [u8]) -> Scan {
+    let available = &bytes[at..bytes.len().min(at + word.len())];
+    if !word.starts_with(available) {
+        Scan::Invalid(at, "bad literal")
+    } else if available.len() < word.len() {
+        Scan::NeedMore
+    } else {
+        Scan::Done(at + word.len())
+    }
+}
+
+/// Scans one JSON value (any kind, nested) starting at `at`, checking its
+/// grammar. Leading whitespace is skipped.
+pub fn scan_value(bytes: &[u8], at: usize) -> Scan {
+    // One bit per open container: 1 for an object, 0 for an array.
+    let mut stack: u128 = 0;
+    let mut depth: u32 = 0;
+    let mut i = at;
+    'value: loop {
+        i = skip_ws(bytes, i);
+        let Some(&b) = bytes.get(i) else {
+            return Scan::NeedMore;
+        };
+        let scanned = match b {
+            b'"' => scan_string(bytes, i).0,
+            b'-' | b'0'..=b'9' => scan_number(bytes, i),
+            b't' => scan_literal(bytes, i, b"true"),
+            b'f' => scan_literal(bytes, i, b"false"),
+            b'n' => scan_literal(bytes, i, b"null"),
+            b'{' | b'[' => {
+                if depth >= MAX_DEPTH {
+                    return Scan::Invalid(i, "nested too deep");
+                }
+                let object = b == b'{';
+                stack = stack << 1 | u128::from(object);
+                depth += 1;
+                i = skip_ws(bytes, i + 1);
+                match bytes.get(i) {
+                    None => return Scan::NeedMore,
+                    Some(b'}') if object => {}
+                    Some(b']') if !object => {}
+                    Some(_) if object => match object_key(bytes, i) {
+                        Scan::Done(after) => {
+                            i = after;
+                            continue 'value;
+                        }
+                        other => return other,
+                    },
+                    Some(_) => continue 'value,
+                }
+                // An empty container.
+                stack >>= 1;
+                depth -= 1;
+                Scan::Done(i + 1)
+            }
+            _ => return Scan::Invalid(i, "expected a value"),
+        };
+        i = match scanned {
+            Scan::Done(end) => end,
+            other => return other,
+        };
+        // After a value: close containers or move to the next element.
+        loop {
+            if depth == 0 {
+                return Scan::Done(i);
+            }
+            i = skip_ws(bytes, i);
+            let object = stack & 1 == 1;
+            match bytes.get(i) {
+                None => return Scan::NeedMore,
+                Some(b',') if object => match object_key(bytes, skip_ws(bytes, i + 1)) {
+                    Scan::Done(after) => {
+                        i = after;
+                        continue 'value;
+                    }
+                    other => return other,
+                },
+                Some(b',') => {
+                    i += 1;
+                    continue 'value;
+                }
+                Some(b'}') if object => {}
+                Some(b']') if !object => {}
+                Some(_) => return Scan::Invalid(i, "expected ',' or the end of a container"),
+            }
+            stack >>= 1;
+            depth -= 1;
+            i += 1;
+        }
+    }
+}
+
+/// `"key" :` at `at`; returns the offset after the colon.
+fn object_key(bytes: &[u8], at: usize) -> Scan {
+    match bytes.get(at) {
+        None => return Scan::NeedMore,
+        Some(b'"') => {}
+        Some(_) => return Scan::Invalid(at, "expected a key"),
+    }
+    let after = match scan_string(bytes, at).0 {
+        Scan::Done(after) => skip_ws(bytes, after),
+        other => return other,
+    };
+    match bytes.get(after) {
+        None => Scan::NeedMore,
+        Some(b':') => Scan::Done(after + 1),
+        Some(_) => Scan::Invalid(after, "expected ':'"),
+    }
+}
+
+/// A string token's contents (`raw` includes the quotes), unescaped.
+pub fn unescape(raw: &str) -> Cow<'_, str> {
+    let inner = raw
+        .strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .unwrap_or(raw);
+    // No quote can be inside a well-formed string, so a hit is a backslash.
+    if find_quote_or_backslash(inner.as_bytes()).is_none() {
+        return Cow::Borrowed(inner);
+    }
+    serde_json::from_str::<String>(raw)
+        .map(Cow::Owned)
+        .unwrap_or(Cow::Borrowed(inner))
+}
+
+/// The members of a complete JSON object, as (key, raw value text); stops at
+/// anything that is not a well-formed object.
+pub fn members(object: &str) -> Members<'_> {
+    let bytes = object.as_bytes();
+    let at = skip_ws(bytes, 0);
+    let start = match bytes.get(at) {
+        Some(b'{') => skip_ws(bytes, at + 1),
+        _ => bytes.len(),
+    };
+    Members {
+        text: object,
+        at: start,
+        done: bytes.get(start) == Some(&b'}') || start >= bytes.len(),
+    }
+}
+
+/// Iterator returned by [`members`].
+pub struct Members<'a> {
+    text: &'a str,
+    at: usize,
+    done: bool,
+}
+
+impl<'a> Iterator for Members<'a> {
+    type Item = (Cow<'a, str>, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        self.done = true;
+        let bytes = self.text.as_bytes();
+        if bytes.get(self.at) != Some(&b'"') {
+            return None;
+        }
+        let Scan::Done(key_end) = scan_string(bytes, self.at).0 else {
+            return None;
+        };
+        let key = unescape(self.text.get(self.at..key_end)?);
+        let colon = skip_ws(bytes, key_end);
+        if bytes.get(colon) != Some(&b':') {
+            return None;
+        }
+        let value_start = skip_ws(bytes, colon + 1);
+        let Scan::Done(value_end) = scan_value(bytes, value_start) else {
+            return None;
+        };
+        let value = self.text.get(value_start..value_end)?;
+        let next = skip_ws(bytes, value_end);
+        match bytes.get(next) {
+            Some(b',') => {
+                self.at = skip_ws(bytes, next + 1);
+                self.done = false;
+            }
+            Some(b'}') => {}
+            _ => return None,
+        }
+        Some((key, value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn whole(text: &str) -> Scan {
+        scan_value(text.as_bytes(), 0)
+    }
+
+    #[test]
+    fn values_are_scanned_to_their_end() {
+        for (text, end) in [
+            (r#""a\"b\\c\u00e9" "#, 15),
+            ("-12.5e+3,", 8),
+            ("0]", 1),
+            ("true ", 4),
+            ("null,", 4),
+            (r#"{"a":[1,{"b":"}"}],"c":{}} x"#, 26),
+            ("[ ] ", 3),
+            ("{ }", 3),
+        ] {
+            assert_eq!(whole(text), Scan::Done(end), "{text}");
+        }
+    }
+
+    #[test]
+    fn cut_values_need_more_and_bad_ones_are_invalid() {
+        for text in ["\"abc", "\"a\\", "\"\\u00", "12", "12.", "-", "1e", "tr", "{\"a\":1", "[1,", "{\"a\"", "{"] {
+            assert_eq!(whole(text), Scan::NeedMore, "{text}");
+        }
+        for text in ["[01]", "1.x", "\"\\x\"", "\"\\u00g0\"", "trux", "{1:2}", "[1 2]", "{\"a\" 1}", "}", "-x", "{\"a\":1]", "[1}"] {
+            assert!(matches!(whole(text), Scan::Invalid(..)), "{text}: {:?}", whole(text));
+        }
+        let deep = "[".repeat(200);
+        assert!(matches!(whole(&deep), Scan::Invalid(_, "nested too deep")));
+    }
+
+    #[test]
+    fn every_prefix_of_a_value_needs_more() {
+        let text = r#"{"k":[1.5e-3,"x\"y",true,null,{"z":-0}]}"#;
+        for cut in 0..text.len() {
+            assert_eq!(whole(&text[..cut]), Scan::NeedMore, "{}", &text[..cut]);
+        }
+        assert_eq!(whole(text), Scan::Done(text.len()));
+    }
+
+    #[test]
+    fn quotes_and_backslashes_are_found_at_any_offset() {
+        for len in 0..40 {
+            for at in 0..len {
+                for needle in [b'"', b'\\'] {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = needle;
+                    // Bytes that look like matches to a careless bit trick.
+                    if at + 1 < len {
+                        bytes[at + 1] = needle ^ 1;
+                    }
+                    assert_eq!(find_quote_or_backslash(&bytes), Some(at), "{len} {at}");
+                }
+            }
+            assert_eq!(find_quote_or_backslash(&vec![0xC3; len]), None);
+        }
+    }
+
+    #[test]
+    fn members_walk_an_object() {
+        let got: Vec<(String, String)> = members(r#" { "a" : "x\"y" , "b\u0041":[1, 2], "c":{"d":null}} "#)
+            .map(|(k, v)| (k.into_owned(), v.to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a".to_string(), r#""x\"y""#.to_string()),
+                ("bA".to_string(), "[1, 2]".to_string()),
+                ("c".to_string(), r#"{"d":null}"#.to_string()),
+            ]
+        );
+        assert_eq!(members("{}").count(), 0);
+        assert_eq!(members("[1]").count(), 0);
+        assert_eq!(members(r#"{"a":1,}"#).count(), 1);
+        assert_eq!(unescape(r#""plain""#), "plain");
+        assert_eq!(unescape(r#""tab\tquote\"""#), "tab\tquote\"");
+    }
+}

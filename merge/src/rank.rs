@@ -1,0 +1,134 @@
+//! One rank to merge: who it is, where its files are, how it is named.
+
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+
+use rankline_layout::{RankCoords, Sidecar};
+use serde::Serialize;
+
+/// Who a rank is, as far as its inputs tell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RankName {
+    #[serde(flatten)]
+    pub coords: RankCoords,
+    /// SGLang's per-stage files (`EXTEND`, `DECODE`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+impl RankName {
+    /// Short and unique within a merge: `prefill-0/TP-1-EP-0`, `TP-3-EP-0`
+    /// for the unified worker 0, `TP-0-EP-0/EXTEND` for a stage file.
+    pub fn label(&self) -> String {
+        let mut label = match self.coords.server_folder() {
+            Some(folder) => format!("{folder}/{}", self.coords.rank_label()),
+            None => self.coords.rank_label(),
+        };
+        if let Some(stage) = &self.stage {
+            label.push('/');
+            label.push_str(stage);
+        }
+        label
+    }
+
+    /// The process track's name: `prefill-0 TP-1 EP-0 (host)`.
+    pub fn display_name(&self) -> String {
+        let c = &self.coords;
+        let mut name = format!("{}-{} TP-{}", c.role, c.worker, c.tp_rank);
+        if let Some(dp) = c.dp_rank {
+            name.push_str(&format!(" DP-{dp}"));
+        }
+        if let Some(pp) = c.pp_rank {
+            name.push_str(&format!(" PP-{pp}"));
+        }
+        name.push_str(&format!(" EP-{}", c.ep_rank));
+        if let Some(stage) = &self.stage {
+            name.push_str(&format!(" {stage}"));
+        }
+        if let Some(host) = &self.host {
+            name.push_str(&format!(" ({host})"));
+        }
+        name
+    }
+
+    /// Timeline order: role, worker, dp, pp, ep, tp, then stage and host.
+    pub fn sort_key(&self) -> impl Ord + '_ {
+        (self.coords.sort_key(), self.stage.as_deref(), self.host.as_deref())
+    }
+}
+
+/// Where one of a rank's files is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Local(PathBuf),
+}
+
+impl Location {
+    /// The path or URL as the user would recognise it.
+    pub fn display(&self) -> String {
+        match self {
+            Location::Local(path) => path.display().to_string(),
+        }
+    }
+
+    pub fn open(&self) -> io::Result<File> {
+        match self {
+            Location::Local(path) => File::open(path),
+        }
+    }
+}
+
+/// How a rank's name was decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NamedBy {
+    /// The capture's manifest or the rank's sidecar.
+    Capture,
+    /// The trace file's name (`<id>-TP-n-EP-m`, SGLang's pattern).
+    FileName,
+    /// Nothing named it: `TP-n` in argument order.
+    ArgumentOrder,
+}
+
+/// Everything known about a rank before reading its trace.
+#[derive(Debug, Clone)]
+pub struct RankInput {
+    pub name: RankName,
+    pub named_by: NamedBy,
+    pub trace: Location,
+    pub xplane: Option<Location>,
+    pub sidecar: Option<Sidecar>,
+    /// The command-line input it came from.
+    pub from: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_read_well() {
+        let name = RankName {
+            coords: RankCoords {
+                role: "prefill".into(),
+                worker: 0,
+                dp_rank: Some(2),
+                ..RankCoords::unified(1, 0)
+            },
+            stage: None,
+            host: Some("tpu-vm-3".into()),
+        };
+        assert_eq!(name.display_name(), "prefill-0 TP-1 DP-2 EP-0 (tpu-vm-3)");
+        assert_eq!(name.label(), "prefill-0/TP-1-DP-2-EP-0");
+        let flat = RankName {
+            coords: RankCoords::unified(3, 1),
+            stage: Some("EXTEND".into()),
+            host: None,
+        };
+        assert_eq!(flat.label(), "TP-3-EP-1/EXTEND");
+        assert_eq!(flat.display_name(), "unified-0 TP-3 EP-1 EXTEND");
+    }
+}

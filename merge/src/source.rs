@@ -1,0 +1,65 @@
+//! Opening a rank's trace: plain or gzipped JSON, decided by the content's
+//! magic bytes (not the name), with read errors turned into messages that
+//! name the input.
+
+use std::io::{self, BufRead, BufReader, Read};
+
+use flate2::bufread::MultiGzDecoder;
+
+use crate::chrome::ReadError;
+use crate::error::{InputError, InputProblem};
+use crate::rank::Location;
+
+/// Read buffer for the compressed bytes.
+const FILE_BUFFER: usize = 256 << 10;
+
+/// A trace's decompressed bytes.
+pub struct TraceSource {
+    pub reader: Box<dyn Read + Send>,
+    pub gzipped: bool,
+}
+
+/// Opens `location` for reading its decompressed JSON.
+pub fn open_trace(location: &Location) -> Result<TraceSource, InputError> {
+    let file = location.open().map_err(|e| {
+        let problem = if e.kind() == io::ErrorKind::NotFound {
+            InputProblem::NotFound
+        } else {
+            InputProblem::Unreadable(e)
+        };
+        InputError::new(location.display(), problem)
+    })?;
+    let mut buffered = BufReader::with_capacity(FILE_BUFFER, file);
+    let head = buffered
+        .fill_buf()
+        .map_err(|e| InputError::new(location.display(), InputProblem::Unreadable(e)))?;
+    let gzipped = head.starts_with(&[0x1f, 0x8b]);
+    let reader: Box<dyn Read + Send> = if gzipped {
+        Box::new(MultiGzDecoder::new(buffered))
+    } else {
+        Box::new(buffered)
+    };
+    Ok(TraceSource { reader, gzipped })
+}
+
+/// Turns a reader failure into a message about the input.
+pub fn read_problem(error: ReadError, gzipped: bool) -> InputProblem {
+    match error {
+        ReadError::Io(e) if gzipped && is_decompression_error(&e) => {
+            InputProblem::CorruptGzip(e.to_string())
+        }
+        ReadError::Io(e) => InputProblem::Unreadable(e),
+        ReadError::Empty => InputProblem::Empty,
+        ReadError::Truncated { events } => InputProblem::Truncated { events },
+        ReadError::Syntax { offset, message } => InputProblem::Syntax { offset, message },
+        ReadError::NotATrace(why) => InputProblem::NotATrace(why),
+    }
+}
+
+/// flate2 reports bad compressed data with these kinds; a failing disk does not.
+fn is_decompression_error(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+    )
+}

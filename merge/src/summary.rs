@@ -1,0 +1,207 @@
+//! What a merge did, for people (`render`) and for programs (serde, `--json`).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::discover::MissingRank;
+use crate::events::RankStats;
+use crate::options::{AlignMode, OutputFormat, Stage};
+use crate::timebase::{BaseSource, ClockStatus};
+
+/// The result of [`crate::merge`].
+#[derive(Debug, Clone, Serialize)]
+pub struct MergeSummary {
+    /// `None` when a diagnostic `stop_after` stage wrote nothing.
+    pub output: Option<PathBuf>,
+    pub format: OutputFormat,
+    pub bytes_written: u64,
+    pub elapsed_ms: u64,
+    pub align: AlignMode,
+    /// Merged-clock epoch ns the summary's relative times (and the JSON
+    /// output's `ts`) count from: the capture start, else the earliest rank
+    /// time base.
+    pub origin_unix_ns: i64,
+    /// The kept window on the merged clock, when `--window` was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_unix_ns: Option<(i64, i64)>,
+    pub ranks: Vec<RankSummary>,
+    /// Inputs or ranks that could not be read (with `--keep-going`).
+    pub skipped: Vec<SkippedRank>,
+    /// Ranks the manifest lists with nothing to merge.
+    pub missing: Vec<MissingRank>,
+    /// Ranks left out by `--ranks` / `--roles`.
+    pub filtered_out: Vec<String>,
+    pub warnings: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_after: Option<Stage>,
+}
+
+/// One merged rank.
+#[derive(Debug, Clone, Serialize)]
+pub struct RankSummary {
+    /// Short label (`prefill-0/TP-1-EP-0`).
+    pub rank: String,
+    /// Its process name in the output.
+    pub name: String,
+    pub trace: String,
+    pub time_base: BaseSource,
+    /// Host-clock epoch ns of the trace's `ts = 0`.
+    pub time_base_unix_ns: i64,
+    pub clock: ClockStatus,
+    /// What the clock fit moved the rank by (merged minus host), ns.
+    pub clock_shift_ns: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clock_error_bound_ns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clock_drift_ppm: Option<f64>,
+    #[serde(flatten)]
+    pub stats: RankStats,
+}
+
+/// A rank or input left out because it could not be read.
+#[derive(Debug, Clone, Serialize)]
+pub struct SkippedRank {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rank: Option<String>,
+    pub error: String,
+}
+
+impl MergeSummary {
+    /// Whether everything asked for was merged (no skipped or missing rank).
+    pub fn complete(&self) -> bool {
+        self.skipped.is_empty() && self.missing.is_empty()
+    }
+
+    /// A few lines for a terminal.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let seconds = self.elapsed_ms as f64 / 1000.0;
+        match (&self.output, self.stopped_after) {
+            (_, Some(stage)) => {
+                let bytes: u64 = self.ranks.iter().map(|r| r.stats.bytes_read).sum();
+                let _ = writeln!(
+                    out,
+                    "stopped after {stage:?} (diagnostic): {} ranks, {} decompressed, {seconds:.2} s",
+                    self.ranks.len(),
+                    human_bytes(bytes),
+                );
+            }
+            (Some(path), None) => {
+                let _ = writeln!(
+                    out,
+                    "merged {} rank{} into {} ({}) in {seconds:.2} s, align: {}",
+                    self.ranks.len(),
+                    if self.ranks.len() == 1 { "" } else { "s" },
+                    path.display(),
+                    human_bytes(self.bytes_written),
+                    match self.align {
+                        AlignMode::Clock => "clock",
+                        AlignMode::None => "none",
+                    }
+                );
+            }
+            (None, None) => {}
+        }
+        if !self.ranks.is_empty() {
+            let width = self.ranks.iter().map(|r| r.rank.len()).max().unwrap_or(4).max(4);
+            let _ = writeln!(
+                out,
+                "  {:width$}  {:>9}  {:>9}  {:>8}  {:<37} {:<22} span after origin",
+                "rank", "events in", "out", "dropped", "time base", "clock"
+            );
+            for rank in &self.ranks {
+                let clock = match rank.clock {
+                    ClockStatus::Applied => format!("{:+.3} ms", rank.clock_shift_ns as f64 / 1e6),
+                    ClockStatus::Disabled => "off (--align none)".into(),
+                    ClockStatus::NotMeasured => "not measured".into(),
+                    ClockStatus::Implausible => "ignored (implausible)".into(),
+                };
+                let span = match (rank.stats.first_ns, rank.stats.last_ns) {
+                    (Some(first), Some(last)) => format!(
+                        "{:.3} .. {:.3} ms",
+                        (first - self.origin_unix_ns) as f64 / 1e6,
+                        (last - self.origin_unix_ns) as f64 / 1e6
+                    ),
+                    _ => "no events".into(),
+                };
+                let _ = writeln!(
+                    out,
+                    "  {:width$}  {:>9}  {:>9}  {:>8}  {:<37} {:<22} {span}",
+                    rank.rank,
+                    rank.stats.events_in,
+                    rank.stats.events_out,
+                    rank.stats.dropped_total(),
+                    rank.time_base.describe(),
+                    clock,
+                );
+            }
+            for rank in &self.ranks {
+                if rank.stats.dropped.is_empty() {
+                    continue;
+                }
+                let reasons: Vec<String> = rank
+                    .stats
+                    .dropped
+                    .iter()
+                    .map(|(why, n)| format!("{n} {why}"))
+                    .collect();
+                let _ = writeln!(out, "  {} dropped: {}", rank.rank, reasons.join(", "));
+            }
+        }
+        for skipped in &self.skipped {
+            let _ = writeln!(
+                out,
+                "skipped{}: {}",
+                skipped.rank.as_deref().map(|r| format!(" {r}")).unwrap_or_default(),
+                skipped.error
+            );
+        }
+        for missing in &self.missing {
+            let _ = writeln!(out, "missing {}: {}", missing.rank, missing.reason);
+        }
+        if !self.filtered_out.is_empty() {
+            let _ = writeln!(out, "left out by --ranks/--roles: {}", self.filtered_out.join(", "));
+        }
+        for warning in &self.warnings {
+            let _ = writeln!(out, "warning: {warning}");
+        }
+        if let (Some(path), None) = (&self.output, self.stopped_after) {
+            let how = match self.format {
+                OutputFormat::Pftrace | OutputFormat::Zip => format!(
+                    "open it at https://ui.perfetto.dev (Open trace file), or query it with `trace_processor {}`",
+                    path.display()
+                ),
+                OutputFormat::Json | OutputFormat::JsonGz => format!(
+                    "open it at https://ui.perfetto.dev or chrome://tracing ({} is Chrome JSON: .pftrace loads faster)",
+                    path.display()
+                ),
+            };
+            let _ = writeln!(out, "{how}");
+        }
+        out
+    }
+}
+
+fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_read_like_people_write_them() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
+        assert_eq!(human_bytes(5 << 30), "5.00 GiB");
+    }
+}

@@ -1,0 +1,295 @@
+//! Each rank's relative `ts` to absolute nanoseconds on the merged clock:
+//! the rank's time base (sidecar, else the xplane's `profile_start_time`,
+//! else Kineto's `baseTimeNanoseconds`, else none), then its host's clock fit
+//! when alignment uses clocks.
+
+use std::io::{BufReader, Read};
+
+use memchr::memmem;
+use rankline_layout::{ClockFit, TimeBaseSource};
+use serde::Serialize;
+
+use crate::error::{InputError, InputProblem};
+use crate::options::AlignMode;
+use crate::rank::RankInput;
+use crate::source::open_trace;
+
+/// Host instants further than this from zero (or from the fit's anchor) are
+/// not mapped: no real trace is 146 years long, and it keeps the clock
+/// arithmetic far from overflow.
+const MAX_INSTANT: i64 = 1 << 62;
+/// A fit beyond these bounds is damage, not a clock.
+const MAX_OFFSET_NS: i64 = 1_000_000_000_000_000;
+const MAX_DRIFT_PPM: f64 = 10_000.0;
+
+/// Where a rank's time base came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BaseSource {
+    /// The sidecar, which recorded the xplane's `profile_start_time`.
+    SidecarXplane,
+    /// The sidecar, which recorded Kineto's `baseTimeNanoseconds`.
+    SidecarKineto,
+    /// The `Task Environment` plane of the `.xplane.pb` beside the trace.
+    Xplane,
+    /// The trace's own `baseTimeNanoseconds`.
+    Kineto,
+    /// Nothing: `ts` taken as given.
+    None,
+}
+
+impl BaseSource {
+    pub fn describe(self) -> &'static str {
+        match self {
+            BaseSource::SidecarXplane => "sidecar (xplane profile_start_time)",
+            BaseSource::SidecarKineto => "sidecar (Kineto baseTimeNanoseconds)",
+            BaseSource::Xplane => "xplane profile_start_time",
+            BaseSource::Kineto => "Kineto baseTimeNanoseconds",
+            BaseSource::None => "none: ts taken as given",
+        }
+    }
+}
+
+/// Whether and how a host clock correction was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClockStatus {
+    /// The sidecar's clock fit maps this rank onto the reference clock.
+    Applied,
+    /// `--align none`.
+    Disabled,
+    /// No sidecar clock data: the host clock is trusted as it is.
+    NotMeasured,
+    /// The sidecar's fit is out of any plausible range and was ignored.
+    Implausible,
+}
+
+/// How one rank's times become merged-clock nanoseconds.
+#[derive(Debug, Clone)]
+pub struct RankTime {
+    pub source: BaseSource,
+    /// Host-clock epoch ns of `ts = 0` (0 when `source` is `None`).
+    pub base_ns: i64,
+    pub clock_status: ClockStatus,
+    fit: Option<ClockFit>,
+}
+
+impl RankTime {
+    /// No base, no clock: `ts` as given.
+    pub fn identity() -> Self {
+        RankTime {
+            source: BaseSource::None,
+            base_ns: 0,
+            clock_status: ClockStatus::NotMeasured,
+            fit: None,
+        }
+    }
+
+    /// Merged-clock ns of a relative `ts` in ns; `None` when out of range.
+    pub fn aligned(&self, relative_ns: i64) -> Option<i64> {
+        let host = self.base_ns.checked_add(relative_ns)?;
+        if !(-MAX_INSTANT..=MAX_INSTANT).contains(&host) {
+            return None;
+        }
+        match &self.fit {
+            Some(fit) => {
+                if host.abs_diff(fit.at_unix_ns) > MAX_INSTANT as u64 {
+                    return None;
+                }
+                Some(fit.to_reference(host))
+            }
+            None => Some(host),
+        }
+    }
+
+    /// The rank's `ts = 0` on the merged clock.
+    pub fn aligned_base(&self) -> i64 {
+        self.aligned(0).unwrap_or(self.base_ns)
+    }
+
+    /// What the clock fit moved `ts = 0` by (reference minus host), ns.
+    pub fn clock_shift_ns(&self) -> i64 {
+        self.aligned_base() - self.base_ns
+    }
+
+    pub fn fit(&self) -> Option<&ClockFit> {
+        self.fit.as_ref()
+    }
+}
+
+/// Decides a rank's time base and clock.
+pub fn resolve(rank: &RankInput, align: AlignMode) -> Result<RankTime, InputError> {
+    let (source, base_ns) = base_of(rank)?;
+    let measured = rank.sidecar.as_ref().and_then(|s| s.clock.clone());
+    let (clock_status, fit) = match (align, measured) {
+        (AlignMode::None, _) => (ClockStatus::Disabled, None),
+        (AlignMode::Clock, None) => (ClockStatus::NotMeasured, None),
+        (AlignMode::Clock, Some(fit)) if plausible(&fit) => (ClockStatus::Applied, Some(fit)),
+        (AlignMode::Clock, Some(_)) => (ClockStatus::Implausible, None),
+    };
+    Ok(RankTime {
+        source,
+        base_ns,
+        clock_status,
+        fit,
+    })
+}
+
+fn plausible(fit: &ClockFit) -> bool {
+    fit.offset_ns.abs() < MAX_OFFSET_NS
+        && fit.drift_ppm.is_finite()
+        && fit.drift_ppm.abs() < MAX_DRIFT_PPM
+        && fit.at_unix_ns.abs() < MAX_INSTANT / 2
+}
+
+fn base_of(rank: &RankInput) -> Result<(BaseSource, i64), InputError> {
+    if let Some(sidecar) = &rank.sidecar {
+        match sidecar.time_base.source {
+            TimeBaseSource::XplaneProfileStartTime => {
+                return Ok((BaseSource::SidecarXplane, sidecar.time_base.unix_ns))
+            }
+            TimeBaseSource::KinetoBaseTimeNanoseconds => {
+                return Ok((BaseSource::SidecarKineto, sidecar.time_base.unix_ns))
+            }
+            TimeBaseSource::None => {}
+        }
+    }
+    if let Some(xplane) = &rank.xplane {
+        let file = xplane
+            .open()
+            .map_err(|e| InputError::new(xplane.display(), InputProblem::Unreadable(e)))?;
+        let times = rankline_xplane::read_profile_times(BufReader::with_capacity(1 << 20, file))
+            .map_err(|e| {
+                InputError::new(
+                    rank.trace.display(),
+                    InputProblem::TimeBase {
+                        what: xplane.display(),
+                        message: e.to_string(),
+                    },
+                )
+            })?;
+        if let Some(start) = times.start_unix_ns {
+            return Ok((BaseSource::Xplane, start));
+        }
+    }
+    let mut source = open_trace(&rank.trace)?;
+    let base = scan_base_time(&mut source.reader).map_err(|e| {
+        InputError::new(
+            rank.trace.display(),
+            crate::source::read_problem(crate::chrome::ReadError::Io(e), source.gzipped),
+        )
+    })?;
+    Ok(match base {
+        Some(base) => (BaseSource::Kineto, base),
+        None => (BaseSource::None, 0),
+    })
+}
+
+/// Finds Kineto's `"baseTimeNanoseconds": N` anywhere in the stream (it is
+/// written after the events), without parsing the JSON. The last one wins.
+pub fn scan_base_time(reader: &mut dyn Read) -> std::io::Result<Option<i64>> {
+    const KEY: &[u8] = b"\"baseTimeNanoseconds\"";
+    // Enough to hold the key, blanks and a 20-digit number across a refill.
+    const CARRY: usize = 128;
+    let finder = memmem::Finder::new(KEY);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut carried = 0;
+    let mut found = None;
+    loop {
+        let n = reader.read(&mut buf[carried..])?;
+        let filled = carried + n;
+        let window = &buf[..filled];
+        for at in finder.find_iter(window) {
+            if let Some(value) = number_after_key(&window[at + KEY.len()..], n == 0) {
+                found = Some(value);
+            }
+        }
+        if n == 0 {
+            return Ok(found);
+        }
+        let keep = filled.min(CARRY);
+        buf.copy_within(filled - keep..filled, 0);
+        carried = keep;
+    }
+}
+
+/// `: 123` → 123, when the number is complete within `rest`.
+fn number_after_key(rest: &[u8], at_end: bool) -> Option<i64> {
+    let skip_blanks = |bytes: &[u8]| -> usize {
+        bytes
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(bytes.len())
+    };
+    let mut at = skip_blanks(rest);
+    if rest.get(at) != Some(&b':') {
+        return None;
+    }
+    at += 1;
+    at += skip_blanks(&rest[at..]);
+    let digits = rest[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || (at + digits == rest.len() && !at_end) {
+        return None;
+    }
+    std::str::from_utf8(&rest[at..at + digits]).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_time_is_found_after_the_events() {
+        let text = br#"{"traceEvents":[{"name":"x"}], "baseTimeNanoseconds" : 1763850000123456789}"#;
+        assert_eq!(scan_base_time(&mut &text[..]).unwrap(), Some(1_763_850_000_123_456_789));
+        assert_eq!(scan_base_time(&mut &b"{\"traceEvents\":[]}"[..]).unwrap(), None);
+    }
+
+    #[test]
+    fn base_time_across_reads_is_found_once() {
+        // A reader that returns 7 bytes at a time splits the key and number.
+        struct Chunks<'a>(&'a [u8]);
+        impl Read for Chunks<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.0.len().min(7).min(buf.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let text = br#"{"traceEvents":[],"baseTimeNanoseconds":1763850000123456789}"#;
+        assert_eq!(
+            scan_base_time(&mut Chunks(text)).unwrap(),
+            Some(1_763_850_000_123_456_789)
+        );
+    }
+
+    #[test]
+    fn clock_fits_map_onto_the_reference_and_garbage_is_refused() {
+        let mut time = RankTime {
+            source: BaseSource::Xplane,
+            base_ns: 1_000_000_000,
+            clock_status: ClockStatus::Applied,
+            fit: Some(ClockFit {
+                offset_ns: 37_000_000,
+                error_bound_ns: 50_000,
+                drift_ppm: 0.0,
+                at_unix_ns: 1_000_000_000,
+                samples: vec![],
+            }),
+        };
+        assert_eq!(time.aligned(5), Some(1_000_000_005 - 37_000_000));
+        assert_eq!(time.clock_shift_ns(), -37_000_000);
+        assert_eq!(time.aligned(i64::MAX), None);
+        assert_eq!(time.aligned(i64::MIN / 2 - 7), None);
+        time.fit = None;
+        assert_eq!(time.aligned(5), Some(1_000_000_005));
+        assert!(!plausible(&ClockFit {
+            offset_ns: i64::MAX,
+            error_bound_ns: 0,
+            drift_ppm: 0.0,
+            at_unix_ns: 0,
+            samples: vec![],
+        }));
+    }
+}

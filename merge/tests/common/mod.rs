@@ -1,0 +1,374 @@
+//! Test helpers: a `.pftrace` decoder written independently of the merge's
+//! hand encoder (prost messages from the field numbers in FORMATS.md) that
+//! checks what trace_processor relies on, and small trace-file builders.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Trace {
+    #[prost(message, repeated, tag = "1")]
+    pub packet: Vec<TracePacket>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct TracePacket {
+    #[prost(uint64, optional, tag = "8")]
+    pub timestamp: Option<u64>,
+    #[prost(uint32, optional, tag = "10")]
+    pub trusted_packet_sequence_id: Option<u32>,
+    #[prost(message, optional, tag = "11")]
+    pub track_event: Option<TrackEvent>,
+    #[prost(message, optional, tag = "12")]
+    pub interned_data: Option<InternedData>,
+    #[prost(uint32, optional, tag = "13")]
+    pub sequence_flags: Option<u32>,
+    #[prost(message, optional, tag = "60")]
+    pub track_descriptor: Option<TrackDescriptor>,
+    #[prost(bool, optional, tag = "87")]
+    pub first_packet_on_sequence: Option<bool>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct TrackEvent {
+    #[prost(uint64, repeated, packed = "false", tag = "3")]
+    pub category_iids: Vec<u64>,
+    #[prost(message, repeated, tag = "4")]
+    pub debug_annotations: Vec<DebugAnnotation>,
+    #[prost(int32, optional, tag = "9")]
+    pub r#type: Option<i32>,
+    #[prost(uint64, optional, tag = "10")]
+    pub name_iid: Option<u64>,
+    #[prost(uint64, optional, tag = "11")]
+    pub track_uuid: Option<u64>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct DebugAnnotation {
+    #[prost(uint64, optional, tag = "1")]
+    pub name_iid: Option<u64>,
+    #[prost(bool, optional, tag = "2")]
+    pub bool_value: Option<bool>,
+    #[prost(uint64, optional, tag = "3")]
+    pub uint_value: Option<u64>,
+    #[prost(int64, optional, tag = "4")]
+    pub int_value: Option<i64>,
+    #[prost(double, optional, tag = "5")]
+    pub double_value: Option<f64>,
+    #[prost(string, optional, tag = "6")]
+    pub string_value: Option<String>,
+    #[prost(uint64, optional, tag = "17")]
+    pub string_value_iid: Option<u64>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct InternedData {
+    #[prost(message, repeated, tag = "1")]
+    pub event_categories: Vec<Interned>,
+    #[prost(message, repeated, tag = "2")]
+    pub event_names: Vec<Interned>,
+    #[prost(message, repeated, tag = "3")]
+    pub debug_annotation_names: Vec<Interned>,
+    #[prost(message, repeated, tag = "29")]
+    pub debug_annotation_string_values: Vec<InternedBytes>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Interned {
+    #[prost(uint64, optional, tag = "1")]
+    pub iid: Option<u64>,
+    #[prost(string, optional, tag = "2")]
+    pub name: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct InternedBytes {
+    #[prost(uint64, optional, tag = "1")]
+    pub iid: Option<u64>,
+    #[prost(bytes = "vec", optional, tag = "2")]
+    pub str: Option<Vec<u8>>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct TrackDescriptor {
+    #[prost(uint64, optional, tag = "1")]
+    pub uuid: Option<u64>,
+    #[prost(string, optional, tag = "2")]
+    pub name: Option<String>,
+    #[prost(message, optional, tag = "3")]
+    pub process: Option<ProcessDescriptor>,
+    #[prost(message, optional, tag = "4")]
+    pub thread: Option<ThreadDescriptor>,
+    #[prost(uint64, optional, tag = "5")]
+    pub parent_uuid: Option<u64>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ProcessDescriptor {
+    #[prost(int32, optional, tag = "1")]
+    pub pid: Option<i32>,
+    #[prost(string, optional, tag = "6")]
+    pub process_name: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ThreadDescriptor {
+    #[prost(int32, optional, tag = "1")]
+    pub pid: Option<i32>,
+    #[prost(int32, optional, tag = "2")]
+    pub tid: Option<i32>,
+    #[prost(string, optional, tag = "5")]
+    pub thread_name: Option<String>,
+}
+
+/// One slice (BEGIN..END) or instant as the decoder saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slice {
+    pub process: String,
+    pub track: String,
+    pub track_uuid: u64,
+    pub name: String,
+    pub category: Option<String>,
+    pub start: i64,
+    /// Equal to `start` for instants.
+    pub end: i64,
+    pub instant: bool,
+    pub depth: usize,
+    pub args: BTreeMap<String, String>,
+}
+
+/// A decoded and checked trace.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    pub slices: Vec<Slice>,
+    /// Process track names by uuid.
+    pub processes: BTreeMap<u64, String>,
+    /// pid of each process track.
+    pub pids: BTreeMap<u64, i32>,
+    /// Every track's name (thread or lane) by uuid, with its parent uuid.
+    pub tracks: BTreeMap<u64, (String, u64)>,
+    pub sequences: usize,
+}
+
+impl Decoded {
+    pub fn names(&self, process: &str) -> Vec<&Slice> {
+        self.slices.iter().filter(|s| s.process == process).collect()
+    }
+}
+
+#[derive(Default)]
+struct SequenceState {
+    cleared: bool,
+    names: HashMap<u64, String>,
+    categories: HashMap<u64, String>,
+    arg_names: HashMap<u64, String>,
+    arg_values: HashMap<u64, String>,
+    last_ts: u64,
+}
+
+struct Open {
+    start: i64,
+    name: String,
+    category: Option<String>,
+    args: BTreeMap<String, String>,
+}
+
+/// Decodes `bytes` and checks: every packet has a sequence; interned ids are
+/// defined before use in their sequence, after a packet that cleared the
+/// state; timestamps never go backwards within a sequence; every event's
+/// track has a descriptor whose parent is a process track; BEGIN/END balance
+/// per track with strict nesting; uuids are unique. Panics on a violation.
+pub fn decode(bytes: &[u8]) -> Decoded {
+    let trace = Trace::decode(bytes).expect("the file is a valid Trace protobuf");
+    let mut sequences: HashMap<u32, SequenceState> = HashMap::new();
+    let mut descriptors: HashMap<u64, TrackDescriptor> = HashMap::new();
+    // Descriptors first (trace_processor reads them as it tokenizes).
+    for packet in &trace.packet {
+        if let Some(d) = &packet.track_descriptor {
+            let uuid = d.uuid.expect("descriptor uuid");
+            assert!(descriptors.insert(uuid, d.clone()).is_none(), "duplicate track uuid {uuid}");
+        }
+    }
+    let mut decoded = Decoded::default();
+    for (uuid, d) in &descriptors {
+        if let Some(p) = &d.process {
+            decoded.processes.insert(*uuid, p.process_name.clone().unwrap_or_default());
+            decoded.pids.insert(*uuid, p.pid.expect("process pid"));
+        }
+    }
+    for (uuid, d) in &descriptors {
+        if d.process.is_some() {
+            continue;
+        }
+        let parent = d.parent_uuid.expect("a thread or lane track has a parent");
+        assert!(decoded.processes.contains_key(&parent), "track {uuid}'s parent is a process track");
+        if let Some(thread) = &d.thread {
+            assert_eq!(thread.pid, Some(decoded.pids[&parent]), "thread pid is its process's");
+        }
+        let name = d
+            .name
+            .clone()
+            .or_else(|| d.thread.as_ref().and_then(|t| t.thread_name.clone()))
+            .expect("tracks are named");
+        decoded.tracks.insert(*uuid, (name, parent));
+    }
+    let mut open: HashMap<u64, Vec<Open>> = HashMap::new();
+    for packet in &trace.packet {
+        let sequence_id = packet.trusted_packet_sequence_id.expect("every packet has a sequence");
+        let state = sequences.entry(sequence_id).or_default();
+        let flags = packet.sequence_flags.unwrap_or(0);
+        if flags & 1 != 0 {
+            *state = SequenceState {
+                cleared: true,
+                ..SequenceState::default()
+            };
+        }
+        if let Some(data) = &packet.interned_data {
+            assert!(state.cleared, "interned data before the state was cleared");
+            for (table, entries) in [
+                (&mut state.names, &data.event_names),
+                (&mut state.categories, &data.event_categories),
+                (&mut state.arg_names, &data.debug_annotation_names),
+            ] {
+                for entry in entries {
+                    table.insert(entry.iid.unwrap(), entry.name.clone().unwrap());
+                }
+            }
+            for entry in &data.debug_annotation_string_values {
+                state.arg_values.insert(
+                    entry.iid.unwrap(),
+                    String::from_utf8(entry.str.clone().unwrap()).unwrap(),
+                );
+            }
+        }
+        let Some(event) = &packet.track_event else {
+            continue;
+        };
+        assert!(state.cleared && flags & 2 != 0, "events need the sequence's interned state");
+        let ts = packet.timestamp.expect("events have timestamps");
+        assert!(ts >= state.last_ts, "timestamps go backwards in sequence {sequence_id}");
+        state.last_ts = ts;
+        let ts = ts as i64;
+        let uuid = event.track_uuid.expect("events name their track");
+        let (track_name, process_uuid) = decoded
+            .tracks
+            .get(&uuid)
+            .cloned()
+            .unwrap_or_else(|| panic!("track {uuid} has no descriptor"));
+        let stack = open.entry(uuid).or_default();
+        match event.r#type {
+            Some(1) | Some(3) => {
+                let name = state.names[&event.name_iid.expect("name iid")].clone();
+                let category = event.category_iids.first().map(|c| state.categories[c].clone());
+                let args = event
+                    .debug_annotations
+                    .iter()
+                    .map(|a| {
+                        let key = state.arg_names[&a.name_iid.expect("annotation name")].clone();
+                        let value = if let Some(iid) = a.string_value_iid {
+                            state.arg_values[&iid].clone()
+                        } else if let Some(s) = &a.string_value {
+                            s.clone()
+                        } else if let Some(i) = a.int_value {
+                            i.to_string()
+                        } else if let Some(u) = a.uint_value {
+                            u.to_string()
+                        } else if let Some(d) = a.double_value {
+                            d.to_string()
+                        } else if let Some(b) = a.bool_value {
+                            b.to_string()
+                        } else {
+                            panic!("annotation {key} without a value")
+                        };
+                        (key, value)
+                    })
+                    .collect();
+                if let Some(parent) = stack.last() {
+                    assert!(ts >= parent.start, "a child starts before its parent");
+                }
+                if event.r#type == Some(3) {
+                    decoded.slices.push(Slice {
+                        process: decoded.processes[&process_uuid].clone(),
+                        track: track_name,
+                        track_uuid: uuid,
+                        name,
+                        category,
+                        start: ts,
+                        end: ts,
+                        instant: true,
+                        depth: stack.len(),
+                        args,
+                    });
+                } else {
+                    stack.push(Open {
+                        start: ts,
+                        name,
+                        category,
+                        args,
+                    });
+                }
+            }
+            Some(2) => {
+                let begin = stack.pop().unwrap_or_else(|| panic!("END without BEGIN on {track_name}"));
+                assert!(ts >= begin.start);
+                decoded.slices.push(Slice {
+                    process: decoded.processes[&process_uuid].clone(),
+                    track: track_name,
+                    track_uuid: uuid,
+                    name: begin.name,
+                    category: begin.category,
+                    start: begin.start,
+                    end: ts,
+                    instant: false,
+                    depth: stack.len(),
+                    args: begin.args,
+                });
+            }
+            other => panic!("unexpected event type {other:?}"),
+        }
+    }
+    for (uuid, stack) in &open {
+        assert!(stack.is_empty(), "track {uuid} has {} unclosed slices", stack.len());
+    }
+    decoded.sequences = sequences.len();
+    decoded
+}
+
+/// The real fixtures shared with the other crates.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/real-jax")
+}
+
+/// The only `plugins/profile/<run>/` folder under a JAX log dir.
+pub fn jax_run_dir(log_dir: &Path) -> PathBuf {
+    let profile = log_dir.join("plugins/profile");
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(&profile)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    runs.sort();
+    runs.pop().unwrap()
+}
+
+/// Writes `text` gzipped to `path`.
+pub fn write_gz(path: &Path, text: &str) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+    gz.write_all(text.as_bytes()).unwrap();
+    gz.finish().unwrap();
+}
+
+/// Reads a whole gzipped file as text.
+pub fn read_gz(path: &Path) -> String {
+    use std::io::Read;
+    let mut text = String::new();
+    flate2::read::MultiGzDecoder::new(std::fs::File::open(path).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
+    text
+}

@@ -1,0 +1,502 @@
+//! Merge behaviour on small hand-written traces: exact nanosecond shifts,
+//! overlap spilling, phases, every output format, filters, captures, and
+//! bad inputs.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use common::{decode, read_gz, write_gz};
+use rankline_layout::{
+    ClockFit, FileKind, FileRecord, Manifest, ManifestRank, RankCoords, RankIdentity, RankKey,
+    RankObjects, Sidecar, TimeBase, TimeBaseSource, MANIFEST_FORMAT, SIDECAR_FORMAT,
+};
+use rankline_merge::timebase::{BaseSource, ClockStatus};
+use rankline_merge::{merge, InputProblem, MergeError, MergeOptions, OutputFormat};
+use serde_json::Value;
+
+const KINETO_BASE: i64 = 1_763_850_000_123_456_789;
+
+fn kineto(events: &str) -> String {
+    format!(
+        r#"{{"schemaVersion":1,"traceEvents":[
+            {{"ph":"M","pid":7,"name":"process_name","args":{{"name":"python3"}}}},
+            {{"ph":"M","pid":7,"tid":8,"name":"thread_name","args":{{"name":"main"}}}},
+            {events}
+        ],"traceName":"x","baseTimeNanoseconds":{KINETO_BASE}}}"#
+    )
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    if name.ends_with(".gz") {
+        write_gz(&path, text);
+    } else {
+        fs::write(&path, text).unwrap();
+    }
+    path.display().to_string()
+}
+
+fn pftrace(inputs: Vec<String>, dir: &Path) -> (rankline_merge::MergeSummary, common::Decoded) {
+    let out = dir.join("out.pftrace");
+    let summary = merge(&MergeOptions::new(inputs, &out)).unwrap();
+    let decoded = decode(&fs::read(&out).unwrap());
+    (summary, decoded)
+}
+
+#[test]
+fn shifts_are_exact_to_the_nanosecond() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(
+        dir.path(),
+        "1763850000.5-TP-0.trace.json.gz",
+        &kineto(
+            r#"{"ph":"X","pid":7,"tid":8,"ts":12.3456789,"dur":0.0005,"name":"rounds"},
+               {"ph":"X","pid":7,"tid":8,"ts":1e3,"dur":"2","name":"exponent and quoted dur"}"#,
+        ),
+    );
+    // No time base at all: ts as given, with every digit of an epoch value.
+    let b = write(
+        dir.path(),
+        "plain.json",
+        r#"[{"ph":"X","pid":1,"tid":1,"ts":1795384060465391.136,"dur":1,"name":"epoch"}]"#,
+    );
+    let (summary, decoded) = pftrace(vec![a, b], dir.path());
+    let by_name: BTreeMap<&str, &common::Slice> = decoded.slices.iter().map(|s| (s.name.as_str(), s)).collect();
+    // 12.3456789 us = 12345.6789 ns -> 12346; 0.0005 us = 0.5 ns -> 1.
+    assert_eq!(by_name["rounds"].start, KINETO_BASE + 12_346);
+    assert_eq!(by_name["rounds"].end, KINETO_BASE + 12_347);
+    assert_eq!(by_name["exponent and quoted dur"].start, KINETO_BASE + 1_000_000);
+    assert_eq!(by_name["exponent and quoted dur"].end, KINETO_BASE + 1_002_000);
+    assert_eq!(by_name["epoch"].start, 1_795_384_060_465_391_136);
+    assert_eq!(by_name["epoch"].end, 1_795_384_060_465_392_136);
+
+    assert_eq!(summary.ranks[0].time_base, BaseSource::Kineto);
+    assert_eq!(summary.ranks[0].time_base_unix_ns, KINETO_BASE);
+    assert_eq!(summary.ranks[1].time_base, BaseSource::None);
+    assert!(summary.warnings.iter().any(|w| w.contains("no time base")), "{:?}", summary.warnings);
+    // Named by the file name, then by argument order skipping TP-0.
+    assert_eq!(summary.ranks[0].rank, "TP-0-EP-0");
+    assert_eq!(summary.ranks[1].rank, "TP-1-EP-0");
+    // The Kineto source process gets its own track name.
+    assert_eq!(by_name["rounds"].track, "main");
+}
+
+#[test]
+fn overlapping_events_go_to_sibling_tracks_and_none_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = [
+        ("a", 0, 100),
+        ("b-overlaps-a", 50, 100),
+        ("c-in-a-and-b", 60, 10),
+        ("d-starts-at-a-end", 100, 20),
+        ("e-same-as-a", 0, 100),
+        ("f-zero-at-end", 100, 0),
+        ("g-zero", 30, 0),
+        ("h-overlaps-b-and-d", 140, 20),
+    ];
+    let text: Vec<String> = events
+        .iter()
+        .map(|(name, ts, dur)| {
+            format!(r#"{{"ph":"X","pid":1,"tid":2,"ts":{ts},"dur":{dur},"name":"{name}","args":{{"k":"v","n":3,"f":1.5,"b":true,"o":{{"x":[1]}}}}}}"#)
+        })
+        .collect();
+    let path = write(dir.path(), "t.json", &format!("[{}]", text.join(",")));
+    let (summary, decoded) = pftrace(vec![path], dir.path());
+    assert_eq!(decoded.slices.len(), events.len());
+    assert_eq!(summary.ranks[0].stats.events_out, events.len() as u64);
+    for (name, ts, dur) in events {
+        let slice = decoded.slices.iter().find(|s| s.name == name).unwrap();
+        assert_eq!((slice.start, slice.end), (ts * 1000, (ts + dur) * 1000), "{name}");
+        assert_eq!(slice.args["k"], "v");
+        assert_eq!(slice.args["n"], "3");
+        assert_eq!(slice.args["f"], "1.5");
+        assert_eq!(slice.args["b"], "true");
+        assert_eq!(slice.args["o"], r#"{"x":[1]}"#);
+    }
+    let track_of = |name: &str| decoded.slices.iter().find(|s| s.name == name).unwrap().track.clone();
+    assert_eq!(track_of("a"), "tid 2");
+    assert_eq!(track_of("b-overlaps-a"), "tid 2 (overlap 1)");
+    assert_eq!(track_of("h-overlaps-b-and-d"), "tid 2", "lane 0 is free again by then");
+    assert_eq!(track_of("d-starts-at-a-end"), "tid 2");
+}
+
+#[test]
+fn phases_are_paired_kept_or_dropped_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "phases.json",
+        r#"{"traceEvents":[
+            {"ph":"B","pid":1,"tid":1,"ts":10,"name":"outer","args":{"a":1}},
+            {"ph":"B","pid":1,"tid":1,"ts":12,"name":"inner"},
+            {"ph":"i","pid":1,"tid":1,"ts":13,"name":"mark","s":"t"},
+            {"ph":"E","pid":1,"tid":1,"ts":14},
+            {"ph":"E","pid":1,"tid":1,"ts":20},
+            {"ph":"E","pid":1,"tid":1,"ts":21},
+            {"ph":"B","pid":1,"tid":1,"ts":30,"name":"never ends"},
+            {"ph":"C","pid":1,"ts":5,"name":"mem","args":{"bytes":3}},
+            {"ph":"s","pid":1,"tid":1,"ts":5,"name":"f","id":1},
+            {"ph":"b","pid":1,"ts":5,"name":"async","id":2,"cat":"c"},
+            {"ph":"X","pid":1,"tid":1,"name":"no ts"},
+            {"ph":"X","pid":1,"tid":1,"ts":"soon","dur":1,"name":"bad ts"},
+            7,
+            {}
+        ]}"#,
+    );
+    let (summary, decoded) = pftrace(vec![path], dir.path());
+    let stats = &summary.ranks[0].stats;
+    let names: Vec<(&str, usize, bool)> = decoded
+        .slices
+        .iter()
+        .map(|s| (s.name.as_str(), s.depth, s.instant))
+        .collect();
+    assert!(names.contains(&("outer", 0, false)));
+    assert!(names.contains(&("inner", 1, false)));
+    assert!(names.contains(&("mark", 2, true)));
+    let outer = decoded.slices.iter().find(|s| s.name == "outer").unwrap();
+    assert_eq!((outer.start, outer.end), (10_000, 20_000));
+    assert_eq!(outer.args["a"], "1");
+    let dropped = |reason: &str| stats.dropped.get(reason).copied().unwrap_or(0);
+    assert_eq!(dropped("E without a B"), 1);
+    assert_eq!(dropped("B without an E"), 1);
+    assert_eq!(dropped("counter (kept in .json output only)"), 1);
+    assert_eq!(dropped("flow (kept in .json output only)"), 1);
+    assert_eq!(dropped("unsupported phase"), 1);
+    assert_eq!(dropped("no ts"), 1);
+    assert_eq!(dropped("ts or dur out of range"), 1);
+    assert_eq!(dropped("not a JSON object"), 1);
+    assert_eq!(stats.events_in, 13, "the empty {{}} is not an event");
+    assert_eq!(stats.events_in, stats.events_out + stats.metadata + stats.dropped.values().sum::<u64>());
+}
+
+/// A rankline capture: manifest, per-rank sidecars (one with a clock fit),
+/// one failed rank.
+fn write_capture(root: &Path) -> PathBuf {
+    let id = "cap1";
+    let capture = root.join(id);
+    let mut ranks = Vec::new();
+    for (tp, role, clock_offset) in [(0, "prefill", None), (1, "prefill", Some(37_000_123)), (0, "decode", None)] {
+        let coords = RankCoords {
+            role: role.into(),
+            ..RankCoords::unified(tp, 0)
+        };
+        let key = RankKey::new(id, &coords);
+        let identity = RankIdentity {
+            agent_id: format!("h{tp}/{role}"),
+            host: format!("host-{tp}"),
+            coords: coords.clone(),
+            server_url: "http://127.0.0.1:1".into(),
+            server_kind: "sglang-jax".into(),
+            trigger: tp == 0,
+            node_rank: None,
+            labels: Default::default(),
+        };
+        if role == "decode" {
+            ranks.push(ManifestRank {
+                identity,
+                status: "failed".into(),
+                reason: Some("timed out in collecting".into()),
+                objects: RankObjects::default(),
+            });
+            continue;
+        }
+        let base = 1_795_000_000_000_000_000 + i64::from(tp) * 1_000_000;
+        let trace_path = root.join(key.trace());
+        fs::create_dir_all(trace_path.parent().unwrap()).unwrap();
+        write_gz(
+            &trace_path,
+            r#"{"traceEvents":[{"ph":"X","pid":701,"tid":1,"ts":5.5,"dur":1,"name":"step"},{}]}"#,
+        );
+        let sidecar = Sidecar {
+            format: SIDECAR_FORMAT.into(),
+            profile_id: id.into(),
+            identity: identity.clone(),
+            start_requested_unix_ns: base - 10,
+            stop_requested_unix_ns: None,
+            stop_observed_unix_ns: None,
+            time_base: TimeBase {
+                source: TimeBaseSource::XplaneProfileStartTime,
+                unix_ns: base,
+            },
+            profile_stop_unix_ns: None,
+            clock: clock_offset.map(|offset| ClockFit {
+                offset_ns: offset,
+                error_bound_ns: 20_000,
+                drift_ppm: 0.0,
+                at_unix_ns: base,
+                samples: vec![],
+            }),
+            files: vec![FileRecord {
+                kind: FileKind::Trace,
+                key: key.trace(),
+                size: 0,
+                sha256: String::new(),
+                source_name: "vm.trace.json.gz".into(),
+            }],
+            agent_version: "test".into(),
+        };
+        fs::write(root.join(key.sidecar()), serde_json::to_vec(&sidecar).unwrap()).unwrap();
+        ranks.push(ManifestRank {
+            identity,
+            status: "ok".into(),
+            reason: None,
+            objects: RankObjects {
+                trace: Some(key.trace()),
+                xplane: None,
+                meta: Some(key.sidecar()),
+            },
+        });
+    }
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT.into(),
+        profile_id: id.into(),
+        status: "partial".into(),
+        storage_url: root.display().to_string(),
+        created_unix_ns: 1_794_999_999_000_000_000,
+        start_at_unix_ns: 1_794_999_999_900_000_000,
+        finished_unix_ns: 1_795_000_001_000_000_000,
+        settings: Value::Null,
+        ranks,
+    };
+    fs::write(capture.join("manifest.json"), serde_json::to_vec(&manifest).unwrap()).unwrap();
+    capture
+}
+
+#[test]
+fn a_capture_folder_merges_with_sidecar_time_bases_and_clock_fits() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = write_capture(dir.path());
+    let (summary, decoded) = pftrace(vec![capture.display().to_string()], dir.path());
+
+    assert_eq!(summary.origin_unix_ns, 1_794_999_999_900_000_000, "the manifest's start");
+    assert_eq!(summary.missing.len(), 1);
+    assert!(summary.missing[0].reason.contains("timed out in collecting"));
+    assert!(!summary.complete());
+    let ranks: Vec<(&str, BaseSource, ClockStatus, i64)> = summary
+        .ranks
+        .iter()
+        .map(|r| (r.rank.as_str(), r.time_base, r.clock, r.clock_shift_ns))
+        .collect();
+    assert_eq!(
+        ranks,
+        [
+            ("prefill-0/TP-0-EP-0", BaseSource::SidecarXplane, ClockStatus::NotMeasured, 0),
+            ("prefill-0/TP-1-EP-0", BaseSource::SidecarXplane, ClockStatus::Applied, -37_000_123),
+        ]
+    );
+    let starts: BTreeMap<&str, i64> = decoded.slices.iter().map(|s| (s.process.as_str(), s.start)).collect();
+    assert_eq!(starts["prefill-0 TP-0 EP-0 (host-0)"], 1_795_000_000_000_000_000 + 5_500);
+    assert_eq!(
+        starts["prefill-0 TP-1 EP-0 (host-1)"],
+        1_795_000_000_001_000_000 + 5_500 - 37_000_123,
+        "host clock mapped onto the coordinator's"
+    );
+
+    // --align none keeps host clocks; --roles/--ranks pick ranks.
+    let out = dir.path().join("none.pftrace");
+    let mut options = MergeOptions::new(vec![capture.display().to_string()], &out);
+    options.align = rankline_merge::AlignMode::None;
+    options.filters.ranks = vec!["TP-1".parse().unwrap()];
+    let summary = merge(&options).unwrap();
+    assert_eq!(summary.ranks.len(), 1);
+    assert_eq!(summary.filtered_out, ["prefill-0/TP-0-EP-0"]);
+    assert_eq!(summary.ranks[0].clock, ClockStatus::Disabled);
+    let decoded = decode(&fs::read(&out).unwrap());
+    assert_eq!(decoded.slices[0].start, 1_795_000_000_001_000_000 + 5_500);
+
+    options.filters.ranks.clear();
+    options.filters.roles = vec!["decode".parse().unwrap()];
+    assert!(matches!(merge(&options), Err(MergeError::NothingToMerge(_))));
+}
+
+#[test]
+fn json_output_has_a_pid_per_rank_and_exact_shifted_ts() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(
+        dir.path(),
+        "x-TP-0.trace.json.gz",
+        &kineto(
+            r#"{"ph":"X","pid":7,"tid":8,"ts":1.5,"dur":2,"name":"k","args":{"Collective name":"allreduce"}},
+               {"ph":"X","pid":0,"tid":3,"ts":2.0005,"dur":1,"name":"gpu kernel"},
+               {"ph":"s","pid":7,"tid":8,"ts":1.5,"name":"flow","id":5,"bp":"e"},
+               {"ph":"C","pid":7,"ts":1.5,"name":"mem","args":{"v":1}}"#,
+        ),
+    );
+    let b = write(
+        dir.path(),
+        "x-TP-1.trace.json.gz",
+        &kineto(r#"{"ph":"X","pid":7,"tid":8,"ts":1.5,"dur":2,"name":"k"}"#),
+    );
+    for name in ["out.json", "out.json.gz"] {
+        let out = dir.path().join(name);
+        let summary = merge(&MergeOptions::new(vec![a.clone(), b.clone()], &out)).unwrap();
+        assert_eq!(summary.format, OutputFormat::from_path(&out).unwrap());
+        assert_eq!(summary.origin_unix_ns, KINETO_BASE);
+        let text = if name.ends_with(".gz") {
+            read_gz(&out)
+        } else {
+            fs::read_to_string(&out).unwrap()
+        };
+        let trace: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(trace["metadata"]["rankline_origin_unix_ns"], KINETO_BASE);
+        let events = trace["traceEvents"].as_array().unwrap();
+        let process_names: BTreeMap<i64, &str> = events
+            .iter()
+            .filter(|e| e["name"] == "process_name")
+            .map(|e| (e["pid"].as_i64().unwrap(), e["args"]["name"].as_str().unwrap()))
+            .collect();
+        let mut kernels: Vec<&Value> = events.iter().filter(|e| e["name"] == "k").collect();
+        kernels.sort_by_key(|e| e["args"].is_null());
+        assert_eq!(kernels.len(), 2);
+        assert_ne!(kernels[0]["pid"], kernels[1]["pid"], "a pid per rank");
+        assert!(process_names[&kernels[0]["pid"].as_i64().unwrap()].starts_with("unified-0 TP-"));
+        // ts is exact text: 1.5 us after the origin, printed with 3 decimals.
+        assert!(text.contains(r#""ts":1.500,"dur":2.000"#), "{text}");
+        assert!(text.contains(r#""ts":2.001"#), "2.0005 us rounds to 2001 ns");
+        let gpu = events.iter().find(|e| e["name"] == "gpu kernel").unwrap();
+        assert_ne!(gpu["pid"], kernels[0]["pid"], "a second source process gets its own pid");
+        let flow = events.iter().find(|e| e["ph"] == "s").unwrap();
+        assert_ne!(flow["id"], 5, "flow ids are made unique per rank");
+        assert_eq!(flow["bp"], "e", "unknown keys pass through");
+        assert!(events.iter().any(|e| e["ph"] == "C"), "counters stay in JSON output");
+        assert_eq!(kernels[0]["args"]["Collective name"], "allreduce");
+    }
+}
+
+#[test]
+fn zip_output_is_a_perfetto_archive_with_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = write_capture(dir.path());
+    let out = dir.path().join("cap.zip");
+    let summary = merge(&MergeOptions::new(vec![capture.display().to_string()], &out)).unwrap();
+    assert_eq!(summary.format, OutputFormat::Zip);
+    let mut archive = zip::ZipArchive::new(fs::File::open(&out).unwrap()).unwrap();
+    let mut manifest = String::new();
+    archive
+        .by_name("perfetto_manifest.json")
+        .unwrap()
+        .read_to_string(&mut manifest)
+        .unwrap();
+    let manifest: Value = serde_json::from_str(&manifest).unwrap();
+    let files = manifest["perfetto_manifest"]["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2);
+    for (file, rank) in files.iter().zip(&summary.ranks) {
+        let offset = file["clocks"]["offset_ns"].as_i64().unwrap();
+        assert_eq!(offset, rank.time_base_unix_ns + rank.clock_shift_ns);
+        assert!(file["machine"]["name"].as_str().unwrap().starts_with("host-"));
+        let mut bytes = Vec::new();
+        archive
+            .by_name(file["path"].as_str().unwrap())
+            .unwrap()
+            .read_to_end(&mut bytes)
+            .unwrap();
+        let decoded = decode(&bytes);
+        assert_eq!(decoded.slices.len(), 1);
+        assert_eq!(decoded.slices[0].start, 5_500, "relative to the file's own zero");
+    }
+}
+
+#[test]
+fn window_and_min_dur_filters_keep_whole_overlapping_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "w-TP-0.trace.json",
+        &kineto(
+            r#"{"ph":"X","pid":7,"tid":8,"ts":0,"dur":100,"name":"spans the window"},
+               {"ph":"X","pid":7,"tid":8,"ts":10,"dur":5,"name":"before"},
+               {"ph":"X","pid":7,"tid":8,"ts":50,"dur":0.5,"name":"short inside"},
+               {"ph":"X","pid":7,"tid":8,"ts":60,"dur":5,"name":"inside"},
+               {"ph":"X","pid":7,"tid":8,"ts":95,"dur":5,"name":"after"}"#,
+        ),
+    );
+    let out = dir.path().join("w.pftrace");
+    let mut options = MergeOptions::new(vec![path], &out);
+    options.filters.window = Some("40us..90us".parse().unwrap());
+    options.filters.min_dur_ns = Some(1_000);
+    let summary = merge(&options).unwrap();
+    let names: Vec<String> = decode(&fs::read(&out).unwrap())
+        .slices
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.contains(&"spans the window".to_string()));
+    assert!(names.contains(&"inside".to_string()));
+    let stats = &summary.ranks[0].stats;
+    assert_eq!(stats.dropped["outside --window"], 2);
+    assert_eq!(stats.dropped["shorter than --min-dur"], 1);
+}
+
+fn input_error(result: Result<rankline_merge::MergeSummary, MergeError>) -> (String, InputProblem) {
+    match result {
+        Err(MergeError::Input(error)) => (error.input.clone(), error.problem),
+        other => panic!("expected an input error, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_inputs_fail_clearly_and_keep_going_merges_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(dir.path(), "good-TP-0.trace.json", r#"[{"ph":"X","pid":1,"tid":1,"ts":1,"dur":1,"name":"ok"}]"#);
+    let empty = write(dir.path(), "empty-TP-1.trace.json", "");
+    let not_trace = write(dir.path(), "notrace-TP-2.trace.json", r#"{"hello":"world"}"#);
+    let truncated = write(dir.path(), "cut-TP-3.trace.json.gz", r#"{"traceEvents":[{"ph":"X","ts":1,"dur":1},{"ph":"X","ts":"#);
+    let corrupt_path = dir.path().join("corrupt-TP-4.trace.json.gz");
+    let mut bytes = fs::read(&truncated).unwrap();
+    for b in bytes.iter_mut().skip(12).take(8) {
+        *b ^= 0x5a;
+    }
+    fs::write(&corrupt_path, &bytes).unwrap();
+    let corrupt = corrupt_path.display().to_string();
+    let missing = dir.path().join("nope.trace.json").display().to_string();
+    let out = dir.path().join("o.pftrace");
+
+    let one = |input: &String| merge(&MergeOptions::new(vec![good.clone(), input.clone()], &out));
+    let (named, problem) = input_error(one(&empty));
+    assert_eq!(named, empty);
+    assert!(matches!(problem, InputProblem::Empty));
+    let (named, problem) = input_error(one(&not_trace));
+    assert_eq!(named, not_trace);
+    assert!(matches!(problem, InputProblem::NotATrace(_)));
+    let (_, problem) = input_error(one(&truncated));
+    assert!(matches!(problem, InputProblem::Truncated { events: 1 }), "{problem:?}");
+    let (named, problem) = input_error(one(&corrupt));
+    assert_eq!(named, corrupt);
+    assert!(matches!(problem, InputProblem::CorruptGzip(_)), "{problem:?}");
+    let (named, problem) = input_error(one(&missing));
+    assert_eq!(named, missing);
+    assert!(matches!(problem, InputProblem::NotFound));
+    assert!(!out.exists(), "a failed merge writes nothing");
+
+    let mut options = MergeOptions::new(vec![good, empty, not_trace, truncated, corrupt, missing], &out);
+    options.keep_going = true;
+    let summary = merge(&options).unwrap();
+    assert_eq!(summary.ranks.len(), 1);
+    assert_eq!(summary.skipped.len(), 5);
+    assert!(!summary.complete());
+    assert_eq!(decode(&fs::read(&out).unwrap()).slices.len(), 1);
+    let rendered = summary.render();
+    assert!(rendered.contains("skipped TP-3-EP-0") && rendered.contains("truncated JSON"), "{rendered}");
+}
+
+#[test]
+fn duplicate_ranks_and_unknown_outputs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(dir.path(), "a-TP-0.trace.json", "[]");
+    let b = write(dir.path(), "b-TP-0.trace.json", "[]");
+    let out = dir.path().join("o.pftrace");
+    let (named, problem) = input_error(merge(&MergeOptions::new(vec![a.clone(), b], &out)));
+    assert!(named.ends_with("b-TP-0.trace.json"));
+    assert!(matches!(problem, InputProblem::Layout(ref why) if why.contains("rank TP-0-EP-0 again")));
+    let summary = merge(&MergeOptions::new(vec![a.clone(), a.clone()], &out)).unwrap();
+    assert_eq!(summary.ranks.len(), 1, "the same file twice is merged once");
+    assert!(matches!(
+        merge(&MergeOptions::new(vec![a], dir.path().join("o.txt"))),
+        Err(MergeError::Options(_))
+    ));
+}
