@@ -24,7 +24,7 @@ use clap::{Parser, Subcommand};
     max_term_width = 100
 )]
 struct Cli {
-    /// More log output on stderr (-v: debug, -vv: trace). RUST_LOG overrides.
+    /// More log output on stderr (-v: info, -vv: debug, -vvv: trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
 
@@ -56,7 +56,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    // Daemons log what they do; interactive commands only warn, so their
+    // own output stays readable.
+    let daemon = matches!(
+        cli.command,
+        Command::Coordinator(_) | Command::Agent(_) | Command::SimServer(_)
+    );
+    init_logging(cli.verbose, daemon);
     let result = match cli.command {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Coordinator(args) => cmd::coordinator::run(args),
@@ -77,10 +83,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn,rankline=info",
-        1 => "debug",
+fn init_logging(verbose: u8, daemon: bool) {
+    let default = match (verbose, daemon) {
+        (0, true) => "warn,rankline=info,rankline_agent=info,rankline_coordinator=info,rankline_simserver=info",
+        (0, false) => "warn",
+        (1, _) => "info,h2=warn,tower=warn,hyper=warn",
+        (2, _) => "debug,h2=info,tower=info,hyper=info",
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

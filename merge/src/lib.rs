@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant as Clock;
 
 use rayon::prelude::*;
-use tracing::{debug, info};
+use tracing::debug;
 
 pub use error::{InputError, InputProblem, MergeError};
 pub use events::RankStats;
@@ -158,7 +158,7 @@ pub fn merge(options: &MergeOptions) -> Result<MergeSummary, MergeError> {
         )
     });
     let filter = EventFilter::new(&options.filters, window);
-    info!(ranks = work.len(), ?format, jobs, "merging");
+    debug!(ranks = work.len(), ?format, jobs, "merging");
 
     let run = Run {
         pool: &pool,

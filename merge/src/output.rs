@@ -55,7 +55,12 @@ impl OutputFile {
     /// Moves the finished file into place; returns its size.
     pub fn commit(self) -> io::Result<u64> {
         let file = self.file.into_inner().unwrap_or_else(|e| e.into_inner());
-        file.sync_all()?;
+        // Temporary files are private; the output is an ordinary file.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        }
         let size = file.metadata()?.len();
         drop(file);
         self.temp.persist(&self.path).map_err(|e| e.error)?;

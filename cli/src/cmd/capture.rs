@@ -31,10 +31,10 @@ Ctrl-C asks every rank to stop (once), then waits for their files.";
 
 /// Where the coordinator is, for every subcommand that talks to it.
 #[derive(Debug, clap::Args)]
-struct CoordinatorArg {
+pub(crate) struct CoordinatorArg {
     /// The coordinator's URL (what `rankline coordinator` printed).
     #[arg(long, env = "RANKLINE_COORDINATOR", default_value = DEFAULT_COORDINATOR_URL)]
-    coordinator: String,
+    pub(crate) coordinator: String,
 }
 
 impl CoordinatorArg {
@@ -249,18 +249,27 @@ pub fn run_captures(args: CapturesArgs) -> anyhow::Result<ExitCode> {
 
 async fn run_capture(args: StartArgs) -> anyhow::Result<ExitCode> {
     let request = capture_request(&args)?;
-    let mut client = args.coordinator.connect().await?;
+    let outcome = start_and_follow(&args.coordinator, request, args.json).await?;
+    Ok(outcome.exit_code(args.allow_partial))
+}
+
+/// Starts a capture and shows it to its end (also `rankline demo`'s capture).
+pub(crate) async fn start_and_follow(
+    coordinator: &CoordinatorArg,
+    request: CaptureRequest,
+    json: bool,
+) -> anyhow::Result<Outcome> {
+    let mut client = coordinator.connect().await?;
     let events = client
         .capture(request)
         .await
-        .map_err(|status| args.coordinator.failed(&status))?
+        .map_err(|status| coordinator.failed(&status))?
         .into_inner();
     // From here on Ctrl-C means "stop the capture", not "kill the CLI".
     let interrupts = interrupts();
-    let outcome = Follower::new(args.json)
-        .follow(events, &args.coordinator, Some((client, interrupts)))
-        .await?;
-    Ok(outcome.exit_code(args.allow_partial))
+    Follower::new(json)
+        .follow(events, coordinator, Some((client, interrupts)))
+        .await
 }
 
 async fn run_show(args: ShowArgs) -> anyhow::Result<ExitCode> {
@@ -378,13 +387,13 @@ fn interrupts() -> mpsc::UnboundedReceiver<()> {
 }
 
 /// How following a capture ended.
-enum Outcome {
+pub(crate) enum Outcome {
     Finished(CaptureStatus),
     StoppedWaiting,
 }
 
 impl Outcome {
-    fn exit_code(&self, allow_partial: bool) -> ExitCode {
+    pub(crate) fn exit_code(&self, allow_partial: bool) -> ExitCode {
         match self {
             Outcome::Finished(CaptureStatus::Complete) => ExitCode::SUCCESS,
             Outcome::Finished(CaptureStatus::Partial) if allow_partial => ExitCode::SUCCESS,

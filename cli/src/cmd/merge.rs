@@ -10,21 +10,18 @@ use rankline_merge::{
     Window,
 };
 
-/// Merge per-rank traces onto one clock, into one Perfetto trace.
-///
-/// INPUT is a capture folder written by `rankline capture` (with
-/// manifest.json and per-rank .meta.json sidecars), a trace file
-/// (*.trace.json[.gz]), or a JAX log dir (plugins/profile/<run>/<host>.*).
-/// Ranks come from the capture, else from SGLang-style file names
-/// (`<id>-TP-n[-DP-d][-PP-p][-EP-e]`), else TP-0, TP-1, ... in argument order.
-///
-/// Exit status: 0 when every rank was merged; 1 when the output was written
-/// but some ranks were skipped (--keep-going) or missing from the capture;
-/// 2 when nothing was written.
+/// Arguments of `rankline merge`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  \
+#[command(after_help = "INPUT is a capture folder written by `rankline capture` (manifest.json and \
+    per-rank .meta.json sidecars), a trace file (*.trace.json[.gz]), or a JAX log dir \
+    (plugins/profile/<run>/<host>.trace.json.gz beside its .xplane.pb). Ranks come from the \
+    capture, else from SGLang-style file names (<id>-TP-n[-DP-d][-PP-p][-EP-e]), else TP-0, \
+    TP-1, ... in argument order.\n\n\
+    Exit status: 0 when every rank was merged; 1 when the output was written but some ranks \
+    were skipped (--keep-going) or are missing from the capture; 2 when nothing was written.\n\n\
+    Examples:\n  \
     rankline merge /data/captures/cap-123 -o cap-123.pftrace\n  \
-    rankline merge run/plugins/profile/2026_11_22_21_47_40/*.trace.json.gz -o run.pftrace --drop-python\n  \
+    rankline merge logs/proc0 logs/proc1 -o run.pftrace --drop-python\n  \
     rankline merge cap-123 -o steps.json.gz --window 1s..1.2s --ranks TP-0,TP-1")]
 pub struct Args {
     /// Capture folders, trace files or JAX log dirs.
