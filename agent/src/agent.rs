@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rankline_proto::AgentIdentity;
 use thiserror::Error;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::book::CaptureBook;
@@ -21,6 +21,8 @@ use crate::server::ServerApi;
 
 /// How long a shutdown waits for running captures to report their end.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How long the first join waits for the server's first answer.
+const FIRST_DISCOVERY_WAIT: Duration = Duration::from_secs(3);
 /// First wait between discovery attempts while the server is down.
 const DISCOVERY_RETRY_FIRST: Duration = Duration::from_millis(500);
 
@@ -49,7 +51,10 @@ pub(crate) struct Shared {
     pub server: ServerApi,
     pub clock: ClockSync,
     pub book: CaptureBook,
-    pub shutdown: CancellationToken,
+    /// Ends running captures (each reports `failed`).
+    pub stop_captures: CancellationToken,
+    /// Ends the link, after the captures' last updates are queued.
+    pub stop_link: CancellationToken,
 }
 
 /// A rankline agent.
@@ -64,14 +69,26 @@ impl Agent {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), AgentError> {
         let (shared, updates) = prepare(config)?;
+        let (first_answer, first_answered) = oneshot::channel();
+        let discovery = tokio::spawn(discover_until_found(Arc::clone(&shared), first_answer));
+        // The first hello should already say what the server told: a change
+        // of identity later means joining again, and a command sent to the
+        // old stream in that moment would be lost.
+        let _ = tokio::time::timeout(FIRST_DISCOVERY_WAIT, first_answered).await;
         let link = tokio::spawn(link::run(Arc::clone(&shared), updates));
-        let discovery = tokio::spawn(discover_until_found(Arc::clone(&shared)));
 
         shutdown.await;
         tracing::info!("shutting down");
-        shared.shutdown.cancel();
         discovery.abort();
-        // The link sends the captures' last updates before it closes.
+        shared.stop_captures.cancel();
+        // A capture's last update must be queued before the link says goodbye.
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while !shared.book.active_id().is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        shared.stop_link.cancel();
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, link).await;
         Ok(())
     }
@@ -79,8 +96,13 @@ impl Agent {
 
 fn prepare(
     mut config: AgentConfig,
-) -> Result<(Arc<Shared>, tokio::sync::mpsc::UnboundedReceiver<rankline_proto::RankUpdate>), AgentError>
-{
+) -> Result<
+    (
+        Arc<Shared>,
+        tokio::sync::mpsc::UnboundedReceiver<rankline_proto::RankUpdate>,
+    ),
+    AgentError,
+> {
     check_url(&config.coordinator_url).map_err(|reason| AgentError::CoordinatorUrl {
         url: config.coordinator_url.clone(),
         reason,
@@ -138,7 +160,8 @@ fn prepare(
         server,
         clock,
         book,
-        shutdown: CancellationToken::new(),
+        stop_captures: CancellationToken::new(),
+        stop_link: CancellationToken::new(),
     };
     log_identity(&shared.identity.borrow(), "starting");
     Ok((Arc::new(shared), updates))
@@ -173,14 +196,20 @@ fn log_identity(identity: &AgentIdentity, what: &str) {
 /// Asks the server who it is until it answers, then updates the identity
 /// (the link says hello again when it changes). A collect-only agent never
 /// calls the server, so it skips this.
-async fn discover_until_found(shared: Arc<Shared>) {
+/// `first_answer` fires after the first attempt, whatever its outcome.
+async fn discover_until_found(shared: Arc<Shared>, first_answer: oneshot::Sender<()>) {
+    let mut first_answer = Some(first_answer);
     if shared.config.mode == ModeChoice::Collect {
         return;
     }
     let mut wait = DISCOVERY_RETRY_FIRST;
     let mut attempts: u32 = 0;
     loop {
-        match shared.server.discover().await {
+        let outcome = shared.server.discover().await;
+        if let Some(first) = first_answer.take() {
+            let _ = first.send(());
+        }
+        match outcome {
             Ok(discovered) => {
                 apply_discovery(&shared, &discovered);
                 return;

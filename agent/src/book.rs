@@ -90,7 +90,11 @@ impl CaptureBook {
         {
             let mut inner = self.lock();
             let finished = RankState::try_from(update.state).is_ok_and(RankState::is_final);
-            if finished && inner.active.as_ref().is_some_and(|(id, _)| *id == update.profile_id)
+            if finished
+                && inner
+                    .active
+                    .as_ref()
+                    .is_some_and(|(id, _)| *id == update.profile_id)
             {
                 inner.active = None;
             }
@@ -161,7 +165,10 @@ mod tests {
         assert!(!book.stop("b"));
 
         book.publish(update("a", RankState::Armed));
-        assert!(matches!(book.claim("a"), Err(Refusal::Known(_))), "a repeated start");
+        assert!(
+            matches!(book.claim("a"), Err(Refusal::Known(_))),
+            "a repeated start"
+        );
         book.publish(update("a", RankState::Ok));
         assert_eq!(book.active_id(), "");
         book.claim("b").unwrap();

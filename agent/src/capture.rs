@@ -27,8 +27,8 @@ use crate::book::Refusal;
 use crate::clock::BurstEstimate;
 use crate::config::kind_word;
 use crate::discovery::coords_of;
-use crate::files::{FoundFile, RankFilesSpec, StabilityCheck};
-use crate::server::{start_body, ServerError, StopOutcome};
+use crate::files::{FoundFile, RankFilesSpec, Scan, StabilityCheck};
+use crate::server::{start_body, ProfileStatus, ServerError, StopOutcome};
 use crate::spool::{self, CaptureRecord, Journal, JournalFile, JOURNAL_FORMAT};
 use crate::time_base::{self, TraceTimes};
 
@@ -219,7 +219,7 @@ impl CaptureRun {
         let budget = self.budget();
         let lead = nanos_until(self.local_start_ns());
         let deadline = Instant::now() + lead + budget;
-        let shutdown = self.shared.shutdown.clone();
+        let shutdown = self.shared.stop_captures.clone();
         let end = tokio::select! {
             result = tokio::time::timeout_at(deadline, self.pipeline()) => {
                 result.map_or(End::TimedOut, End::Done)
@@ -318,8 +318,11 @@ impl CaptureRun {
             if lead > WARM_BEFORE_START {
                 tokio::time::sleep(lead - WARM_BEFORE_START).await;
             }
-            let warm_by = Instant::now() + nanos_until(start_ns).saturating_sub(PRECISE_SLEEP_WINDOW);
-            if let Ok(Err(error)) = tokio::time::timeout_at(warm_by, self.shared.server.health()).await {
+            let warm_by =
+                Instant::now() + nanos_until(start_ns).saturating_sub(PRECISE_SLEEP_WINDOW);
+            if let Ok(Err(error)) =
+                tokio::time::timeout_at(warm_by, self.shared.server.health()).await
+            {
                 tracing::debug!(%error, "warming the server connection failed");
             }
         }
@@ -415,12 +418,12 @@ impl CaptureRun {
             return Ok(self.scan_files()?.all_present);
         }
         match self.shared.server.profile_status().await {
-            Ok(crate::server::ProfileStatus::Idle) => Ok(true),
-            Ok(crate::server::ProfileStatus::InProgress) => {
+            Ok(ProfileStatus::Idle) => Ok(true),
+            Ok(ProfileStatus::InProgress) => {
                 *failures = 0;
                 Ok(false)
             }
-            Ok(crate::server::ProfileStatus::Unsupported) => {
+            Ok(ProfileStatus::Unsupported) => {
                 tracing::info!(
                     profile_id = %self.profile_id,
                     "the server has no /profile_status: watching for its files instead"
@@ -470,7 +473,7 @@ impl CaptureRun {
         }
     }
 
-    fn scan_files(&self) -> Result<crate::files::Scan, CaptureError> {
+    fn scan_files(&self) -> Result<Scan, CaptureError> {
         self.files_spec()
             .scan(&self.output_dir)
             .map_err(|source| CaptureError::Spool {
@@ -483,7 +486,10 @@ impl CaptureRun {
     /// their sizes held still over two polls.
     async fn collect(&mut self) -> Result<Vec<FoundFile>, CaptureError> {
         if self.identity.trigger {
-            let detail = format!("waiting for complete files in {}", self.output_dir.display());
+            let detail = format!(
+                "waiting for complete files in {}",
+                self.output_dir.display()
+            );
             self.enter(RankState::Collecting, detail);
         }
         let poll = self.shared.config.timing.poll_interval;
@@ -546,10 +552,14 @@ impl CaptureRun {
         let total: u64 = files.iter().map(|f| f.size).sum();
         self.enter(
             RankState::Uploading,
-            format!("{} files, {total} bytes to {}", files.len(), self.storage_url),
+            format!(
+                "{} files, {total} bytes to {}",
+                files.len(),
+                self.storage_url
+            ),
         );
-        let storage = Storage::open(&self.storage_url)
-            .map_err(|e| self.storage_error("the capture", &e))?;
+        let storage =
+            Storage::open(&self.storage_url).map_err(|e| self.storage_error("the capture", &e))?;
 
         let times_of = files.clone();
         let times = tokio::task::spawn_blocking(move || time_base::for_rank(&times_of))
@@ -652,7 +662,8 @@ impl CaptureRun {
         };
         let upload = storage.upload_file(key, &file.path, &progress);
         tokio::pin!(upload);
-        let mut ticks = tokio::time::interval_at(Instant::now() + PROGRESS_INTERVAL, PROGRESS_INTERVAL);
+        let mut ticks =
+            tokio::time::interval_at(Instant::now() + PROGRESS_INTERVAL, PROGRESS_INTERVAL);
         loop {
             tokio::select! {
                 stored = &mut upload => return stored,

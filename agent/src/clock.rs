@@ -101,8 +101,7 @@ pub fn drift_between(earlier: &BurstEstimate, later: &BurstEstimate) -> Option<D
         return None;
     }
     let ppm = (later.offset_ns - earlier.offset_ns) as f64 / span * 1e6;
-    let uncertainty_ppm =
-        (earlier.error_bound_ns + later.error_bound_ns) as f64 / span * 1e6;
+    let uncertainty_ppm = (earlier.error_bound_ns + later.error_bound_ns) as f64 / span * 1e6;
     (ppm.abs() <= MAX_PLAUSIBLE_DRIFT_PPM).then_some(Drift {
         ppm,
         uncertainty_ppm,
@@ -178,7 +177,8 @@ impl ClockTracker {
 
     /// The offset in force at an agent-clock instant (0 before any burst).
     pub fn offset_at(&self, agent_unix_ns: i64) -> i64 {
-        self.fit(None, None).map_or(0, |fit| fit.offset_at(agent_unix_ns))
+        self.fit(None, None)
+            .map_or(0, |fit| fit.offset_at(agent_unix_ns))
     }
 
     /// The fit a capture's sidecar records: anchored on the burst taken
@@ -347,9 +347,16 @@ mod tests {
         ];
         let burst = estimate_burst(&samples).unwrap();
         assert!(burst.error_bound_ns < 500, "{burst:?}");
-        assert!(burst.offset_ns.abs_diff(truth) <= burst.error_bound_ns, "{burst:?}");
+        assert!(
+            burst.offset_ns.abs_diff(truth) <= burst.error_bound_ns,
+            "{burst:?}"
+        );
         assert_eq!(burst.round_trip_ns, 1_000);
-        assert_eq!(burst.samples.len(), 4, "every sample is kept for the sidecar");
+        assert_eq!(
+            burst.samples.len(),
+            4,
+            "every sample is kept for the sidecar"
+        );
     }
 
     #[test]
@@ -388,7 +395,11 @@ mod tests {
         let mut tracker = ClockTracker::default();
         tracker.add(burst_at(0, 0, 1_000_000));
         tracker.add(burst_at(1_000_000_000, 50_000, 1_000_000));
-        assert_eq!(tracker.drift(), None, "2 ms of bounds over 1 s is 2000 ppm of doubt");
+        assert_eq!(
+            tracker.drift(),
+            None,
+            "2 ms of bounds over 1 s is 2000 ppm of doubt"
+        );
         assert_eq!(tracker.estimate().unwrap().drift_ppm, 0.0);
 
         tracker.add(burst_at(2_000_000_000, 2_500_000_000, 1_000));

@@ -154,15 +154,18 @@ pub fn resolve_identity(
             None => true,
             Some(Discovered::SecondaryNode) => false,
             Some(Discovered::ApiNode(facts)) => {
-                facts.node_rank.unwrap_or(0) == 0
-                    && first_rank_of_server(server_kind, &coords)
+                facts.node_rank.unwrap_or(0) == 0 && first_rank_of_server(server_kind, &coords)
             }
         },
     };
-    let agent_id = config
-        .agent_id
-        .clone()
-        .unwrap_or_else(|| format!("{host}/{}-{}/{}", coords.role, coords.worker, coords.rank_label()));
+    let agent_id = config.agent_id.clone().unwrap_or_else(|| {
+        format!(
+            "{host}/{}-{}/{}",
+            coords.role,
+            coords.worker,
+            coords.rank_label()
+        )
+    });
     AgentIdentity {
         agent_id,
         host: host.to_string(),

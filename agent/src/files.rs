@@ -229,7 +229,10 @@ mod tests {
         let scan = jax_spec("vm").scan(dir.path()).unwrap();
         assert!(!scan.all_present);
         assert_eq!(scan.files.len(), 1);
-        assert_eq!(scan.others, vec!["plugins/profile/2026_11_22_21_52_13/other.xplane.pb"]);
+        assert_eq!(
+            scan.others,
+            vec!["plugins/profile/2026_11_22_21_52_13/other.xplane.pb"]
+        );
 
         write(&session.join("vm.xplane.pb"), 20);
         let scan = jax_spec("vm").scan(dir.path()).unwrap();
@@ -252,7 +255,10 @@ mod tests {
         write(&old.join("vm.xplane.pb"), 1);
         write(&new.join("vm.trace.json.gz"), 2);
         let scan = jax_spec("vm").scan(dir.path()).unwrap();
-        assert!(!scan.all_present, "the newest session is still being written");
+        assert!(
+            !scan.all_present,
+            "the newest session is still being written"
+        );
         assert!(scan.files[0].path.starts_with(&new));
     }
 
@@ -268,7 +274,10 @@ mod tests {
             },
         };
         write(&dir.path().join("1763850000.5-TP-0-EP-0.trace.json.gz"), 5);
-        write(&dir.path().join("1763850000.5-TP-1-EP-1.trace.json.gz.tmp"), 5);
+        write(
+            &dir.path().join("1763850000.5-TP-1-EP-1.trace.json.gz.tmp"),
+            5,
+        );
         let scan = spec.scan(dir.path()).unwrap();
         assert!(scan.files.is_empty());
         assert!(!scan.all_present);
@@ -282,7 +291,10 @@ mod tests {
         let scan = spec.scan(dir.path()).unwrap();
         assert!(scan.all_present);
         assert_eq!(scan.files.len(), 1);
-        assert_eq!(scan.files[0].source_name(), "1763850000.5-TP-1-EP-1.trace.json.gz");
+        assert_eq!(
+            scan.files[0].source_name(),
+            "1763850000.5-TP-1-EP-1.trace.json.gz"
+        );
     }
 
     #[test]
@@ -293,17 +305,31 @@ mod tests {
             host: "h".into(),
             coords: RankCoords::unified(0, 0),
         };
-        write(&dir.path().join("run-1763850000.5-TP-0-EXTEND.trace.json.gz"), 5);
-        write(&dir.path().join("run-1763850000.5-TP-0-DECODE.trace.json.gz.tmp"), 5);
+        write(
+            &dir.path()
+                .join("run-1763850000.5-TP-0-EXTEND.trace.json.gz"),
+            5,
+        );
+        write(
+            &dir.path()
+                .join("run-1763850000.5-TP-0-DECODE.trace.json.gz.tmp"),
+            5,
+        );
         assert!(!spec.scan(dir.path()).unwrap().all_present);
         std::fs::rename(
-            dir.path().join("run-1763850000.5-TP-0-DECODE.trace.json.gz.tmp"),
-            dir.path().join("run-1763850000.5-TP-0-DECODE.trace.json.gz"),
+            dir.path()
+                .join("run-1763850000.5-TP-0-DECODE.trace.json.gz.tmp"),
+            dir.path()
+                .join("run-1763850000.5-TP-0-DECODE.trace.json.gz"),
         )
         .unwrap();
         let scan = spec.scan(dir.path()).unwrap();
         assert!(scan.all_present);
-        let stages: Vec<_> = scan.files.iter().map(|f| f.stage.clone().unwrap()).collect();
+        let stages: Vec<_> = scan
+            .files
+            .iter()
+            .map(|f| f.stage.clone().unwrap())
+            .collect();
         assert_eq!(stages, ["DECODE", "EXTEND"]);
     }
 
@@ -326,6 +352,10 @@ mod tests {
         assert_eq!(check.observe(scan(20)), Some(vec![file(20)]));
         let mut check = StabilityCheck::default();
         assert_eq!(check.observe(Scan::default()), None);
-        assert_eq!(check.observe(Scan::default()), None, "nothing is never complete");
+        assert_eq!(
+            check.observe(Scan::default()),
+            None,
+            "nothing is never complete"
+        );
     }
 }

@@ -36,7 +36,10 @@ enum SessionEnd {
     ShutDown,
     /// Discovery changed who this agent is: say hello again at once.
     IdentityChanged,
-    Broken { welcomed: bool, reason: String },
+    Broken {
+        welcomed: bool,
+        reason: String,
+    },
 }
 
 /// Exponential backoff with jitter: 100 ms doubling to 5 s by default.
@@ -98,7 +101,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut updates: mpsc::UnboundedReceive
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = shared.shutdown.cancelled() => return,
+                    _ = shared.stop_link.cancelled() => return,
                 }
             }
         }
@@ -134,7 +137,7 @@ async fn session(
             Ok(channel) => channel,
             Err(reason) => return broken(reason),
         },
-        _ = shared.shutdown.cancelled() => return SessionEnd::ShutDown,
+        _ = shared.stop_link.cancelled() => return SessionEnd::ShutDown,
     };
     let mut client = AgentLinkClient::new(channel);
 
@@ -169,7 +172,7 @@ async fn session(
             Ok(Err(reason)) => return broken(reason),
             Err(_) => return broken(format!("no Welcome within {welcome_timeout:?}")),
         },
-        _ = shared.shutdown.cancelled() => return SessionEnd::ShutDown,
+        _ = shared.stop_link.cancelled() => return SessionEnd::ShutDown,
     };
     let mut heartbeat_every = heartbeat_interval(welcome.heartbeat_interval_ms);
     tracing::info!(
@@ -192,7 +195,7 @@ async fn session(
 
     let end = loop {
         let sent = tokio::select! {
-            _ = shared.shutdown.cancelled() => break SessionEnd::ShutDown,
+            _ = shared.stop_link.cancelled() => break SessionEnd::ShutDown,
             changed = identity.changed() => {
                 if changed.is_err() {
                     break SessionEnd::ShutDown;
@@ -271,10 +274,7 @@ async fn farewell(
 
 /// Acts on one coordinator message; returns a new heartbeat interval when
 /// the coordinator sent another Welcome.
-fn handle(
-    shared: &Arc<Shared>,
-    command: rankline_proto::CoordinatorMessage,
-) -> Option<Duration> {
+fn handle(shared: &Arc<Shared>, command: rankline_proto::CoordinatorMessage) -> Option<Duration> {
     match command.kind? {
         coordinator_message::Kind::Welcome(welcome) => {
             Some(heartbeat_interval(welcome.heartbeat_interval_ms))
@@ -316,7 +316,10 @@ mod tests {
         let steps = [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000, 5000];
         for (delay, step) in delays.iter().zip(steps) {
             let step = Duration::from_millis(step);
-            assert!(*delay >= step && *delay <= step.mul_f64(1.5), "{delay:?} for {step:?}");
+            assert!(
+                *delay >= step && *delay <= step.mul_f64(1.5),
+                "{delay:?} for {step:?}"
+            );
         }
         backoff.reset();
         assert!(backoff.next_delay() <= Duration::from_millis(150));

@@ -152,7 +152,12 @@ impl ServerApi {
 
     pub async fn stop_profile(&self) -> Result<StopOutcome, ServerError> {
         match self
-            .call(reqwest::Method::POST, "/stop_profile", None, self.stop_timeout)
+            .call(
+                reqwest::Method::POST,
+                "/stop_profile",
+                None,
+                self.stop_timeout,
+            )
             .await
         {
             Ok(_) => Ok(StopOutcome::Stopped),
@@ -219,7 +224,7 @@ impl ServerApi {
                 ServerError::Unreachable {
                     url: self.base.clone(),
                     call,
-                    reason: error_chain(&error),
+                    reason: root_cause(&error),
                 }
             }
         };
@@ -237,6 +242,16 @@ impl ServerApi {
             })
         }
     }
+}
+
+/// The innermost cause ("Connection refused (os error 111)"): the outer
+/// layers only repeat the URL the message already names.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause.to_string()
 }
 
 /// An error and its causes on one line ("error sending request: connection refused").

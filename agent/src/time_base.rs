@@ -71,16 +71,18 @@ pub fn from_xplane(path: &Path) -> io::Result<TraceTimes> {
 /// occurrence wins, since the top-level key follows every event.
 pub fn from_kineto(path: &Path) -> io::Result<TraceTimes> {
     let file = BufReader::with_capacity(64 * 1024, File::open(path)?);
-    Ok(match find_last_number_after_key(GzDecoder::new(file), KINETO_BASE_KEY)? {
-        Some(base) => TraceTimes {
-            time_base: TimeBase {
-                source: TimeBaseSource::KinetoBaseTimeNanoseconds,
-                unix_ns: base,
+    Ok(
+        match find_last_number_after_key(GzDecoder::new(file), KINETO_BASE_KEY)? {
+            Some(base) => TraceTimes {
+                time_base: TimeBase {
+                    source: TimeBaseSource::KinetoBaseTimeNanoseconds,
+                    unix_ns: base,
+                },
+                profile_stop_unix_ns: None,
             },
-            profile_stop_unix_ns: None,
+            None => TraceTimes::unknown(),
         },
-        None => TraceTimes::unknown(),
-    })
+    )
 }
 
 fn find_last_number_after_key(mut reader: impl Read, key: &[u8]) -> io::Result<Option<i64>> {
@@ -151,7 +153,10 @@ mod tests {
         let path = dir.path().join("t.trace.json.gz");
         std::fs::write(&path, gz(&text)).unwrap();
         let times = from_kineto(&path).unwrap();
-        assert_eq!(times.time_base.source, TimeBaseSource::KinetoBaseTimeNanoseconds);
+        assert_eq!(
+            times.time_base.source,
+            TimeBaseSource::KinetoBaseTimeNanoseconds
+        );
         assert_eq!(times.time_base.unix_ns, 1_763_850_000_123_456_789);
     }
 
@@ -168,6 +173,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.trace.json.gz");
         std::fs::write(&path, gz(r#"{"traceEvents":[]}"#)).unwrap();
-        assert_eq!(from_kineto(&path).unwrap().time_base.source, TimeBaseSource::None);
+        assert_eq!(
+            from_kineto(&path).unwrap().time_base.source,
+            TimeBaseSource::None
+        );
     }
 }

@@ -33,19 +33,41 @@ fn check_stored(storage: &Path, update: &RankUpdate) -> Sidecar {
     assert_eq!(update.state(), RankState::Ok, "{}", update.detail);
     for object in &update.objects {
         let path = storage.join(&object.key);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), object.size, "{}", object.key);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            object.size,
+            "{}",
+            object.key
+        );
         assert_eq!(sha256_of(&path), object.sha256, "{}", object.key);
     }
     let sidecar_object = update.objects.last().unwrap();
-    assert!(sidecar_object.key.ends_with(".meta.json"), "the sidecar is the last object");
+    assert!(
+        sidecar_object.key.ends_with(".meta.json"),
+        "the sidecar is the last object"
+    );
     let sidecar: Sidecar =
         serde_json::from_slice(&std::fs::read(storage.join(&sidecar_object.key)).unwrap()).unwrap();
-    let sidecar_written = std::fs::metadata(storage.join(&sidecar_object.key)).unwrap().modified().unwrap();
+    let sidecar_written = std::fs::metadata(storage.join(&sidecar_object.key))
+        .unwrap()
+        .modified()
+        .unwrap();
     for file in &sidecar.files {
-        let object = update.objects.iter().find(|o| o.key == file.key).expect("sidecar file is stored");
+        let object = update
+            .objects
+            .iter()
+            .find(|o| o.key == file.key)
+            .expect("sidecar file is stored");
         assert_eq!((object.size, &object.sha256), (file.size, &file.sha256));
-        let written = std::fs::metadata(storage.join(&file.key)).unwrap().modified().unwrap();
-        assert!(written <= sidecar_written, "{} was stored after the sidecar", file.key);
+        let written = std::fs::metadata(storage.join(&file.key))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert!(
+            written <= sidecar_written,
+            "{} was stored after the sidecar",
+            file.key
+        );
     }
     sidecar
 }
@@ -101,25 +123,43 @@ async fn a_full_capture_stores_both_files_then_the_sidecar() {
 
     // The server was told to write into the agent's own spool, where the files stay.
     let output_dir = spool.path().join("captures/cap1/unified-0");
-    assert_eq!(server.start_body()["output_dir"], output_dir.to_str().unwrap());
+    assert_eq!(
+        server.start_body()["output_dir"],
+        output_dir.to_str().unwrap()
+    );
     let source = output_dir.join("plugins/profile/2026_11_22_21_52_13/testhost.trace.json.gz");
     assert_eq!(sha256_of(&source), last.objects[0].sha256);
 
     assert_eq!(sidecar.profile_id, "cap1");
     assert_eq!(sidecar.identity.host, "testhost");
     assert_eq!(sidecar.identity.server_kind, "sglang-jax");
-    assert_eq!(sidecar.file(FileKind::Trace).unwrap().source_name, "testhost.trace.json.gz");
-    assert_eq!(sidecar.time_base.source, TimeBaseSource::XplaneProfileStartTime);
+    assert_eq!(
+        sidecar.file(FileKind::Trace).unwrap().source_name,
+        "testhost.trace.json.gz"
+    );
+    assert_eq!(
+        sidecar.time_base.source,
+        TimeBaseSource::XplaneProfileStartTime
+    );
     assert!(sidecar.time_base.unix_ns >= sidecar.start_requested_unix_ns);
-    assert_eq!(sidecar.profile_stop_unix_ns, Some(sidecar.time_base.unix_ns + 1_000_000));
-    let stop_requested = sidecar.stop_requested_unix_ns.expect("the agent stopped it");
+    assert_eq!(
+        sidecar.profile_stop_unix_ns,
+        Some(sidecar.time_base.unix_ns + 1_000_000)
+    );
+    let stop_requested = sidecar
+        .stop_requested_unix_ns
+        .expect("the agent stopped it");
     assert!(stop_requested >= sidecar.start_requested_unix_ns + 300_000_000);
     let clock = sidecar.clock.expect("the sidecar has a clock fit");
     assert!(!clock.samples.is_empty());
 
     let journal: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(spool.path().join("agents/testhost_unified-0_TP-0-EP-0/captures/cap1.json"))
-            .unwrap(),
+        &std::fs::read(
+            spool
+                .path()
+                .join("agents/testhost_unified-0_TP-0-EP-0/captures/cap1.json"),
+        )
+        .unwrap(),
     )
     .unwrap();
     assert_eq!(journal["state"], "ok");
@@ -133,7 +173,10 @@ async fn num_steps_without_status_route_survives_the_500_of_a_late_stop() {
     let spool = tempfile::tempdir().unwrap();
     let storage = tempfile::tempdir().unwrap();
     let server = FakeServer::start("testhost").await;
-    server.state.status_route.store(false, std::sync::atomic::Ordering::SeqCst);
+    server
+        .state
+        .status_route
+        .store(false, std::sync::atomic::Ordering::SeqCst);
     let mut coordinator = FakeCoordinator::start().await;
     let _agent = RunningAgent::spawn(agent_config(&coordinator.url(), &server.url, spool.path()));
     coordinator.wait_hello().await;
@@ -167,7 +210,11 @@ async fn num_steps_with_status_route_needs_no_stop() {
 
     coordinator.start_capture("steps2", num_steps(2), storage.path(), LEAD);
     let stopping = coordinator.wait_state("steps2", RankState::Stopping).await;
-    assert!(stopping.detail.contains("stopped by itself"), "{}", stopping.detail);
+    assert!(
+        stopping.detail.contains("stopped by itself"),
+        "{}",
+        stopping.detail
+    );
     server.release_files();
     let last = coordinator.wait_final("steps2").await;
     let sidecar = check_stored(storage.path(), &last);
@@ -180,7 +227,8 @@ async fn num_steps_with_status_route_needs_no_stop() {
 async fn a_server_that_is_down_fails_the_rank_with_a_reason() {
     let spool = tempfile::tempdir().unwrap();
     let storage = tempfile::tempdir().unwrap();
-    let nothing = format!("http://{}", free_addr());
+    let nothing_listens = ReservedPort::new();
+    let nothing = nothing_listens.url();
     let mut coordinator = FakeCoordinator::start().await;
     let _agent = RunningAgent::spawn(agent_config(&coordinator.url(), &nothing, spool.path()));
     coordinator.wait_hello().await;
@@ -188,7 +236,11 @@ async fn a_server_that_is_down_fails_the_rank_with_a_reason() {
     coordinator.start_capture("down", duration(200), storage.path(), LEAD);
     let last = coordinator.wait_final("down").await;
     assert_eq!(last.state(), RankState::Failed);
-    assert!(last.detail.contains("cannot reach the server"), "{}", last.detail);
+    assert!(
+        last.detail.contains("cannot reach the server"),
+        "{}",
+        last.detail
+    );
     assert!(last.detail.contains("/start_profile"), "{}", last.detail);
 }
 
@@ -245,7 +297,11 @@ async fn a_second_start_is_refused_while_a_capture_runs() {
     coordinator.start_capture("second", duration(100), storage.path(), LEAD);
     let refused = coordinator.wait_final("second").await;
     assert_eq!(refused.state(), RankState::Failed);
-    assert!(refused.detail.contains("busy with first"), "{}", refused.detail);
+    assert!(
+        refused.detail.contains("busy with first"),
+        "{}",
+        refused.detail
+    );
 
     coordinator.stop_capture("first");
     let first = coordinator.wait_final("first").await;
@@ -256,7 +312,7 @@ async fn a_second_start_is_refused_while_a_capture_runs() {
 async fn a_collect_only_agent_uploads_what_its_host_wrote() {
     let spool = tempfile::tempdir().unwrap();
     let storage = tempfile::tempdir().unwrap();
-    let never_called = format!("http://{}", free_addr());
+    let never_called = ReservedPort::new().url();
     let mut coordinator = FakeCoordinator::start().await;
     let config = rankline_agent::AgentConfig {
         mode: ModeChoice::Collect,
@@ -269,7 +325,11 @@ async fn a_collect_only_agent_uploads_what_its_host_wrote() {
 
     coordinator.start_capture("multi", duration(200), storage.path(), LEAD);
     let waiting = coordinator.wait_state("multi", RankState::Profiling).await;
-    assert!(waiting.detail.contains("collect-only"), "{}", waiting.detail);
+    assert!(
+        waiting.detail.contains("collect-only"),
+        "{}",
+        waiting.detail
+    );
     // Node 0 triggered the server; every host writes into the same path.
     let output_dir = spool.path().join("captures/multi/unified-0");
     write_jax_files(&output_dir, "otherhost", 1_000);
@@ -279,7 +339,10 @@ async fn a_collect_only_agent_uploads_what_its_host_wrote() {
     let sidecar = check_stored(storage.path(), &last);
     assert_eq!(last.objects[0].key, "multi/multi-TP-1-EP-0.trace.json.gz");
     let ours = output_dir.join("plugins/profile/2026_11_22_21_52_13/testhost.xplane.pb");
-    assert_eq!(sidecar.file(FileKind::Xplane).unwrap().sha256, sha256_of(&ours));
+    assert_eq!(
+        sidecar.file(FileKind::Xplane).unwrap().sha256,
+        sha256_of(&ours)
+    );
     assert_eq!(sidecar.time_base.unix_ns, 2_000);
     assert!(!sidecar.identity.trigger);
 }
@@ -288,7 +351,7 @@ async fn a_collect_only_agent_uploads_what_its_host_wrote() {
 async fn a_kineto_tmp_file_is_never_picked_up() {
     let spool = tempfile::tempdir().unwrap();
     let storage = tempfile::tempdir().unwrap();
-    let never_called = format!("http://{}", free_addr());
+    let never_called = ReservedPort::new().url();
     let mut coordinator = FakeCoordinator::start().await;
     let config = rankline_agent::AgentConfig {
         mode: ModeChoice::Collect,
@@ -311,7 +374,11 @@ async fn a_kineto_tmp_file_is_never_picked_up() {
     };
     std::fs::write(&tmp_name, kineto(111)).unwrap();
     // Another rank's finished file must not satisfy this rank.
-    std::fs::write(output_dir.join("1763850000.25-TP-0.trace.json.gz"), kineto(222)).unwrap();
+    std::fs::write(
+        output_dir.join("1763850000.25-TP-0.trace.json.gz"),
+        kineto(222),
+    )
+    .unwrap();
     // Many polls pass while only the .tmp exists.
     tokio::time::sleep(Duration::from_millis(500)).await;
     std::fs::write(&tmp_name, kineto(333)).unwrap();
@@ -319,10 +386,42 @@ async fn a_kineto_tmp_file_is_never_picked_up() {
 
     let last = coordinator.wait_final("kin").await;
     let sidecar = check_stored(storage.path(), &last);
-    assert_eq!(last.objects.len(), 2, "trace and sidecar: {:?}", last.objects);
+    assert_eq!(
+        last.objects.len(),
+        2,
+        "trace and sidecar: {:?}",
+        last.objects
+    );
     assert_eq!(last.objects[0].key, "kin/kin-TP-1-EP-0.trace.json.gz");
     assert_eq!(last.objects[0].sha256, sha256_of(&final_name));
-    assert_eq!(sidecar.time_base.source, TimeBaseSource::KinetoBaseTimeNanoseconds);
+    assert_eq!(
+        sidecar.time_base.source,
+        TimeBaseSource::KinetoBaseTimeNanoseconds
+    );
     assert_eq!(sidecar.time_base.unix_ns, 333);
     assert_eq!(sidecar.identity.server_kind, "sglang");
+}
+
+#[tokio::test]
+async fn a_shutdown_mid_capture_reports_it_and_leaves_the_server_idle() {
+    let spool = tempfile::tempdir().unwrap();
+    let storage = tempfile::tempdir().unwrap();
+    let server = FakeServer::start("testhost").await;
+    let mut coordinator = FakeCoordinator::start().await;
+    let agent = RunningAgent::spawn(agent_config(&coordinator.url(), &server.url, spool.path()));
+    coordinator.wait_hello().await;
+
+    coordinator.start_capture("cut", CaptureSettings::default(), storage.path(), LEAD);
+    coordinator.wait_state("cut", RankState::Profiling).await;
+    agent.shut_down().await;
+    let last = coordinator.wait_final("cut").await;
+    assert_eq!(last.state(), RankState::Failed);
+    assert!(last.detail.contains("shut down"), "{}", last.detail);
+    tokio::time::timeout(WAIT, async {
+        while server.calls() != ["start", "stop"] {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the agent stops the profile it started");
 }

@@ -14,11 +14,11 @@ use support::*;
 async fn an_unreachable_coordinator_is_joined_once_it_is_up() {
     let spool = tempfile::tempdir().unwrap();
     let server = FakeServer::start("testhost").await;
-    let addr = free_addr();
-    let _agent = RunningAgent::spawn(agent_config(&format!("http://{addr}"), &server.url, spool.path()));
+    let port = ReservedPort::new();
+    let _agent = RunningAgent::spawn(agent_config(&port.url(), &server.url, spool.path()));
     // Let the agent fail a few times first.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let mut coordinator = FakeCoordinator::start_on(addr, 0).await;
+    let mut coordinator = FakeCoordinator::start_on(port, 0).await;
     let hello = coordinator.wait_hello().await;
     assert_eq!(hello.identity.unwrap().host, "testhost");
     assert!(hello.in_flight.is_empty());
@@ -38,12 +38,19 @@ async fn a_capture_goes_on_through_an_outage_and_is_reported_after_it() {
         duration_ms: Some(300),
         ..CaptureSettings::default()
     };
-    coordinator.start_capture("outage", settings, storage.path(), Duration::from_millis(200));
+    coordinator.start_capture(
+        "outage",
+        settings,
+        storage.path(),
+        Duration::from_millis(200),
+    );
     coordinator.wait_state("outage", RankState::Profiling).await;
 
     // The coordinator goes away mid-capture and refuses the agent for a while.
     coordinator.drop_link(true);
-    let journal = spool.path().join("agents/testhost_unified-0_TP-0-EP-0/captures/outage.json");
+    let journal = spool
+        .path()
+        .join("agents/testhost_unified-0_TP-0-EP-0/captures/outage.json");
     loop {
         let text = std::fs::read(&journal).unwrap_or_default();
         let state = serde_json::from_slice::<serde_json::Value>(&text)
@@ -66,7 +73,10 @@ async fn a_capture_goes_on_through_an_outage_and_is_reported_after_it() {
         .expect("the hello carries the capture that ended during the outage");
     assert_eq!(finished.state(), RankState::Ok, "{}", finished.detail);
     assert_eq!(finished.objects.len(), 3);
-    assert!(storage.path().join("outage/outage-TP-0-EP-0.meta.json").exists());
+    assert!(storage
+        .path()
+        .join("outage/outage-TP-0-EP-0.meta.json")
+        .exists());
 }
 
 #[tokio::test]
@@ -76,7 +86,7 @@ async fn the_clock_offset_is_measured_and_the_start_converted() {
     let server = FakeServer::start("testhost").await;
     // The coordinator's clock is 5 s ahead, so this agent's offset is -5 s.
     let ahead: i64 = 5_000_000_000;
-    let mut coordinator = FakeCoordinator::start_on("127.0.0.1:0".parse().unwrap(), ahead).await;
+    let mut coordinator = FakeCoordinator::start_on(ReservedPort::new(), ahead).await;
     let _agent = RunningAgent::spawn(agent_config(&coordinator.url(), &server.url, spool.path()));
     coordinator.wait_hello().await;
 
@@ -85,7 +95,10 @@ async fn the_clock_offset_is_measured_and_the_start_converted() {
         estimate.offset_ns.abs_diff(-ahead) <= estimate.error_bound_ns,
         "{estimate:?}"
     );
-    assert!(estimate.error_bound_ns < 50_000_000, "loopback: {estimate:?}");
+    assert!(
+        estimate.error_bound_ns < 50_000_000,
+        "loopback: {estimate:?}"
+    );
     assert!(estimate.samples >= 1);
 
     let lead = Duration::from_millis(400);
@@ -106,14 +119,26 @@ async fn the_clock_offset_is_measured_and_the_start_converted() {
     )
     .unwrap();
     let fit = sidecar.clock.unwrap();
-    assert!(fit.offset_ns.abs_diff(-ahead) <= fit.error_bound_ns, "{fit:?}");
+    assert!(
+        fit.offset_ns.abs_diff(-ahead) <= fit.error_bound_ns,
+        "{fit:?}"
+    );
     assert!(fit.samples.len() >= 2, "samples before and after: {fit:?}");
     // The start went out at the coordinator's instant, on this host's clock
-    // 5 s earlier (not 5 s later, nor at once).
+    // 5 s earlier (not 5 s later, nor at once; the bound allows for the
+    // estimate's error, the slack for a loaded test machine).
     let on_this_host = start_at_on_coordinator - ahead;
     let sent = sidecar.start_requested_unix_ns;
-    assert!(sent >= on_this_host, "sent {} ms early", (on_this_host - sent) / 1_000_000);
-    assert!(sent - on_this_host < 200_000_000, "sent {} ms late", (sent - on_this_host) / 1_000_000);
+    assert!(
+        sent + fit.error_bound_ns as i64 >= on_this_host,
+        "sent {} ms early",
+        (on_this_host - sent) / 1_000_000
+    );
+    assert!(
+        sent - on_this_host < 1_000_000_000,
+        "sent {} ms late",
+        (sent - on_this_host) / 1_000_000
+    );
 }
 
 #[tokio::test]
@@ -160,18 +185,14 @@ async fn discovery_sets_role_and_kind_and_flags_win() {
 #[tokio::test]
 async fn a_server_that_only_answers_health_makes_a_collector_once_it_is_up() {
     let spool = tempfile::tempdir().unwrap();
-    let addr = free_addr();
+    let port = ReservedPort::new();
     let mut coordinator = FakeCoordinator::start().await;
-    let _agent = RunningAgent::spawn(agent_config(
-        &coordinator.url(),
-        &format!("http://{addr}"),
-        spool.path(),
-    ));
+    let _agent = RunningAgent::spawn(agent_config(&coordinator.url(), &port.url(), spool.path()));
     // The server is down: the agent joins anyway, as a tentative trigger.
     let first = coordinator.wait_hello().await.identity.unwrap();
     assert!(first.trigger);
 
-    let server = FakeServer::start_on("testhost", addr).await;
+    let server = FakeServer::start_on("testhost", port).await;
     *server.state.info.lock().unwrap() = None;
     let again = coordinator.wait_hello().await.identity.unwrap();
     assert!(!again.trigger, "a node >= 1 only collects");

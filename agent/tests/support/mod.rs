@@ -21,8 +21,8 @@ use rankline_agent::{Agent, AgentConfig, Timing};
 use rankline_proto::agent_link_server::{AgentLink, AgentLinkServer};
 use rankline_proto::{
     agent_message, coordinator_message, unix_now_ns, AgentHello, AgentMessage, CaptureSettings,
-    ClockProbeRequest, ClockProbeResponse, CoordinatorMessage, RankState, RankUpdate,
-    StartCapture, StopCapture, Welcome,
+    ClockProbeRequest, ClockProbeResponse, CoordinatorMessage, RankState, RankUpdate, StartCapture,
+    StopCapture, Welcome,
 };
 use rankline_xplane::messages::x_stat::Value as StatValue;
 use rankline_xplane::{XPlane, XSpace, XStat, XStatMetadata};
@@ -43,8 +43,10 @@ type CommandSender = mpsc::UnboundedSender<Result<CoordinatorMessage, Status>>;
 
 #[derive(Debug)]
 struct LinkState {
-    received: mpsc::UnboundedSender<AgentMessage>,
-    commands: Mutex<Option<CommandSender>>,
+    /// (agent id from the stream's hello, message).
+    received: mpsc::UnboundedSender<(String, AgentMessage)>,
+    /// One command stream per joined agent; commands go to all of them.
+    commands: Mutex<Vec<CommandSender>>,
     refuse: AtomicBool,
     joins: AtomicUsize,
     /// The coordinator's clock runs this far ahead of the real one.
@@ -68,20 +70,32 @@ impl AgentLink for LinkService {
         self.0.joins.fetch_add(1, Ordering::SeqCst);
         let mut inbound = request.into_inner();
         let (commands, outgoing) = mpsc::unbounded_channel();
-        let _ = commands.send(Ok(coordinator(coordinator_message::Kind::Welcome(Welcome {
-            coordinator_id: "test-coordinator".into(),
-            heartbeat_interval_ms: 200,
-        }))));
-        *self.0.commands.lock().unwrap() = Some(commands);
+        let _ = commands.send(Ok(coordinator(coordinator_message::Kind::Welcome(
+            Welcome {
+                coordinator_id: "test-coordinator".into(),
+                heartbeat_interval_ms: 200,
+            },
+        ))));
+        self.0.commands.lock().unwrap().push(commands);
         let received = self.0.received.clone();
         tokio::spawn(async move {
+            let mut agent_id = String::new();
             while let Ok(Some(message)) = inbound.message().await {
-                if received.send(message).is_err() {
+                if let Some(agent_message::Kind::Hello(hello)) = &message.kind {
+                    agent_id = hello
+                        .identity
+                        .as_ref()
+                        .map(|i| i.agent_id.clone())
+                        .unwrap_or_default();
+                }
+                if received.send((agent_id.clone(), message)).is_err() {
                     break;
                 }
             }
         });
-        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(outgoing))))
+        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(
+            outgoing,
+        ))))
     }
 
     async fn clock_probe(
@@ -97,6 +111,13 @@ impl AgentLink for LinkService {
     }
 }
 
+/// Heartbeats keep coming, so a wait for one kind of message needs its own limit.
+async fn within_wait<T>(wait: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, wait)
+        .await
+        .expect("the expected message did not come in time")
+}
+
 fn coordinator(kind: coordinator_message::Kind) -> CoordinatorMessage {
     CoordinatorMessage { kind: Some(kind) }
 }
@@ -105,24 +126,24 @@ fn coordinator(kind: coordinator_message::Kind) -> CoordinatorMessage {
 pub struct FakeCoordinator {
     pub addr: SocketAddr,
     state: Arc<LinkState>,
-    received: mpsc::UnboundedReceiver<AgentMessage>,
+    received: mpsc::UnboundedReceiver<(String, AgentMessage)>,
     stop_server: Option<oneshot::Sender<()>>,
 }
 
 impl FakeCoordinator {
     pub async fn start() -> FakeCoordinator {
-        Self::start_on("127.0.0.1:0".parse().unwrap(), 0).await
+        Self::start_on(ReservedPort::new(), 0).await
     }
 
-    /// Listens on `addr` (a fixed port lets a test start it late); its clock
+    /// Listens on a reserved port (so a test can start it late); its clock
     /// runs `clock_ahead_ns` ahead of the real one.
-    pub async fn start_on(addr: SocketAddr, clock_ahead_ns: i64) -> FakeCoordinator {
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    pub async fn start_on(port: ReservedPort, clock_ahead_ns: i64) -> FakeCoordinator {
+        let listener = port.listen();
         let addr = listener.local_addr().unwrap();
         let (received_tx, received) = mpsc::unbounded_channel();
         let state = Arc::new(LinkState {
             received: received_tx,
-            commands: Mutex::new(None),
+            commands: Mutex::new(Vec::new()),
             refuse: AtomicBool::new(false),
             joins: AtomicUsize::new(0),
             clock_ahead_ns,
@@ -152,24 +173,31 @@ impl FakeCoordinator {
         self.state.joins.load(Ordering::SeqCst)
     }
 
-    /// Ends the agent's current stream from this side and refuses (or
-    /// accepts again) new joins.
+    /// Ends every agent's stream from this side and refuses (or accepts
+    /// again) new joins.
     pub fn drop_link(&self, refuse_new_joins: bool) {
         self.state.refuse.store(refuse_new_joins, Ordering::SeqCst);
-        self.state.commands.lock().unwrap().take();
+        self.state.commands.lock().unwrap().clear();
     }
 
     pub fn accept_joins(&self) {
         self.state.refuse.store(false, Ordering::SeqCst);
     }
 
+    /// Sends a command to every agent whose stream is open.
     pub fn send(&self, kind: coordinator_message::Kind) {
-        let commands = self.state.commands.lock().unwrap();
-        let sender = commands.as_ref().expect("no agent is joined");
-        sender.send(Ok(coordinator(kind))).expect("agent stream closed");
+        let mut commands = self.state.commands.lock().unwrap();
+        commands.retain(|sender| sender.send(Ok(coordinator(kind.clone()))).is_ok());
+        assert!(!commands.is_empty(), "no agent is joined");
     }
 
-    pub fn start_capture(&self, profile_id: &str, settings: CaptureSettings, storage: &Path, lead: Duration) {
+    pub fn start_capture(
+        &self,
+        profile_id: &str,
+        settings: CaptureSettings,
+        storage: &Path,
+        lead: Duration,
+    ) {
         self.send(coordinator_message::Kind::Start(StartCapture {
             profile_id: profile_id.into(),
             start_at_unix_ns: unix_now_ns() + self.state.clock_ahead_ns + lead.as_nanos() as i64,
@@ -184,41 +212,76 @@ impl FakeCoordinator {
         }));
     }
 
-    pub async fn next_message(&mut self) -> AgentMessage {
+    /// The next message of any agent, with the agent's id.
+    pub async fn next_message_from(&mut self) -> (String, AgentMessage) {
         tokio::time::timeout(WAIT, self.received.recv())
             .await
             .expect("no message from the agent in time")
             .expect("coordinator channel closed")
     }
 
-    pub async fn wait_hello(&mut self) -> AgentHello {
-        loop {
-            if let Some(agent_message::Kind::Hello(hello)) = self.next_message().await.kind {
-                return hello;
+    pub async fn next_message(&mut self) -> AgentMessage {
+        self.next_message_from().await.1
+    }
+
+    /// The final update of `profile_id` from each of `agents` agents, by agent id.
+    pub async fn wait_finals(
+        &mut self,
+        profile_id: &str,
+        agents: usize,
+    ) -> BTreeMap<String, RankUpdate> {
+        within_wait(async {
+            let mut finals = BTreeMap::new();
+            while finals.len() < agents {
+                let (agent, message) = self.next_message_from().await;
+                if let Some(agent_message::Kind::Update(update)) = message.kind {
+                    if update.profile_id == profile_id && update.state().is_final() {
+                        finals.insert(agent, update);
+                    }
+                }
             }
-        }
+            finals
+        })
+        .await
+    }
+
+    pub async fn wait_hello(&mut self) -> AgentHello {
+        within_wait(async {
+            loop {
+                if let Some(agent_message::Kind::Hello(hello)) = self.next_message().await.kind {
+                    return hello;
+                }
+            }
+        })
+        .await
     }
 
     /// The first heartbeat that carries a clock estimate.
     pub async fn wait_clock_heartbeat(&mut self) -> rankline_proto::Heartbeat {
-        loop {
-            if let Some(agent_message::Kind::Heartbeat(beat)) = self.next_message().await.kind {
-                if beat.clock.is_some() {
-                    return beat;
+        within_wait(async {
+            loop {
+                if let Some(agent_message::Kind::Heartbeat(beat)) = self.next_message().await.kind {
+                    if beat.clock.is_some() {
+                        return beat;
+                    }
                 }
             }
-        }
+        })
+        .await
     }
 
     /// The next update of `profile_id`, skipping everything else.
     pub async fn next_update(&mut self, profile_id: &str) -> RankUpdate {
-        loop {
-            if let Some(agent_message::Kind::Update(update)) = self.next_message().await.kind {
-                if update.profile_id == profile_id {
-                    return update;
+        within_wait(async {
+            loop {
+                if let Some(agent_message::Kind::Update(update)) = self.next_message().await.kind {
+                    if update.profile_id == profile_id {
+                        return update;
+                    }
                 }
             }
-        }
+        })
+        .await
     }
 
     /// Waits for an update of `profile_id` in `state` (or a final one,
@@ -289,11 +352,11 @@ pub struct FakeServer {
 
 impl FakeServer {
     pub async fn start(host: &str) -> FakeServer {
-        Self::start_on(host, "127.0.0.1:0".parse().unwrap()).await
+        Self::start_on(host, ReservedPort::new()).await
     }
 
-    /// Listens on `addr`, so a test can start the server after the agent.
-    pub async fn start_on(host: &str, addr: SocketAddr) -> FakeServer {
+    /// Listens on a reserved port, so a test can start the server after the agent.
+    pub async fn start_on(host: &str, port: ReservedPort) -> FakeServer {
         let state = Arc::new(ServerState {
             host: host.into(),
             info: Mutex::new(Some(json!({
@@ -313,7 +376,7 @@ impl FakeServer {
             .route("/stop_profile", post(stop_profile))
             .route("/profile_status", get(profile_status))
             .with_state(Arc::clone(&state));
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let listener = port.listen();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
@@ -323,12 +386,24 @@ impl FakeServer {
 
     /// Writes the files of a profile that `num_steps` ended.
     pub fn release_files(&self) {
-        let (dir, start) = self.state.finished.lock().unwrap().take().expect("no finished profile");
+        let (dir, start) = self
+            .state
+            .finished
+            .lock()
+            .unwrap()
+            .take()
+            .expect("no finished profile");
         write_jax_files(&dir, &self.state.host, start);
     }
 
     pub fn calls(&self) -> Vec<String> {
-        self.state.calls.lock().unwrap().iter().map(|(route, _)| route.clone()).collect()
+        self.state
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(route, _)| route.clone())
+            .collect()
     }
 
     pub fn start_body(&self) -> Value {
@@ -350,7 +425,13 @@ impl Drop for FakeServer {
 }
 
 async fn server_info(State(state): State<Arc<ServerState>>) -> Result<Json<Value>, StatusCode> {
-    state.info.lock().unwrap().clone().map(Json).ok_or(StatusCode::NOT_FOUND)
+    state
+        .info
+        .lock()
+        .unwrap()
+        .clone()
+        .map(Json)
+        .ok_or(StatusCode::NOT_FOUND)
 }
 
 async fn start_profile(
@@ -358,7 +439,11 @@ async fn start_profile(
     body: Option<Json<Value>>,
 ) -> (StatusCode, &'static str) {
     let body = body.map_or(Value::Null, |Json(body)| body);
-    state.calls.lock().unwrap().push(("start".into(), body.clone()));
+    state
+        .calls
+        .lock()
+        .unwrap()
+        .push(("start".into(), body.clone()));
     let on_start = *state.on_start.lock().unwrap();
     match on_start {
         OnStart::Accept => {}
@@ -384,12 +469,19 @@ async fn start_profile(
 }
 
 async fn stop_profile(State(state): State<Arc<ServerState>>) -> (StatusCode, &'static str) {
-    state.calls.lock().unwrap().push(("stop".into(), Value::Null));
+    state
+        .calls
+        .lock()
+        .unwrap()
+        .push(("stop".into(), Value::Null));
     let Some((dir, start)) = state.running.lock().unwrap().take() else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
     };
     write_jax_files(&dir, &state.host, start);
-    (StatusCode::OK, "Stop profiling. This will take some time.\n")
+    (
+        StatusCode::OK,
+        "Stop profiling. This will take some time.\n",
+    )
 }
 
 async fn profile_status(State(state): State<Arc<ServerState>>) -> Result<Json<Value>, StatusCode> {
@@ -397,7 +489,9 @@ async fn profile_status(State(state): State<Arc<ServerState>>) -> Result<Json<Va
         return Err(StatusCode::NOT_FOUND);
     }
     let running = state.running.lock().unwrap().is_some();
-    Ok(Json(json!({"status": if running { "in_progress" } else { "idle" }})))
+    Ok(Json(
+        json!({"status": if running { "in_progress" } else { "idle" }}),
+    ))
 }
 
 /// A JAX session folder with `<host>.trace.json.gz` and a `<host>.xplane.pb`
@@ -408,7 +502,11 @@ pub fn write_jax_files(output_dir: &Path, host: &str, start_ns: i64) {
     let trace = json!({"displayTimeUnit": "ns", "traceEvents": [
         {"ph": "X", "pid": 701, "tid": 1, "ts": 10.5, "dur": 3.0, "name": "step"}, {}
     ]});
-    std::fs::write(session.join(format!("{host}.trace.json.gz")), gzip(&trace.to_string())).unwrap();
+    std::fs::write(
+        session.join(format!("{host}.trace.json.gz")),
+        gzip(&trace.to_string()),
+    )
+    .unwrap();
     let stats: BTreeMap<i64, &str> = [(1, "profile_start_time"), (2, "profile_stop_time")].into();
     let plane = XPlane {
         id: 3,
@@ -416,18 +514,37 @@ pub fn write_jax_files(output_dir: &Path, host: &str, start_ns: i64) {
         stat_metadata: stats
             .iter()
             .map(|(id, name)| {
-                (*id, XStatMetadata { id: *id, name: (*name).into(), description: String::new() })
+                (
+                    *id,
+                    XStatMetadata {
+                        id: *id,
+                        name: (*name).into(),
+                        description: String::new(),
+                    },
+                )
             })
             .collect(),
         stats: vec![
-            XStat { metadata_id: 1, value: Some(StatValue::Uint64Value(start_ns as u64)) },
-            XStat { metadata_id: 2, value: Some(StatValue::Uint64Value(start_ns as u64 + 1_000_000)) },
+            XStat {
+                metadata_id: 1,
+                value: Some(StatValue::Uint64Value(start_ns as u64)),
+            },
+            XStat {
+                metadata_id: 2,
+                value: Some(StatValue::Uint64Value(start_ns as u64 + 1_000_000)),
+            },
         ],
         ..Default::default()
     };
-    let space = XSpace { planes: vec![plane], ..Default::default() };
-    std::fs::write(session.join(format!("{host}.xplane.pb")), prost::Message::encode_to_vec(&space))
-        .unwrap();
+    let space = XSpace {
+        planes: vec![plane],
+        ..Default::default()
+    };
+    std::fs::write(
+        session.join(format!("{host}.xplane.pb")),
+        prost::Message::encode_to_vec(&space),
+    )
+    .unwrap();
 }
 
 pub fn gzip(text: &str) -> Vec<u8> {
@@ -475,7 +592,10 @@ impl RunningAgent {
             .await
             .expect("agent configuration is valid");
         });
-        RunningAgent { stop: Some(stop), task: Some(task) }
+        RunningAgent {
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     pub async fn shut_down(mut self) {
@@ -483,7 +603,10 @@ impl RunningAgent {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
-            tokio::time::timeout(WAIT, task).await.expect("agent shuts down").unwrap();
+            tokio::time::timeout(WAIT, task)
+                .await
+                .expect("agent shuts down")
+                .unwrap();
         }
     }
 }
@@ -514,8 +637,30 @@ pub fn sha256_of(path: &Path) -> String {
     hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
 }
 
-/// A loopback address nothing listens on (yet).
-pub fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+/// A loopback port held but not listening: connections to it are refused
+/// until `listen`, and no other test can take it meanwhile.
+pub struct ReservedPort {
+    socket: socket2::Socket,
+    pub addr: SocketAddr,
+}
+
+impl ReservedPort {
+    pub fn new() -> ReservedPort {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        socket.bind(&any.into()).unwrap();
+        let addr = socket.local_addr().unwrap().as_socket().unwrap();
+        ReservedPort { socket, addr }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn listen(self) -> tokio::net::TcpListener {
+        self.socket.listen(128).unwrap();
+        self.socket.set_nonblocking(true).unwrap();
+        tokio::net::TcpListener::from_std(self.socket.into()).unwrap()
+    }
 }
