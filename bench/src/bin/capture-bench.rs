@@ -55,6 +55,7 @@ struct FleetResult {
     sequential_skew_ms: Vec<f64>,
     overhead_ms: Vec<f64>,
     lead_ms: f64,
+    lateness: Lateness,
     idle: Option<Footprint>,
 }
 
@@ -154,6 +155,7 @@ async fn measure(fleet: &Fleet, args: &Args, idle_seconds: Option<u64>) -> Resul
 
     let mut overhead_ms = Vec::new();
     let mut lead_ms = 0.0;
+    let mut start_instants = Vec::new();
     for round in 0..args.captures {
         let request = CaptureRequest {
             profile_id: format!("bench-{n}-{round}"),
@@ -171,6 +173,7 @@ async fn measure(fleet: &Fleet, args: &Args, idle_seconds: Option<u64>) -> Resul
             match event.kind {
                 Some(capture_event::Kind::Accepted(accepted)) => {
                     lead_ms = (accepted.start_at_unix_ns - sent_unix_ns) as f64 / 1e6;
+                    start_instants.push(accepted.start_at_unix_ns);
                 }
                 Some(capture_event::Kind::Finished(summary)) => finished = Some(summary),
                 _ => {}
@@ -185,6 +188,7 @@ async fn measure(fleet: &Fleet, args: &Args, idle_seconds: Option<u64>) -> Resul
         eprintln!("  capture {round}: {wall:.0} ms");
     }
     let rankline_skew_ms = skews(&fleet.events_dir, n, 0, args.captures)?;
+    let lateness = lateness_by_server(&fleet.events_dir, n, &start_instants)?;
 
     // The baseline: the same servers, started one after the other.
     let http = reqwest::Client::new();
@@ -221,8 +225,35 @@ async fn measure(fleet: &Fleet, args: &Args, idle_seconds: Option<u64>) -> Resul
         sequential_skew_ms,
         overhead_ms,
         lead_ms,
+        lateness,
         idle,
     })
+}
+
+/// How late each server received `/start_profile` after the common instant
+/// (all "hosts" share this machine's clock, so this is on one clock), split
+/// into each server's mean (systematic: the agent's clock-offset error) and
+/// the spread around it (jitter: wake-up and request latency).
+struct Lateness {
+    mean_ms: Vec<f64>,
+    jitter_ms: Vec<f64>,
+}
+
+fn lateness_by_server(events_dir: &Path, servers: usize, starts: &[i64]) -> Result<Lateness> {
+    let mut mean_ms = Vec::new();
+    let mut jitter_ms = Vec::new();
+    for i in 0..servers {
+        let arrivals = start_arrivals(&events_dir.join(format!("server-{i}.jsonl")))?;
+        let late: Vec<f64> = arrivals
+            .iter()
+            .zip(starts)
+            .map(|(arrived, start)| (arrived - start) as f64 / 1e6)
+            .collect();
+        let mean = late.iter().sum::<f64>() / late.len().max(1) as f64;
+        mean_ms.push(mean);
+        jitter_ms.extend(late.iter().map(|l| (l - mean).abs()));
+    }
+    Ok(Lateness { mean_ms, jitter_ms })
 }
 
 /// Start skew (max minus min arrival of `/start_profile` across servers) of
@@ -364,6 +395,24 @@ fn render(args: &Args, results: &[FleetResult]) -> String {
             median(&r.sequential_skew_ms) / median(&r.rankline_skew_ms),
             median(&r.overhead_ms),
             r.lead_ms,
+        ));
+    }
+    out.push_str(
+        "\nWhere the skew comes from (lateness = arrival at the server minus the common start \
+         instant, on this machine's one clock):\n\n\
+         | agents | per-agent mean lateness: min .. max (clock-offset error + fixed latency) | \
+         jitter around each agent's mean: median / worst |\n|---|---|---|\n",
+    );
+    for r in results {
+        let means = &r.lateness.mean_ms;
+        let min = means.iter().copied().fold(f64::NAN, f64::min);
+        out.push_str(&format!(
+            "| {} | {:.3} .. {:.3} ms | {:.3} / {:.3} ms |\n",
+            r.agents,
+            min,
+            worst(means),
+            median(&r.lateness.jitter_ms),
+            worst(&r.lateness.jitter_ms),
         ));
     }
     for r in results {
