@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use rankline_proto::AgentIdentity;
 use thiserror::Error;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::book::CaptureBook;
 use crate::clock::ClockSync;
@@ -18,6 +19,7 @@ use crate::config::{kind_word, AgentConfig, ModeChoice};
 use crate::discovery::{resolve_identity, Discovered};
 use crate::link;
 use crate::server::ServerApi;
+use crate::upload;
 
 /// How long a shutdown waits for running captures to report their end.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -51,8 +53,13 @@ pub(crate) struct Shared {
     pub server: ServerApi,
     pub clock: ClockSync,
     pub book: CaptureBook,
-    /// Ends running captures (each reports `failed`).
+    /// Ends running captures (each reports `failed`) and uploads (their
+    /// journals say `uploading`, so the next start resumes them).
     pub stop_captures: CancellationToken,
+    /// The uploads in the background.
+    pub uploads: TaskTracker,
+    /// One upload at a time: memory stays bounded however many wait.
+    pub upload_slot: Semaphore,
     /// Ends the link, after the captures' last updates are queued.
     pub stop_link: CancellationToken,
 }
@@ -75,6 +82,8 @@ impl Agent {
         // of identity later means joining again, and a command sent to the
         // old stream in that moment would be lost.
         let _ = tokio::time::timeout(FIRST_DISCOVERY_WAIT, first_answered).await;
+        // Before the first hello, so it reports what a killed predecessor left.
+        upload::resume(&shared);
         let link = tokio::spawn(link::run(Arc::clone(&shared), updates));
 
         shutdown.await;
@@ -82,10 +91,12 @@ impl Agent {
         discovery.abort();
         shared.stop_captures.cancel();
         // A capture's last update must be queued before the link says goodbye.
+        shared.uploads.close();
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
             while !shared.book.active_id().is_empty() {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
+            shared.uploads.wait().await;
         })
         .await;
         shared.stop_link.cancel();
@@ -161,6 +172,8 @@ fn prepare(
         clock,
         book,
         stop_captures: CancellationToken::new(),
+        uploads: TaskTracker::new(),
+        upload_slot: Semaphore::new(1),
         stop_link: CancellationToken::new(),
     };
     log_identity(&shared.identity.borrow(), "starting");
@@ -230,7 +243,7 @@ async fn discover_until_found(shared: Arc<Shared>, first_answer: oneshot::Sender
     }
 }
 
-fn apply_discovery(shared: &Shared, discovered: &Discovered) {
+fn apply_discovery(shared: &Arc<Shared>, discovered: &Discovered) {
     tracing::info!(server = %shared.config.server_url, "discovered: {discovered}");
     let host = shared.identity.borrow().host.clone();
     let identity = resolve_identity(&shared.config, &host, Some(discovered));
@@ -244,5 +257,7 @@ fn apply_discovery(shared: &Shared, discovered: &Discovered) {
     });
     if changed {
         log_identity(&shared.identity.borrow(), "identity after discovery");
+        // The journals of a previous run live under the agent's id.
+        upload::resume(shared);
     }
 }

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 /// How long a finished capture's final update is repeated in hellos, so one
 /// that ended during an outage still reaches the coordinator.
-const FINISHED_RETENTION: Duration = Duration::from_secs(600);
+pub(crate) const FINISHED_RETENTION: Duration = Duration::from_secs(600);
 
 /// Why a start was not taken.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,6 +110,24 @@ impl CaptureBook {
         let _ = self.outbox.send(update);
     }
 
+    /// Frees the agent for the next capture while `profile_id` goes on in
+    /// the background (its upload); its updates keep flowing.
+    pub fn release(&self, profile_id: &str) {
+        let mut inner = self.lock();
+        if inner
+            .active
+            .as_ref()
+            .is_some_and(|(id, _)| id == profile_id)
+        {
+            inner.active = None;
+        }
+    }
+
+    /// Whether `profile_id` is running or recently finished here.
+    pub fn knows(&self, profile_id: &str) -> bool {
+        self.lock().captures.contains_key(profile_id)
+    }
+
     /// Sends an update again without changing the record.
     pub fn resend(&self, update: RankUpdate) {
         let _ = self.outbox.send(update);
@@ -172,10 +190,18 @@ mod tests {
         book.publish(update("a", RankState::Ok));
         assert_eq!(book.active_id(), "");
         book.claim("b").unwrap();
+        book.publish(update("b", RankState::Uploading));
+        book.release("b");
+        assert_eq!(book.active_id(), "", "an upload does not hold the agent");
+        assert!(book.knows("b") && !book.knows("c"));
 
         assert_eq!(outbox.try_recv().unwrap().state, RankState::Armed as i32);
         assert_eq!(outbox.try_recv().unwrap().state, RankState::Ok as i32);
         let in_flight: Vec<_> = book.in_flight().into_iter().map(|u| u.profile_id).collect();
-        assert_eq!(in_flight, ["a"], "a finished capture is still reported");
+        assert_eq!(
+            in_flight,
+            ["a", "b"],
+            "a finished capture and an upload are still reported"
+        );
     }
 }

@@ -1,23 +1,21 @@
 //! One capture on one rank, from `StartCapture` to `ok` or `failed`, as
 //! ARCHITECTURE.md "A capture, rank by rank" lays out: armed → start at the
 //! common instant → stop (duration, num_steps or a StopCapture) → wait for
-//! complete files → upload → sidecar last.
+//! complete files. Then the journal holds the files and the sidecar, and
+//! [`crate::upload`] stores them in the background, past the capture's
+//! deadline if storage is down, while the agent takes the next capture.
 
 use std::io;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rankline_layout::{
-    validate_profile_id, FileKind, FileRecord, RankCoords, RankIdentity, RankKey, Sidecar,
-    SIDECAR_FORMAT,
+    validate_profile_id, FileKind, RankCoords, RankIdentity, RankKey, Sidecar, SIDECAR_FORMAT,
 };
 use rankline_proto::{
     unix_now_ns, AgentIdentity, CaptureSettings, RankState, RankUpdate, ServerKind, StartCapture,
-    StoredObject,
 };
-use rankline_storage::Storage;
 use thiserror::Error;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -31,6 +29,7 @@ use crate::files::{FoundFile, RankFilesSpec, Scan, StabilityCheck};
 use crate::server::{start_body, ProfileStatus, ServerError, StopOutcome};
 use crate::spool::{self, CaptureRecord, Journal, JournalFile, JOURNAL_FORMAT};
 use crate::time_base::{self, TraceTimes};
+use crate::upload;
 
 /// The last stretch before the start instant is slept on a blocking thread,
 /// whose wake-up is far more precise than the async timer's millisecond.
@@ -41,8 +40,12 @@ const PROBE_MARGIN: Duration = Duration::from_millis(50);
 const WARM_BEFORE_START: Duration = Duration::from_secs(2);
 /// Consecutive failed `/profile_status` polls that mean the server is gone.
 const STATUS_FAILURES_TOLERATED: u32 = 3;
-/// How often upload progress is reported.
-const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// With less free space than this in the spool, files that stop short of
+/// complete mean the server could not write them.
+const SPOOL_FULL_BELOW: u64 = 1 << 20;
+/// Polls the spool must stay full, with the files unchanged, before the
+/// rank fails for it.
+const FULL_POLLS: u32 = 3;
 
 /// Why a capture failed; each message tells the user what to do.
 #[derive(Debug, Error)]
@@ -51,6 +54,14 @@ pub enum CaptureError {
         "cannot use the spool folder {path}: {source}; check --spool (the agent must be able to write there)"
     )]
     Spool { path: PathBuf, source: io::Error },
+    #[error(
+        "the spool's file system is full: {what}; {available} free on the file system of {spool}. Free space there (the agent deletes captures whose upload it verified beyond --keep-captures / --keep-bytes; files of failed captures stay until you delete them) or give the agent a --spool on a bigger disk, then capture again"
+    )]
+    SpoolFull {
+        what: String,
+        available: String,
+        spool: PathBuf,
+    },
     #[error(transparent)]
     Server(#[from] ServerError),
     #[error(
@@ -105,7 +116,7 @@ pub(crate) fn start(shared: &Arc<Shared>, command: StartCapture) {
     tokio::spawn(run.run());
 }
 
-fn rank_update(profile_id: &str, state: RankState, detail: String) -> RankUpdate {
+pub(crate) fn rank_update(profile_id: &str, state: RankState, detail: String) -> RankUpdate {
     RankUpdate {
         profile_id: profile_id.to_string(),
         state: state as i32,
@@ -117,9 +128,11 @@ fn rank_update(profile_id: &str, state: RankState, detail: String) -> RankUpdate
     }
 }
 
-/// How a capture's run ended.
+/// How the capture's part on this host ended.
 enum End {
-    Done(Result<Vec<StoredObject>, CaptureError>),
+    /// The files are complete and journaled: the upload takes over.
+    Collected,
+    Failed(CaptureError),
     TimedOut,
     ShutDown,
 }
@@ -129,7 +142,6 @@ struct CaptureRun {
     profile_id: String,
     start_at_coordinator_ns: i64,
     settings: CaptureSettings,
-    storage_url: String,
     identity: AgentIdentity,
     coords: RankCoords,
     output_dir: PathBuf,
@@ -168,6 +180,8 @@ impl CaptureRun {
                 sidecar: None,
                 sidecar_key: key.sidecar(),
                 sidecar_written: false,
+                sidecar_size: None,
+                sidecar_sha256: None,
                 updated_unix_ns: 0,
             },
         );
@@ -176,7 +190,6 @@ impl CaptureRun {
             profile_id: command.profile_id,
             start_at_coordinator_ns: command.start_at_unix_ns,
             settings: command.settings.unwrap_or_default(),
-            storage_url: command.storage_url,
             identity,
             coords,
             output_dir,
@@ -193,9 +206,10 @@ impl CaptureRun {
         }
     }
 
-    /// From the start instant to stored files: the capture's `timeout_ms`,
-    /// else the profiling window (or the default budget) plus the budget
-    /// for files and upload.
+    /// From the start instant to complete files in the spool: the capture's
+    /// `timeout_ms`, else the profiling window (or the default budget) plus
+    /// the budget for files and upload. The upload itself has no deadline:
+    /// it goes on until storage holds the files.
     fn budget(&self) -> Duration {
         let timing = &self.shared.config.timing;
         if self.settings.timeout_ms > 0 {
@@ -221,47 +235,42 @@ impl CaptureRun {
         let deadline = Instant::now() + lead + budget;
         let shutdown = self.shared.stop_captures.clone();
         let end = tokio::select! {
-            result = tokio::time::timeout_at(deadline, self.pipeline()) => {
-                result.map_or(End::TimedOut, End::Done)
-            }
+            result = tokio::time::timeout_at(deadline, self.pipeline()) => match result {
+                Ok(Ok(())) => End::Collected,
+                Ok(Err(error)) => End::Failed(error),
+                Err(_) => End::TimedOut,
+            },
             _ = shutdown.cancelled() => End::ShutDown,
         };
-        let (state, mut detail, objects) = match end {
-            End::Done(Ok(objects)) => {
-                let bytes: u64 = objects.iter().map(|o| o.size).sum();
-                let detail = format!("stored {} objects ({bytes} bytes)", objects.len());
-                (RankState::Ok, detail, objects)
+        let mut detail = match end {
+            End::Collected => {
+                // The server is done with; the journal drives the rest.
+                self.shared.book.release(&self.profile_id);
+                upload::start(self.shared, self.journal, false);
+                return;
             }
-            End::Done(Err(error)) => (RankState::Failed, error.to_string(), Vec::new()),
-            End::TimedOut => (
-                RankState::Failed,
-                format!(
-                    "timed out after {budget:?} in {}, waiting for {}",
-                    self.state.word(),
-                    self.waiting_for
-                ),
-                Vec::new(),
+            End::Failed(error) => error.to_string(),
+            End::TimedOut => format!(
+                "timed out after {budget:?} in {}, waiting for {}",
+                self.state.word(),
+                self.waiting_for
             ),
-            End::ShutDown => (
-                RankState::Failed,
-                format!(
-                    "the agent was shut down during the capture (in {}); files written so far are in {}",
-                    self.state.word(),
-                    self.output_dir.display()
-                ),
-                Vec::new(),
+            End::ShutDown => format!(
+                "the agent was shut down during the capture (in {}); files written so far are in {}",
+                self.state.word(),
+                self.output_dir.display()
             ),
         };
-        if state == RankState::Failed && self.server_may_profile {
+        if self.server_may_profile {
             // Best effort, in the background: a hung server must not hold up the report.
             let server = self.shared.server.clone();
             tokio::spawn(async move { server.stop_profile().await });
             detail.push_str("; rankline sent /stop_profile so the server is not left profiling");
         }
-        self.finish(state, detail, objects);
+        self.fail(detail);
     }
 
-    async fn pipeline(&mut self) -> Result<Vec<StoredObject>, CaptureError> {
+    async fn pipeline(&mut self) -> Result<(), CaptureError> {
         self.arm().await?;
         if self.identity.trigger {
             self.profile().await?;
@@ -276,16 +285,20 @@ impl CaptureRun {
         }
         let files = self.collect().await?;
         let clock_after = self.shared.clock.burst(None).await;
-        self.upload(files, clock_after).await
+        self.prepare_upload(files, clock_after).await;
+        Ok(())
     }
 
     /// Prepares the output folder, measures the clock, then sleeps until
     /// the start instant (keeping the server connection warm).
     async fn arm(&mut self) -> Result<(), CaptureError> {
-        std::fs::create_dir_all(&self.output_dir).map_err(|source| CaptureError::Spool {
-            path: self.output_dir.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&self.output_dir)
+            .map_err(|source| self.spool_error("cannot create", &self.output_dir, source))?;
+        // Without a journal a restart could not tell what became of the
+        // capture: a spool that cannot take one fails the capture here.
+        self.journal
+            .save()
+            .map_err(|source| self.spool_error("cannot write", self.journal.path(), source))?;
         let lead = nanos_until(self.local_start_ns());
         let role = if self.identity.trigger {
             "triggers the server"
@@ -494,6 +507,7 @@ impl CaptureRun {
         }
         let poll = self.shared.config.timing.poll_interval;
         let mut stability = StabilityCheck::default();
+        let mut full = FullSpoolCheck::default();
         loop {
             let scan = self.scan_files()?;
             if self.state == RankState::Profiling && !scan.files.is_empty() {
@@ -502,10 +516,59 @@ impl CaptureRun {
                 self.enter(RankState::Collecting, detail);
             }
             self.waiting_for = self.missing_files_hint(&scan.others);
-            if let Some(files) = stability.observe(scan) {
-                return Ok(files);
+            // On a full spool even files that look complete may be cut short.
+            let available = spool::available_bytes(&self.output_dir).ok();
+            if self.state == RankState::Collecting
+                && available.is_some_and(|free| free < SPOOL_FULL_BELOW)
+            {
+                if full.observe(&scan.files) >= FULL_POLLS {
+                    return Err(self.server_could_not_write(&scan.files, available));
+                }
+            } else {
+                full = FullSpoolCheck::default();
+                if let Some(files) = stability.observe(scan) {
+                    return Ok(files);
+                }
             }
             tokio::time::sleep(poll).await;
+        }
+    }
+
+    /// The rank's files stopped short on a full spool.
+    fn server_could_not_write(&self, files: &[FoundFile], available: Option<u64>) -> CaptureError {
+        let found = if files.is_empty() {
+            "none of its files is there".to_string()
+        } else {
+            files
+                .iter()
+                .map(|file| format!("{} ({})", file.source_name(), spool::human_bytes(file.size)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        CaptureError::SpoolFull {
+            what: format!(
+                "the server could not finish writing this rank's files into {} (found: {found}; they may be cut short and are left there)",
+                self.output_dir.display()
+            ),
+            available: available.map_or_else(|| "nothing".to_string(), spool::human_bytes),
+            spool: self.shared.config.spool.clone(),
+        }
+    }
+
+    /// A spool write failed: a full file system says so and what to do.
+    fn spool_error(&self, what: &str, path: &Path, source: io::Error) -> CaptureError {
+        if !spool::is_disk_full(&source) {
+            return CaptureError::Spool {
+                path: path.to_path_buf(),
+                source,
+            };
+        }
+        let spool = &self.shared.config.spool;
+        CaptureError::SpoolFull {
+            what: format!("{what} {}: {source}", path.display()),
+            available: spool::available_bytes(spool)
+                .map_or_else(|_| "nothing".to_string(), spool::human_bytes),
+            spool: spool.clone(),
         }
     }
 
@@ -544,23 +607,10 @@ impl CaptureRun {
         }
     }
 
-    async fn upload(
-        &mut self,
-        files: Vec<FoundFile>,
-        clock_after: Option<BurstEstimate>,
-    ) -> Result<Vec<StoredObject>, CaptureError> {
-        let total: u64 = files.iter().map(|f| f.size).sum();
-        self.enter(
-            RankState::Uploading,
-            format!(
-                "{} files, {total} bytes to {}",
-                files.len(),
-                self.storage_url
-            ),
-        );
-        let storage =
-            Storage::open(&self.storage_url).map_err(|e| self.storage_error("the capture", &e))?;
-
+    /// Writes the files and the sidecar (its file records come with the
+    /// upload) into the journal, so the upload can run, or resume after a
+    /// restart, from the journal alone.
+    async fn prepare_upload(&mut self, files: Vec<FoundFile>, clock_after: Option<BurstEstimate>) {
         let times_of = files.clone();
         let times = tokio::task::spawn_blocking(move || time_base::for_rank(&times_of))
             .await
@@ -570,7 +620,6 @@ impl CaptureRun {
                 tracing::warn!(%error, "cannot read the trace's time base; the sidecar says none");
                 TraceTimes::unknown()
             });
-
         self.journal.record.files = files
             .iter()
             .map(|file| JournalFile {
@@ -582,107 +631,12 @@ impl CaptureRun {
                 uploaded: false,
             })
             .collect();
-        self.save_journal();
-
-        let mut records = Vec::with_capacity(files.len());
-        let mut done_before = 0;
-        for (index, file) in files.iter().enumerate() {
-            let key = self.key_for(file);
-            self.waiting_for = format!("the upload of {key} to {}", self.storage_url);
-            let stored = self
-                .upload_one(&storage, &key, file, done_before, total)
-                .await
-                .map_err(|e| self.storage_error(&key, &e))?;
-            done_before += stored.size;
-            let journaled = &mut self.journal.record.files[index];
-            journaled.sha256 = Some(stored.sha256.clone());
-            journaled.uploaded = true;
-            self.save_journal();
-            records.push(FileRecord {
-                kind: file.kind,
-                key: stored.key,
-                size: stored.size,
-                sha256: stored.sha256,
-                source_name: file.source_name(),
-            });
-        }
-
-        let sidecar = self.sidecar(records, times, clock_after.as_ref());
-        let sidecar_key = self.key.sidecar();
-        self.journal.record.sidecar = Some(sidecar.clone());
-        self.save_journal();
-        self.waiting_for = format!("the upload of {sidecar_key} to {}", self.storage_url);
-        let text = serde_json::to_vec_pretty(&sidecar)
-            .map_err(|e| self.storage_error(&sidecar_key, &e))?;
-        let stored_sidecar = storage
-            .put_bytes(&sidecar_key, text)
-            .await
-            .map_err(|e| self.storage_error(&sidecar_key, &e))?;
-        self.journal.record.sidecar_written = true;
-
-        let mut objects: Vec<StoredObject> = sidecar
-            .files
-            .iter()
-            .map(|f| StoredObject {
-                key: f.key.clone(),
-                size: f.size,
-                sha256: f.sha256.clone(),
-            })
-            .collect();
-        objects.push(StoredObject {
-            key: stored_sidecar.key,
-            size: stored_sidecar.size,
-            sha256: stored_sidecar.sha256,
-        });
-        Ok(objects)
+        self.journal.record.sidecar = Some(self.sidecar(times, clock_after.as_ref()));
     }
 
-    fn storage_error(&self, what: &str, error: &dyn std::fmt::Display) -> CaptureError {
-        CaptureError::Storage {
-            what: what.to_string(),
-            url: self.storage_url.clone(),
-            reason: error.to_string(),
-            kept: self.output_dir.clone(),
-        }
-    }
-
-    /// Streams one file to storage, reporting progress about once a second.
-    async fn upload_one(
-        &self,
-        storage: &Storage,
-        key: &str,
-        file: &FoundFile,
-        done_before: u64,
-        total: u64,
-    ) -> Result<rankline_storage::StoredFile, rankline_storage::StorageError> {
-        let done = Arc::new(AtomicU64::new(0));
-        let progress = {
-            let done = Arc::clone(&done);
-            move |bytes: u64| done.store(bytes, Ordering::Relaxed)
-        };
-        let upload = storage.upload_file(key, &file.path, &progress);
-        tokio::pin!(upload);
-        let mut ticks =
-            tokio::time::interval_at(Instant::now() + PROGRESS_INTERVAL, PROGRESS_INTERVAL);
-        loop {
-            tokio::select! {
-                stored = &mut upload => return stored,
-                _ = ticks.tick() => {
-                    let mut update = self.update(RankState::Uploading, format!("uploading {key}"));
-                    update.bytes_done = done_before + done.load(Ordering::Relaxed);
-                    update.bytes_total = total;
-                    self.shared.book.publish(update);
-                }
-            }
-        }
-    }
-
-    fn sidecar(
-        &self,
-        files: Vec<FileRecord>,
-        times: TraceTimes,
-        clock_after: Option<&BurstEstimate>,
-    ) -> Sidecar {
+    /// The rank's sidecar, without its file records: those are added as the
+    /// files are verified in storage.
+    fn sidecar(&self, times: TraceTimes, clock_after: Option<&BurstEstimate>) -> Sidecar {
         let identity = &self.identity;
         Sidecar {
             format: SIDECAR_FORMAT.to_string(),
@@ -706,7 +660,7 @@ impl CaptureRun {
                 .shared
                 .clock
                 .with_tracker(|t| t.fit(self.clock_before.as_ref(), clock_after)),
-            files,
+            files: Vec::new(),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }
@@ -731,20 +685,34 @@ impl CaptureRun {
         self.shared.book.publish(self.update(state, detail));
     }
 
-    fn finish(mut self, state: RankState, detail: String, objects: Vec<StoredObject>) {
-        let mut update = self.update(state, detail.clone());
-        update.bytes_done = objects.iter().map(|o| o.size).sum();
-        update.bytes_total = update.bytes_done;
-        update.objects = objects;
-        if state == RankState::Failed {
-            tracing::warn!(profile_id = %self.profile_id, "capture failed: {detail}");
-        } else {
-            tracing::info!(profile_id = %self.profile_id, "capture done: {detail}");
-        }
-        self.journal.record.state = state.word().to_string();
+    fn fail(mut self, detail: String) {
+        tracing::warn!(profile_id = %self.profile_id, "capture failed: {detail}");
+        let update = self.update(RankState::Failed, detail.clone());
+        self.journal.record.state = RankState::Failed.word().to_string();
         self.journal.record.detail = detail;
         self.save_journal();
         self.shared.book.publish(update);
+    }
+}
+
+/// Counts the polls that found a full spool and the rank's files unchanged.
+#[derive(Debug, Default)]
+struct FullSpoolCheck {
+    files: Option<Vec<FoundFile>>,
+    polls: u32,
+}
+
+impl FullSpoolCheck {
+    /// Feeds one poll of a full spool; returns how many polls in a row saw
+    /// these same files.
+    fn observe(&mut self, files: &[FoundFile]) -> u32 {
+        if self.files.as_deref() == Some(files) {
+            self.polls += 1;
+        } else {
+            self.files = Some(files.to_vec());
+            self.polls = 1;
+        }
+        self.polls
     }
 }
 

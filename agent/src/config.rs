@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use rankline_proto::{Role, ServerKind};
 
+use crate::spool::Retention;
+
 /// The default coordinator address agents dial.
 pub const DEFAULT_COORDINATOR_URL: &str = "http://127.0.0.1:7471";
 /// The default base URL of the local server's HTTP API.
@@ -80,6 +82,8 @@ pub struct AgentConfig {
     pub spool: PathBuf,
     /// `None`: `<host>/<role>-<worker>/<rank label>`.
     pub agent_id: Option<String>,
+    /// How many finished captures keep their files in the spool.
+    pub retention: Retention,
     pub timing: Timing,
 }
 
@@ -100,6 +104,7 @@ impl Default for AgentConfig {
             kind: KindChoice::Auto,
             spool: PathBuf::from(DEFAULT_SPOOL),
             agent_id: None,
+            retention: Retention::default(),
             timing: Timing::default(),
         }
     }
@@ -120,7 +125,9 @@ pub struct Timing {
     /// Profiling budget of a `num_steps` capture (or one with neither a
     /// duration nor steps) when the capture sets no `timeout_ms`.
     pub default_profiling_budget: Duration,
-    /// Added to the profiling budget for writing, collecting and uploading.
+    /// Added to the profiling budget for writing and collecting the files
+    /// (the same budget the coordinator gives the upload too; the agent's
+    /// upload goes on past it until storage holds the files).
     pub files_and_upload_budget: Duration,
     /// Longest wait between two discovery attempts while the server is down.
     pub discovery_retry_max: Duration,
@@ -135,6 +142,10 @@ pub struct Timing {
     pub clock_burst_probes: usize,
     /// One clock probe's round-trip limit.
     pub clock_probe_timeout: Duration,
+    /// Upload retry backoff while storage fails: first delay and cap
+    /// (jitter is added). Uploads are retried until they succeed.
+    pub upload_retry_initial: Duration,
+    pub upload_retry_max: Duration,
 }
 
 impl Default for Timing {
@@ -153,6 +164,8 @@ impl Default for Timing {
             idle_clock_interval: Duration::from_secs(30),
             clock_burst_probes: 12,
             clock_probe_timeout: Duration::from_secs(1),
+            upload_retry_initial: Duration::from_secs(1),
+            upload_retry_max: Duration::from_secs(60),
         }
     }
 }

@@ -4,7 +4,9 @@
 //! through outages, measures its clock against the coordinator's, and on a
 //! `StartCapture` drives the local server's profiling HTTP API at the common
 //! start instant, waits for the rank's complete files, uploads them under
-//! their canonical names and writes the sidecar last.
+//! their canonical names (verified, retried until storage takes them,
+//! resumed after a restart from the spool's journal) and writes the sidecar
+//! last.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), rankline_agent::AgentError> {
@@ -21,6 +23,7 @@
 //! ```
 
 mod agent;
+mod backoff;
 mod book;
 mod capture;
 pub mod clock;
@@ -31,6 +34,7 @@ mod link;
 pub mod server;
 pub mod spool;
 pub mod time_base;
+mod upload;
 
 pub use agent::{Agent, AgentError};
 pub use capture::CaptureError;
@@ -38,3 +42,4 @@ pub use config::{
     kind_word, AgentConfig, KindChoice, ModeChoice, Timing, DEFAULT_COORDINATOR_URL,
     DEFAULT_SERVER_URL, DEFAULT_SPOOL,
 };
+pub use spool::Retention;

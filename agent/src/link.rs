@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
 use rankline_proto::agent_link_client::AgentLinkClient;
 use rankline_proto::{
     agent_message, coordinator_message, unix_now_ns, AgentHello, AgentMessage, Heartbeat,
@@ -18,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::agent::Shared;
+use crate::backoff::Backoff;
 use crate::capture;
 use crate::server::error_chain;
 
@@ -40,36 +40,6 @@ enum SessionEnd {
         welcomed: bool,
         reason: String,
     },
-}
-
-/// Exponential backoff with jitter: 100 ms doubling to 5 s by default.
-struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    fn new(initial: Duration, max: Duration) -> Backoff {
-        Backoff {
-            initial,
-            max,
-            next: initial,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.next = self.initial;
-    }
-
-    /// The next delay: the current step plus up to half of it at random, so
-    /// agents that lost the coordinator together do not return together.
-    fn next_delay(&mut self) -> Duration {
-        let step = self.next;
-        self.next = (self.next * 2).min(self.max);
-        let jitter = rand::rng().random_range(0.0..=0.5);
-        step + step.mul_f64(jitter)
-    }
 }
 
 /// Runs the link until shutdown.
@@ -303,25 +273,4 @@ fn heartbeat_interval(ms: u32) -> Duration {
 
 fn message(kind: agent_message::Kind) -> AgentMessage {
     AgentMessage { kind: Some(kind) }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_to_the_cap_with_bounded_jitter() {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        let delays: Vec<Duration> = (0..10).map(|_| backoff.next_delay()).collect();
-        let steps = [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000, 5000];
-        for (delay, step) in delays.iter().zip(steps) {
-            let step = Duration::from_millis(step);
-            assert!(
-                *delay >= step && *delay <= step.mul_f64(1.5),
-                "{delay:?} for {step:?}"
-            );
-        }
-        backoff.reset();
-        assert!(backoff.next_delay() <= Duration::from_millis(150));
-    }
 }

@@ -80,7 +80,8 @@ pub fn write_archive(out: &mut File, members: &[Member<'_>]) -> io::Result<()> {
         .compression_method(CompressionMethod::Deflated)
         .compression_level(Some(1))
         .large_file(true);
-    zip.start_file(MANIFEST_NAME, options).map_err(io::Error::other)?;
+    zip.start_file(MANIFEST_NAME, options)
+        .map_err(io::Error::other)?;
     zip.write_all(manifest_json(members).as_bytes())?;
     for member in members {
         zip.start_file(member.path.as_str(), options)
@@ -95,7 +96,13 @@ pub fn write_archive(out: &mut File, members: &[Member<'_>]) -> io::Result<()> {
 pub fn member_path(label: &str) -> String {
     let safe: String = label
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("{safe}.pftrace")
 }

@@ -12,11 +12,13 @@ use std::borrow::Cow;
 use std::io::{self, Read};
 use std::ops::ControlFlow;
 
-use crate::json_scan::{self, scan_string, scan_value, skip_ws, Scan};
+use crate::json_scan::{self, scan_string, scan_string_escapes, scan_value, skip_ws, Scan, Why};
 use crate::number;
 
 /// Window size; it grows only for a single element larger than it.
 const WINDOW: usize = 4 << 20;
+/// Bytes asked of the source per read call.
+const READ_CHUNK: usize = 256 << 10;
 
 /// One element of `traceEvents`, every value as its raw JSON text.
 #[derive(Debug, Default)]
@@ -95,8 +97,13 @@ pub enum ReadError {
     /// The source failed (for gzip input: corrupt data).
     Io(io::Error),
     Empty,
-    Truncated { events: u64 },
-    Syntax { offset: u64, message: String },
+    Truncated {
+        events: u64,
+    },
+    Syntax {
+        offset: u64,
+        message: String,
+    },
     NotATrace(String),
 }
 
@@ -166,7 +173,7 @@ struct Window<R> {
 enum Scanned<T> {
     Done(T, usize),
     NeedMore,
-    Invalid(usize, &'static str),
+    Invalid(usize, Why),
 }
 
 impl<T> From<Scan> for Scanned<T> {
@@ -184,7 +191,7 @@ impl<R: Read> Window<R> {
         let capacity = capacity.max(1);
         Window {
             source,
-            text: String::with_capacity(capacity),
+            text: String::new(),
             pos: 0,
             pending: Vec::new(),
             pending_len: 0,
@@ -221,11 +228,14 @@ impl<R: Read> Window<R> {
             .max(self.text.len())
             .max(1);
         let target = self.pending_len + want;
-        if self.pending.len() < target {
-            self.pending.resize(target, 0);
-        }
         while self.pending_len < target {
-            match self.source.read(&mut self.pending[self.pending_len..target]) {
+            // The buffer grows with what is read, so a small trace never
+            // pays for a big window.
+            let room = target.min(self.pending_len + READ_CHUNK);
+            if self.pending.len() < room {
+                self.pending.resize(room, 0);
+            }
+            match self.source.read(&mut self.pending[self.pending_len..room]) {
                 Ok(0) => {
                     self.eof = true;
                     break;
@@ -300,7 +310,7 @@ impl<R: Read> Window<R> {
                         };
                     }
                 }
-                Scanned::Invalid(at, why) => return Err(self.syntax_error(at, why)),
+                Scanned::Invalid(at, why) => return Err(self.syntax_error(at, why.message())),
             }
         }
     }
@@ -352,11 +362,13 @@ impl<R: Read> Window<R> {
                 if self.peek_significant()? != Some(b'"') {
                     return match self.peek_significant()? {
                         None => Err(truncated()),
-                        Some(_) => Err(self.syntax_error(0, "expected a key in the top-level object")),
+                        Some(_) => {
+                            Err(self.syntax_error(0, "expected a key in the top-level object"))
+                        }
                     };
                 }
                 let key = self
-                    .scan_with(|rest| match scan_string(rest.as_bytes(), 0).0 {
+                    .scan_with(|rest| match scan_string(rest.as_bytes(), 0) {
                         Scan::Done(end) => {
                             Scanned::Done(json_scan::unescape(&rest[..end]).into_owned(), end)
                         }
@@ -406,19 +418,27 @@ impl<R: Read> Window<R> {
                     }
                     None => return Err(truncated()),
                     Some(_) => {
-                        return Err(self.syntax_error(0, "expected ',' or '}' in the top-level object"))
+                        return Err(
+                            self.syntax_error(0, "expected ',' or '}' in the top-level object")
+                        )
                     }
                 }
             }
         }
         if !saw_events {
-            return Err(ReadError::NotATrace("it has no \"traceEvents\" array".into()));
+            return Err(ReadError::NotATrace(
+                "it has no \"traceEvents\" array".into(),
+            ));
         }
         self.expect_end()
     }
 
     /// Reads array elements up to and including the closing `]`.
-    fn read_events<F>(&mut self, footer: &mut TraceFooter, on_element: &mut F) -> Result<(), ReadError>
+    fn read_events<F>(
+        &mut self,
+        footer: &mut TraceFooter,
+        on_element: &mut F,
+    ) -> Result<(), ReadError>
     where
         F: FnMut(Element<'_, '_>) -> ControlFlow<()>,
     {
@@ -463,7 +483,11 @@ impl<R: Read> Window<R> {
                     self.advance(1);
                     return Ok(());
                 }
-                None => return Err(ReadError::Truncated { events: footer.elements }),
+                None => {
+                    return Err(ReadError::Truncated {
+                        events: footer.elements,
+                    })
+                }
                 Some(_) => {
                     return Err(self.syntax_error(0, "expected ',' or ']' between trace events"))
                 }
@@ -492,23 +516,27 @@ fn scan_event(text: &str) -> Scanned<Option<RawEvent<'_>>> {
     }
     loop {
         if bytes.get(i) != Some(&b'"') {
-            return Scanned::Invalid(i, "expected a key in a trace event");
+            return Scanned::Invalid(i, Why::KeyExpected);
         }
-        let (key_end, escaped) = match scan_string(bytes, i) {
-            (Scan::Done(end), escaped) => (end, escaped),
-            (other, _) => return other.into(),
-        };
         let key_start = i;
+        let mut escaped = false;
+        let (key_end, field) = match known_key(bytes, i) {
+            Some((end, field)) => (end, Some(field)),
+            None => match scan_string_escapes(bytes, i, &mut escaped) {
+                Scan::Done(end) => (end, None),
+                other => return other.into(),
+            },
+        };
         i = skip_ws(bytes, key_end);
         match bytes.get(i) {
             None => return Scanned::NeedMore,
             Some(b':') => {}
-            Some(_) => return Scanned::Invalid(i, "expected ':' in a trace event"),
+            Some(_) => return Scanned::Invalid(i, Why::ColonExpected),
         }
         let value_start = skip_ws(bytes, i + 1);
         // Strings and numbers, nearly every value, skip the general scanner.
         let scanned = match bytes.get(value_start) {
-            Some(b'"') => scan_string(bytes, value_start).0,
+            Some(b'"') => scan_string(bytes, value_start),
             Some(b'0'..=b'9' | b'-') => json_scan::scan_number(bytes, value_start),
             _ => scan_value(bytes, value_start),
         };
@@ -517,30 +545,28 @@ fn scan_event(text: &str) -> Scanned<Option<RawEvent<'_>>> {
             other => return other.into(),
         };
         let Some(value) = text.get(value_start..value_end) else {
-            return Scanned::Invalid(value_start, "a value that is not text");
+            return Scanned::Invalid(value_start, Why::NotText);
         };
-        // Keys are compared as bytes; only an escaped or unknown key is
-        // turned into text.
-        let unescaped;
-        let key_bytes = if escaped {
-            unescaped = text.get(key_start..key_end).map(json_scan::unescape);
-            unescaped.as_deref().unwrap_or("").as_bytes()
-        } else {
-            &bytes[key_start + 1..key_end - 1]
+        let field = match field {
+            Some(field) => Some(field),
+            None if escaped => text
+                .get(key_start..key_end)
+                .map(json_scan::unescape)
+                .and_then(|key| Field::of(key.as_bytes())),
+            None => Field::of(&bytes[key_start + 1..key_end - 1]),
         };
         // A repeated key: the last one wins, as in most JSON readers.
-        let slot = match key_bytes {
-            b"ph" => Some(&mut event.ph),
-            b"name" => Some(&mut event.name),
-            b"cat" => Some(&mut event.cat),
-            b"ts" => Some(&mut event.ts),
-            b"dur" => Some(&mut event.dur),
-            b"pid" => Some(&mut event.pid),
-            b"tid" => Some(&mut event.tid),
-            b"id" => Some(&mut event.id),
-            b"args" => Some(&mut event.args),
-            _ => None,
-        };
+        let slot = field.map(|field| match field {
+            Field::Ph => &mut event.ph,
+            Field::Name => &mut event.name,
+            Field::Cat => &mut event.cat,
+            Field::Ts => &mut event.ts,
+            Field::Dur => &mut event.dur,
+            Field::Pid => &mut event.pid,
+            Field::Tid => &mut event.tid,
+            Field::Id => &mut event.id,
+            Field::Args => &mut event.args,
+        });
         match slot {
             Some(slot) => *slot = Some(value),
             None => {
@@ -561,6 +587,69 @@ fn scan_event(text: &str) -> Scanned<Option<RawEvent<'_>>> {
     }
 }
 
+/// The event keys merge reads.
+#[derive(Clone, Copy)]
+enum Field {
+    Ph,
+    Name,
+    Cat,
+    Ts,
+    Dur,
+    Pid,
+    Tid,
+    Id,
+    Args,
+}
+
+impl Field {
+    fn of(key: &[u8]) -> Option<Field> {
+        Some(match key {
+            b"ph" => Field::Ph,
+            b"name" => Field::Name,
+            b"cat" => Field::Cat,
+            b"ts" => Field::Ts,
+            b"dur" => Field::Dur,
+            b"pid" => Field::Pid,
+            b"tid" => Field::Tid,
+            b"id" => Field::Id,
+            b"args" => Field::Args,
+            _ => return None,
+        })
+    }
+}
+
+/// Recognises a known key (quotes included, no escapes) at `at` from the
+/// next eight bytes at once: the end of the key and its field.
+fn known_key(bytes: &[u8], at: usize) -> Option<(usize, Field)> {
+    const fn word(key: &[u8]) -> u64 {
+        let mut value = 0u64;
+        let mut k = 0;
+        while k < key.len() {
+            value |= (key[k] as u64) << (8 * k);
+            k += 1;
+        }
+        value
+    }
+    const MASK4: u64 = 0xFFFF_FFFF;
+    const MASK5: u64 = 0xFF_FFFF_FFFF;
+    const MASK6: u64 = 0xFFFF_FFFF_FFFF;
+    let chunk = bytes.get(at..)?.first_chunk::<8>()?;
+    let w = u64::from_le_bytes(*chunk);
+    let (len, field) = match (w & MASK4, w & MASK5, w & MASK6) {
+        (x, _, _) if x == word(b"\"ph\"") => (4, Field::Ph),
+        (x, _, _) if x == word(b"\"ts\"") => (4, Field::Ts),
+        (x, _, _) if x == word(b"\"id\"") => (4, Field::Id),
+        (_, x, _) if x == word(b"\"pid\"") => (5, Field::Pid),
+        (_, x, _) if x == word(b"\"tid\"") => (5, Field::Tid),
+        (_, x, _) if x == word(b"\"dur\"") => (5, Field::Dur),
+        (_, x, _) if x == word(b"\"cat\"") => (5, Field::Cat),
+        (_, _, x) if x == word(b"\"name\"") => (6, Field::Name),
+        (_, _, x) if x == word(b"\"args\"") => (6, Field::Args),
+        _ => return None,
+    };
+    Some((at + len, field))
+}
+
 /// After a member's value: `,` moves `i` to the next key (`None`), `}` ends
 /// the object.
 fn next_member(bytes: &[u8], i: &mut usize) -> Option<Scanned<()>> {
@@ -576,7 +665,7 @@ fn next_member(bytes: &[u8], i: &mut usize) -> Option<Scanned<()>> {
             }
         }
         Some(b'}') => Some(Scanned::Done((), at + 1)),
-        Some(_) => Some(Scanned::Invalid(at, "expected ',' or '}' in a trace event")),
+        Some(_) => Some(Scanned::Invalid(at, Why::SeparatorExpected)),
     }
 }
 
@@ -650,9 +739,18 @@ mod tests {
             collect(r#"{"traceEvents":[{"ph":"X"},{"ph":"#),
             Err(ReadError::Truncated { events: 1 })
         ));
-        assert!(matches!(collect(r#"{"traceEvents":["#), Err(ReadError::Truncated { events: 0 })));
-        assert!(matches!(collect(r#"{"a":1}"#), Err(ReadError::NotATrace(_))));
-        assert!(matches!(collect(r#"{"traceEvents":3}"#), Err(ReadError::NotATrace(_))));
+        assert!(matches!(
+            collect(r#"{"traceEvents":["#),
+            Err(ReadError::Truncated { events: 0 })
+        ));
+        assert!(matches!(
+            collect(r#"{"a":1}"#),
+            Err(ReadError::NotATrace(_))
+        ));
+        assert!(matches!(
+            collect(r#"{"traceEvents":3}"#),
+            Err(ReadError::NotATrace(_))
+        ));
         assert!(matches!(collect("42"), Err(ReadError::NotATrace(_))));
         assert!(matches!(
             collect(r#"{"traceEvents":[{"ph":"X"} {"ph":"X"}]}"#),
@@ -666,8 +764,14 @@ mod tests {
             collect("{\"traceEvents\":[\n  {\"ph\":\"X\",\n \"ts\":12x}]}"),
             Err(ReadError::Syntax { .. })
         ));
-        let bad_utf8 = read_trace(&b"[{\"name\":\"a\xff\"}]"[..], |_| ControlFlow::Continue(()));
-        assert!(matches!(bad_utf8, Err(ReadError::Syntax { offset: 11, .. })), "{bad_utf8:?}");
+        let bad_utf8 = read_trace(
+            &b"[{\"name\":\"a\xff\"}]"[..],
+            |_| ControlFlow::Continue(()),
+        );
+        assert!(
+            matches!(bad_utf8, Err(ReadError::Syntax { offset: 11, .. })),
+            "{bad_utf8:?}"
+        );
     }
 
     #[test]
@@ -687,7 +791,11 @@ mod tests {
                 ControlFlow::Continue(())
             })
             .unwrap();
-            assert_eq!(footer.base_time_ns, Some(1_763_850_000_123_456_789), "window {window}");
+            assert_eq!(
+                footer.base_time_ns,
+                Some(1_763_850_000_123_456_789),
+                "window {window}"
+            );
             assert_eq!(footer.elements, 3);
             assert_eq!(seen[0].0.as_deref(), Some("12345.678"), "window {window}");
             assert_eq!(seen[0].1.as_deref(), Some("aAé日本"));

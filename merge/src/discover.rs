@@ -13,7 +13,9 @@ use rankline_layout::{
 use tracing::debug;
 
 use crate::error::{InputError, InputProblem};
+use crate::options::Filters;
 use crate::rank::{Location, NamedBy, RankInput, RankName};
+use crate::remote::{self, Fetched};
 
 const TRACE_SUFFIXES: [&str; 4] = [".trace.json.gz", ".trace.json", ".json.gz", ".json"];
 const SIDECAR_SUFFIX: &str = ".meta.json";
@@ -30,7 +32,7 @@ pub struct MissingRank {
 }
 
 /// What the inputs hold.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Discovery {
     pub ranks: Vec<RankInput>,
     /// Inputs (or ranks of a capture) that cannot be used.
@@ -40,14 +42,39 @@ pub struct Discovery {
     /// The capture's common start instant (coordinator clock), when a
     /// manifest gave one.
     pub capture_start_ns: Option<i64>,
+    /// Local copies of URL inputs; they live as long as this does.
+    pub fetched: Vec<Fetched>,
 }
 
 /// Finds every rank in `inputs`, in argument order, then names the unnamed
-/// ones `TP-0, TP-1, ...` (skipping numbers already taken).
-pub fn discover(inputs: &[String]) -> Discovery {
+/// ones `TP-0, TP-1, ...` (skipping numbers already taken). URL inputs are
+/// fetched first (only the ranks `filters` selects, when a manifest says
+/// which they are).
+pub fn discover(inputs: &[String], filters: &Filters) -> Discovery {
     let mut found = Discovery::default();
     for input in inputs {
-        if let Err(error) = discover_one(input, &mut found) {
+        if remote::is_url(input) {
+            match remote::fetch(input, filters) {
+                Ok(fetched) => {
+                    let (first_rank, first_error) = (found.ranks.len(), found.unusable.len());
+                    if let Err(error) = discover_one(input, fetched.dir.path(), &mut found) {
+                        found.unusable.push(error);
+                    }
+                    // Name the fetched files by their URLs, not their copies.
+                    for rank in &mut found.ranks[first_rank..] {
+                        rank.trace = rank.trace.fetched_from(&fetched);
+                        rank.xplane = rank.xplane.take().map(|x| x.fetched_from(&fetched));
+                    }
+                    for error in &mut found.unusable[first_error..] {
+                        if let Some(url) = fetched.url_of(Path::new(&error.input)) {
+                            error.input = url;
+                        }
+                    }
+                    found.fetched.push(fetched);
+                }
+                Err(error) => found.unusable.push(error),
+            }
+        } else if let Err(error) = discover_one(input, Path::new(input), &mut found) {
             found.unusable.push(error);
         }
     }
@@ -56,8 +83,9 @@ pub fn discover(inputs: &[String]) -> Discovery {
     found
 }
 
-fn discover_one(input: &str, found: &mut Discovery) -> Result<(), InputError> {
-    let path = local_path(input)?;
+/// Finds the ranks of one input, read from `path`.
+fn discover_one(input: &str, path: &Path, found: &mut Discovery) -> Result<(), InputError> {
+    let path = path.to_path_buf();
     let meta = fs::metadata(&path).map_err(|e| io_problem(input, e))?;
     if meta.is_file() {
         let file_name = file_name(&path);
@@ -110,25 +138,6 @@ fn discover_one(input: &str, found: &mut Discovery) -> Result<(), InputError> {
     Ok(())
 }
 
-/// The local path an input names (`file://` URLs included).
-fn local_path(input: &str) -> Result<PathBuf, InputError> {
-    if let Some(path) = input.strip_prefix("file://") {
-        return Ok(PathBuf::from(path));
-    }
-    if input.contains("://") || input.starts_with("memory:") {
-        return Err(InputError::new(
-            input,
-            InputProblem::Layout(
-                "object-store URLs are not supported by this build yet: copy the capture \
-                 folder locally (e.g. `gsutil cp -r` / `aws s3 cp --recursive`) and merge the \
-                 local folder"
-                    .into(),
-            ),
-        ));
-    }
-    Ok(PathBuf::from(input))
-}
-
 fn io_problem(input: &str, error: io::Error) -> InputError {
     let problem = if error.kind() == io::ErrorKind::NotFound {
         InputProblem::NotFound
@@ -168,7 +177,9 @@ fn find_files(dir: &Path, depth: usize, wanted: impl Fn(&str) -> bool + Copy) ->
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        let Ok(kind) = entry.file_type() else { continue };
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
         if kind.is_dir() && depth > 1 {
             out.extend(find_files(&path, depth - 1, wanted));
         } else if kind.is_file() && wanted(&file_name(&path)) {
@@ -226,7 +237,11 @@ fn loose_trace(input: &str, path: &Path) -> RankInput {
 /// `plugins/profile/<run>/<host>.trace.json.gz`: one rank per host, from the
 /// newest run that host wrote (hosts of one capture can get different run
 /// folders, since each names its own at export time).
-fn discover_jax_log_dir(input: &str, profile_dir: &Path, found: &mut Discovery) -> Result<(), InputError> {
+fn discover_jax_log_dir(
+    input: &str,
+    profile_dir: &Path,
+    found: &mut Discovery,
+) -> Result<(), InputError> {
     let mut by_host: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     for trace in find_files(profile_dir, 2, is_trace_name) {
         let host = trace_stem(&file_name(&trace)).to_string();
@@ -248,7 +263,7 @@ fn discover_jax_log_dir(input: &str, profile_dir: &Path, found: &mut Discovery) 
             found.warnings.push(format!(
                 "{input}: host {host} has {} profile runs; merging the newest ({}) only",
                 runs.len() + 1,
-                newest.parent().map(|p| file_name(p)).unwrap_or_default()
+                newest.parent().map(file_name).unwrap_or_default()
             ));
         }
         found.ranks.push(loose_trace(input, &newest));
@@ -283,7 +298,10 @@ fn discover_capture(input: &str, dir: &Path, found: &mut Discovery) -> Result<()
                 reason: format!(
                     "the manifest says {}{}",
                     rank.status,
-                    rank.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+                    rank.reason
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
                 ),
             });
             continue;
@@ -359,7 +377,11 @@ fn read_sidecar(path: &Path) -> Result<Sidecar, InputError> {
 
 /// A rank described by its sidecar: identity, time base, clock, files.
 /// `trace` overrides where the trace is (a loose file beside its sidecar).
-fn rank_from_sidecar(input: &str, path: &Path, trace: Option<&Path>) -> Result<RankInput, InputError> {
+fn rank_from_sidecar(
+    input: &str,
+    path: &Path,
+    trace: Option<&Path>,
+) -> Result<RankInput, InputError> {
     let sidecar = read_sidecar(path)?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let stem_path = |suffix: &str| {
@@ -416,7 +438,10 @@ fn name_unnamed_ranks(ranks: &mut [RankInput]) {
         .map(|r| r.name.coords.tp_rank)
         .collect();
     let mut next = (0..).filter(|n| !taken.contains(n));
-    for rank in ranks.iter_mut().filter(|r| r.named_by == NamedBy::ArgumentOrder) {
+    for rank in ranks
+        .iter_mut()
+        .filter(|r| r.named_by == NamedBy::ArgumentOrder)
+    {
         rank.name.coords.tp_rank = next.next().expect("an unbounded range");
     }
 }

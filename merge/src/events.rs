@@ -145,7 +145,11 @@ impl EventFilter {
 }
 
 /// An event's start and end on the merged clock, or why it has none.
-pub fn event_span(event: &RawEvent<'_>, time: &RankTime, with_duration: bool) -> Result<(i64, i64), &'static str> {
+pub fn event_span(
+    event: &RawEvent<'_>,
+    time: &RankTime,
+    with_duration: bool,
+) -> Result<(i64, i64), &'static str> {
     let ts = event.ts.ok_or(reason::NO_TS)?;
     let ts = number::micros_text_to_nanos(ts).ok_or(reason::BAD_TS)?;
     let dur = match (with_duration, event.dur) {
@@ -199,12 +203,25 @@ mod tests {
             min_dur_ns: Some(10),
             earliest_ns: None,
         };
-        assert_eq!(filter.check("$a.py:1 f", None, 150, 190, true), Err(reason::PYTHON));
-        assert_eq!(filter.check("f", Some("python_function"), 150, 190, true), Err(reason::PYTHON));
-        assert_eq!(filter.check("f", None, 150, 155, true), Err(reason::MIN_DUR));
+        assert_eq!(
+            filter.check("$a.py:1 f", None, 150, 190, true),
+            Err(reason::PYTHON)
+        );
+        assert_eq!(
+            filter.check("f", Some("python_function"), 150, 190, true),
+            Err(reason::PYTHON)
+        );
+        assert_eq!(
+            filter.check("f", None, 150, 155, true),
+            Err(reason::MIN_DUR)
+        );
         assert_eq!(filter.check("f", None, 150, 150, false), Ok(()));
         assert_eq!(filter.check("f", None, 10, 99, true), Err(reason::WINDOW));
-        assert_eq!(filter.check("f", None, 10, 100, true), Ok(()), "overlap keeps it whole");
+        assert_eq!(
+            filter.check("f", None, 10, 100, true),
+            Ok(()),
+            "overlap keeps it whole"
+        );
         assert_eq!(filter.check("f", None, 201, 300, true), Err(reason::WINDOW));
     }
 

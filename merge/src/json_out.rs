@@ -9,8 +9,8 @@ use std::ops::ControlFlow;
 use rustc_hash::FxHashMap;
 
 use crate::chrome::{raw_text, Element, RawEvent};
-use crate::json_scan::members;
 use crate::events::{event_span, reason, EventFilter, IdKey, Phase, RankStats};
+use crate::json_scan::members;
 use crate::number::push_nanos_as_micros;
 use crate::output::Stage;
 use crate::timebase::RankTime;
@@ -121,7 +121,13 @@ impl<'t> JsonRank<'t> {
         };
         let name = event.name.map(raw_text).unwrap_or_default();
         let category = event.cat.map(raw_text);
-        if let Err(why) = self.filter.check(&name, category.as_deref(), start, end, phase == Phase::Complete) {
+        if let Err(why) = self.filter.check(
+            &name,
+            category.as_deref(),
+            start,
+            end,
+            phase == Phase::Complete,
+        ) {
             return self.stats.drop_events(why, 1);
         }
         let pid = self.pid_of(event);

@@ -12,7 +12,8 @@ use std::borrow::Cow;
 /// Deeper nesting than this is refused (serde_json's own limit is 128).
 const MAX_DEPTH: u32 = 128;
 
-/// The outcome of scanning one token or value.
+/// The outcome of scanning one token or value (small enough to come back
+/// in registers: this is the hot path).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scan {
     /// The value ends at this offset (exclusive).
@@ -20,7 +21,39 @@ pub enum Scan {
     /// The text ends before the value does.
     NeedMore,
     /// Not JSON: at this offset, because of this.
-    Invalid(usize, &'static str),
+    Invalid(usize, Why),
+}
+
+/// Why text is not JSON (or not a trace event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    BadUnicodeEscape,
+    BadEscape,
+    BadNumber,
+    BadLiteral,
+    TooDeep,
+    ValueExpected,
+    SeparatorExpected,
+    KeyExpected,
+    ColonExpected,
+    NotText,
+}
+
+impl Why {
+    pub fn message(self) -> &'static str {
+        match self {
+            Why::BadUnicodeEscape => "bad \\u escape in a string",
+            Why::BadEscape => "bad escape in a string",
+            Why::BadNumber => "bad number",
+            Why::BadLiteral => "bad literal (true, false or null)",
+            Why::TooDeep => "nested too deep",
+            Why::ValueExpected => "expected a value",
+            Why::SeparatorExpected => "expected ',' or the end of an object or array",
+            Why::KeyExpected => "expected a key",
+            Why::ColonExpected => "expected ':' after a key",
+            Why::NotText => "a value that is not text",
+        }
+    }
 }
 
 /// The offset of the first non-whitespace byte at or after `at`.
@@ -31,35 +64,39 @@ pub fn skip_ws(bytes: &[u8], mut at: usize) -> usize {
     at
 }
 
-/// Scans the string starting at `at` (a `"`); also says whether it has
+/// Scans the string starting at `at` (a `"`).
+pub fn scan_string(bytes: &[u8], at: usize) -> Scan {
+    scan_string_escapes(bytes, at, &mut false)
+}
+
+/// Scans the string starting at `at` (a `"`); sets `escaped` when it has
 /// escapes.
-pub fn scan_string(bytes: &[u8], at: usize) -> (Scan, bool) {
-    debug_assert_eq!(bytes.get(at), Some(&b'"'));
+#[inline]
+pub fn scan_string_escapes(bytes: &[u8], at: usize, escaped: &mut bool) -> Scan {
     let mut i = at + 1;
-    let mut escaped = false;
     loop {
-        let Some(found) = find_quote_or_backslash(&bytes[i.min(bytes.len())..]) else {
-            return (Scan::NeedMore, escaped);
+        let Some(found) = find_quote_or_backslash(bytes.get(i..).unwrap_or_default()) else {
+            return Scan::NeedMore;
         };
         i += found;
         if bytes[i] == b'"' {
-            return (Scan::Done(i + 1), escaped);
+            return Scan::Done(i + 1);
         }
-        escaped = true;
+        *escaped = true;
         match bytes.get(i + 1) {
-            None => return (Scan::NeedMore, escaped),
+            None => return Scan::NeedMore,
             Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
             Some(b'u') => {
                 for k in i + 2..i + 6 {
                     match bytes.get(k) {
-                        None => return (Scan::NeedMore, escaped),
+                        None => return Scan::NeedMore,
                         Some(b) if b.is_ascii_hexdigit() => {}
-                        Some(_) => return (Scan::Invalid(k, "bad \\u escape"), escaped),
+                        Some(_) => return Scan::Invalid(k, Why::BadUnicodeEscape),
                     }
                 }
                 i += 6;
             }
-            Some(_) => return (Scan::Invalid(i + 1, "bad escape in a string"), escaped),
+            Some(_) => return Scan::Invalid(i + 1, Why::BadEscape),
         }
     }
 }
@@ -89,45 +126,47 @@ fn find_quote_or_backslash(bytes: &[u8]) -> Option<usize> {
 
 /// Scans a number starting at `at`.
 pub fn scan_number(bytes: &[u8], at: usize) -> Scan {
-    let digits = |mut i: usize| {
-        while bytes.get(i).is_some_and(u8::is_ascii_digit) {
+    let digits_from = |mut i: usize| {
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
             i += 1;
         }
         i
     };
     let mut i = at;
-    if bytes.get(i) == Some(&b'-') {
+    if i < bytes.len() && bytes[i] == b'-' {
         i += 1;
     }
-    match bytes.get(i) {
-        None => return Scan::NeedMore,
-        Some(b'0') => i += 1,
-        Some(b'1'..=b'9') => i = digits(i),
-        Some(_) => return Scan::Invalid(i, "bad number"),
+    if i >= bytes.len() {
+        return Scan::NeedMore;
     }
-    if bytes.get(i) == Some(&b'.') {
+    match bytes[i] {
+        b'0' => i += 1,
+        b'1'..=b'9' => i = digits_from(i + 1),
+        _ => return Scan::Invalid(i, Why::BadNumber),
+    }
+    if i < bytes.len() && bytes[i] == b'.' {
         let start = i + 1;
-        i = digits(start);
+        i = digits_from(start);
         if i == start {
             return if i >= bytes.len() {
                 Scan::NeedMore
             } else {
-                Scan::Invalid(i, "bad number")
+                Scan::Invalid(i, Why::BadNumber)
             };
         }
     }
-    if let Some(b'e' | b'E') = bytes.get(i) {
+    if i < bytes.len() && bytes[i] | 0x20 == b'e' {
         i += 1;
-        if let Some(b'+' | b'-') = bytes.get(i) {
+        if i < bytes.len() && matches!(bytes[i], b'+' | b'-') {
             i += 1;
         }
         let start = i;
-        i = digits(start);
+        i = digits_from(start);
         if i == start {
             return if i >= bytes.len() {
                 Scan::NeedMore
             } else {
-                Scan::Invalid(i, "bad number")
+                Scan::Invalid(i, Why::BadNumber)
             };
         }
     }
@@ -142,7 +181,7 @@ pub fn scan_number(bytes: &[u8], at: usize) -> Scan {
 fn scan_literal(bytes: &[u8], at: usize, word: &'static [u8]) -> Scan {
     let available = &bytes[at..bytes.len().min(at + word.len())];
     if !word.starts_with(available) {
-        Scan::Invalid(at, "bad literal")
+        Scan::Invalid(at, Why::BadLiteral)
     } else if available.len() < word.len() {
         Scan::NeedMore
     } else {
@@ -163,14 +202,14 @@ pub fn scan_value(bytes: &[u8], at: usize) -> Scan {
             return Scan::NeedMore;
         };
         let scanned = match b {
-            b'"' => scan_string(bytes, i).0,
+            b'"' => scan_string(bytes, i),
             b'-' | b'0'..=b'9' => scan_number(bytes, i),
             b't' => scan_literal(bytes, i, b"true"),
             b'f' => scan_literal(bytes, i, b"false"),
             b'n' => scan_literal(bytes, i, b"null"),
             b'{' | b'[' => {
                 if depth >= MAX_DEPTH {
-                    return Scan::Invalid(i, "nested too deep");
+                    return Scan::Invalid(i, Why::TooDeep);
                 }
                 let object = b == b'{';
                 stack = stack << 1 | u128::from(object);
@@ -194,7 +233,7 @@ pub fn scan_value(bytes: &[u8], at: usize) -> Scan {
                 depth -= 1;
                 Scan::Done(i + 1)
             }
-            _ => return Scan::Invalid(i, "expected a value"),
+            _ => return Scan::Invalid(i, Why::ValueExpected),
         };
         i = match scanned {
             Scan::Done(end) => end,
@@ -222,7 +261,7 @@ pub fn scan_value(bytes: &[u8], at: usize) -> Scan {
                 }
                 Some(b'}') if object => {}
                 Some(b']') if !object => {}
-                Some(_) => return Scan::Invalid(i, "expected ',' or the end of a container"),
+                Some(_) => return Scan::Invalid(i, Why::SeparatorExpected),
             }
             stack >>= 1;
             depth -= 1;
@@ -236,16 +275,16 @@ fn object_key(bytes: &[u8], at: usize) -> Scan {
     match bytes.get(at) {
         None => return Scan::NeedMore,
         Some(b'"') => {}
-        Some(_) => return Scan::Invalid(at, "expected a key"),
+        Some(_) => return Scan::Invalid(at, Why::KeyExpected),
     }
-    let after = match scan_string(bytes, at).0 {
+    let after = match scan_string(bytes, at) {
         Scan::Done(after) => skip_ws(bytes, after),
         other => return other,
     };
     match bytes.get(after) {
         None => Scan::NeedMore,
         Some(b':') => Scan::Done(after + 1),
-        Some(_) => Scan::Invalid(after, "expected ':'"),
+        Some(_) => Scan::Invalid(after, Why::ColonExpected),
     }
 }
 
@@ -299,7 +338,7 @@ impl<'a> Iterator for Members<'a> {
         if bytes.get(self.at) != Some(&b'"') {
             return None;
         }
-        let Scan::Done(key_end) = scan_string(bytes, self.at).0 else {
+        let Scan::Done(key_end) = scan_string(bytes, self.at) else {
             return None;
         };
         let key = unescape(self.text.get(self.at..key_end)?);
@@ -351,14 +390,34 @@ mod tests {
 
     #[test]
     fn cut_values_need_more_and_bad_ones_are_invalid() {
-        for text in ["\"abc", "\"a\\", "\"\\u00", "12", "12.", "-", "1e", "tr", "{\"a\":1", "[1,", "{\"a\"", "{"] {
+        for text in [
+            "\"abc", "\"a\\", "\"\\u00", "12", "12.", "-", "1e", "tr", "{\"a\":1", "[1,", "{\"a\"",
+            "{",
+        ] {
             assert_eq!(whole(text), Scan::NeedMore, "{text}");
         }
-        for text in ["[01]", "1.x", "\"\\x\"", "\"\\u00g0\"", "trux", "{1:2}", "[1 2]", "{\"a\" 1}", "}", "-x", "{\"a\":1]", "[1}"] {
-            assert!(matches!(whole(text), Scan::Invalid(..)), "{text}: {:?}", whole(text));
+        for text in [
+            "[01]",
+            "1.x",
+            "\"\\x\"",
+            "\"\\u00g0\"",
+            "trux",
+            "{1:2}",
+            "[1 2]",
+            "{\"a\" 1}",
+            "}",
+            "-x",
+            "{\"a\":1]",
+            "[1}",
+        ] {
+            assert!(
+                matches!(whole(text), Scan::Invalid(..)),
+                "{text}: {:?}",
+                whole(text)
+            );
         }
         let deep = "[".repeat(200);
-        assert!(matches!(whole(&deep), Scan::Invalid(_, "nested too deep")));
+        assert!(matches!(whole(&deep), Scan::Invalid(_, Why::TooDeep)));
     }
 
     #[test]
@@ -390,9 +449,10 @@ mod tests {
 
     #[test]
     fn members_walk_an_object() {
-        let got: Vec<(String, String)> = members(r#" { "a" : "x\"y" , "b\u0041":[1, 2], "c":{"d":null}} "#)
-            .map(|(k, v)| (k.into_owned(), v.to_string()))
-            .collect();
+        let got: Vec<(String, String)> =
+            members(r#" { "a" : "x\"y" , "b\u0041":[1, 2], "c":{"d":null}} "#)
+                .map(|(k, v)| (k.into_owned(), v.to_string()))
+                .collect();
         assert_eq!(
             got,
             [

@@ -9,28 +9,33 @@
 //! # Ok::<(), rankline_merge::MergeError>(())
 //! ```
 //!
-//! The pipeline: [`discover`] turns inputs into ranks; [`timebase`] decides
-//! each rank's time base and clock; every rank is then read by the streaming
-//! [`chrome`] reader and converted on a bounded rayon pool (as many ranks in
-//! memory as threads), into the shared output. Call [`merge`] from a blocking
-//! context (in async code: `spawn_blocking`).
+//! The pipeline: discovery turns inputs (capture folders or URLs, trace
+//! files, JAX log dirs) into ranks; each rank's time base and clock are
+//! decided; every rank is then read by a streaming Chrome JSON reader and
+//! converted on a bounded rayon pool (as many ranks in memory as threads)
+//! into the shared output. [`merge`] blocks; from async code call it in
+//! `spawn_blocking`.
 
+mod align;
 mod archive;
-pub mod chrome;
-pub mod discover;
+mod chrome;
+mod discover;
 mod error;
 mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 mod json_out;
 mod json_scan;
-pub mod number;
+mod number;
 mod options;
 mod output;
 mod pftrace;
 mod proto;
 mod rank;
+mod remote;
 mod source;
 mod summary;
-pub mod timebase;
+mod timebase;
 
 use std::io::{self, Read};
 use std::ops::ControlFlow;
@@ -41,6 +46,8 @@ use std::time::Instant as Clock;
 use rayon::prelude::*;
 use tracing::debug;
 
+pub use align::{RankRefinement, RefineOutcome};
+pub use discover::MissingRank;
 pub use error::{InputError, InputProblem, MergeError};
 pub use events::RankStats;
 pub use options::{
@@ -49,10 +56,11 @@ pub use options::{
 };
 pub use rank::{Location, NamedBy, RankInput, RankName};
 pub use summary::{MergeSummary, RankSummary, SkippedRank};
+pub use timebase::{BaseSource, ClockStatus};
 
 use events::EventFilter;
 use output::{ChunkSink, OutputFile, TextOutput};
-use timebase::{BaseSource, ClockStatus, RankTime};
+use timebase::RankTime;
 
 /// XProf's JSON export keeps at most about this many events.
 const XPROF_EVENT_CAP: u64 = 1_000_000;
@@ -63,6 +71,8 @@ struct Work {
     input: RankInput,
     time: RankTime,
     process_name: String,
+    /// What `--align collectives` did with the rank.
+    collectives: Option<RankRefinement>,
 }
 
 /// Why converting one rank stopped.
@@ -77,7 +87,9 @@ enum RankFailure {
 pub fn merge(options: &MergeOptions) -> Result<MergeSummary, MergeError> {
     let started = Clock::now();
     if options.inputs.is_empty() {
-        return Err(MergeError::Options("no inputs: give capture folders, trace files or JAX log dirs".into()));
+        return Err(MergeError::Options(
+            "no inputs: give capture folders, trace files or JAX log dirs".into(),
+        ));
     }
     let format = match options.stop_after {
         Some(_) => OutputFormat::from_path(&options.output).unwrap_or(OutputFormat::Pftrace),
@@ -93,7 +105,9 @@ pub fn merge(options: &MergeOptions) -> Result<MergeSummary, MergeError> {
         .build()
         .map_err(|e| MergeError::Options(format!("cannot start {jobs} worker threads: {e}")))?;
 
-    let mut found = discover::discover(&options.inputs);
+    let mut found = discover::discover(&options.inputs, &options.filters);
+    // Local copies of URL inputs stay until the merge is done.
+    let _fetched = std::mem::take(&mut found.fetched);
     let mut skipped = Vec::new();
     for error in std::mem::take(&mut found.unusable) {
         if !options.keep_going {
@@ -111,9 +125,12 @@ pub fn merge(options: &MergeOptions) -> Result<MergeSummary, MergeError> {
     let filtered_out: Vec<String> = filtered.iter().map(|r| r.name.label()).collect();
     if selected.is_empty() {
         return Err(MergeError::NothingToMerge(if filtered_out.is_empty() {
-            "no readable rank in the inputs".into()
+            with_first_skip("no readable rank in the inputs", &skipped)
         } else {
-            format!("--ranks/--roles left out every rank ({})", filtered_out.join(", "))
+            format!(
+                "--ranks/--roles left out every rank ({})",
+                filtered_out.join(", ")
+            )
         }));
     }
     selected.sort_by(|a, b| a.name.sort_key().cmp(&b.name.sort_key()));
@@ -132,6 +149,7 @@ pub fn merge(options: &MergeOptions) -> Result<MergeSummary, MergeError> {
                 process_name: input.name.display_name(),
                 input,
                 time,
+                collectives: None,
             }),
             Err(error) if options.keep_going => skipped.push(SkippedRank {
                 rank: Some(input.name.label()),
@@ -141,7 +159,13 @@ pub fn merge(options: &MergeOptions) -> Result<MergeSummary, MergeError> {
         }
     }
     if work.is_empty() {
-        return Err(MergeError::NothingToMerge("no rank could be read".into()));
+        return Err(MergeError::NothingToMerge(with_first_skip(
+            "no rank could be read",
+            &skipped,
+        )));
+    }
+    if options.align == AlignMode::Collectives {
+        align::apply(&pool, &mut work);
     }
 
     let origin = found.capture_start_ns.unwrap_or_else(|| {
@@ -169,9 +193,12 @@ pub fn merge(options: &MergeOptions) -> Result<MergeSummary, MergeError> {
     let (results, finish) = match (options.stop_after, format) {
         (Some(stage), _) => (run.each(&work, |w| run.diagnose_rank(w, stage)), None),
         (None, OutputFormat::Pftrace) => run.convert_pftrace(&work, &options.output)?,
-        (None, OutputFormat::Json | OutputFormat::JsonGz) => {
-            run.convert_json(&work, origin, &options.output, format == OutputFormat::JsonGz)?
-        }
+        (None, OutputFormat::Json | OutputFormat::JsonGz) => run.convert_json(
+            &work,
+            origin,
+            &options.output,
+            format == OutputFormat::JsonGz,
+        )?,
         (None, OutputFormat::Zip) => run.convert_zip(&work, &options.output)?,
     };
 
@@ -203,7 +230,9 @@ pub fn merge(options: &MergeOptions) -> Result<MergeSummary, MergeError> {
         return Err(error.into());
     }
     if ranks.is_empty() {
-        return Err(MergeError::NothingToMerge("every rank failed to convert".into()));
+        return Err(MergeError::NothingToMerge(
+            "every rank failed to convert".into(),
+        ));
     }
     let bytes_written = match finish {
         Some(finish) => finish().map_err(output_error(&options.output))?,
@@ -212,6 +241,7 @@ pub fn merge(options: &MergeOptions) -> Result<MergeSummary, MergeError> {
 
     let mut warnings = found.warnings;
     warnings.extend(rank_warnings(&ranks, options.align));
+    warnings.extend(align::warnings(&ranks));
     Ok(MergeSummary {
         output: options.stop_after.is_none().then(|| options.output.clone()),
         format,
@@ -227,6 +257,14 @@ pub fn merge(options: &MergeOptions) -> Result<MergeSummary, MergeError> {
         warnings,
         stopped_after: options.stop_after,
     })
+}
+
+/// `what`, and the first reason a rank was skipped, if any.
+fn with_first_skip(what: &str, skipped: &[SkippedRank]) -> String {
+    match skipped.first() {
+        Some(first) => format!("{what} (the first: {})", first.error),
+        None => what.to_string(),
+    }
 }
 
 /// Per-rank results, and what finishes the output once they are all good.
@@ -264,8 +302,10 @@ impl Run<'_> {
                         return Err(RankFailure::Cancelled);
                     }
                     let result = convert(w);
-                    if matches!(result, Err(RankFailure::Input(_)) | Err(RankFailure::Output(_)))
-                        && !self.keep_going
+                    if matches!(
+                        result,
+                        Err(RankFailure::Input(_)) | Err(RankFailure::Output(_))
+                    ) && !self.keep_going
                     {
                         self.cancel.store(true, Ordering::Relaxed);
                     }
@@ -279,13 +319,23 @@ impl Run<'_> {
         self.cancel.load(Ordering::Relaxed)
     }
 
-    fn convert_pftrace(&self, work: &[Work], path: &Path) -> Result<Converted<'static>, MergeError> {
+    fn convert_pftrace(
+        &self,
+        work: &[Work],
+        path: &Path,
+    ) -> Result<Converted<'static>, MergeError> {
         let out = OutputFile::create(path).map_err(output_error(path))?;
         let results = self.each(work, |w| self.pftrace_rank(w, 0, &out));
         Ok((results, Some(Box::new(move || out.commit()))))
     }
 
-    fn convert_json(&self, work: &[Work], origin: i64, path: &Path, gzip: bool) -> Result<Converted<'static>, MergeError> {
+    fn convert_json(
+        &self,
+        work: &[Work],
+        origin: i64,
+        path: &Path,
+        gzip: bool,
+    ) -> Result<Converted<'static>, MergeError> {
         let out = TextOutput::create(path, gzip).map_err(output_error(path))?;
         let mut header = format!(
             "{{\"displayTimeUnit\":\"ns\",\"metadata\":{{\"rankline_origin_unix_ns\":{origin},\
@@ -301,7 +351,14 @@ impl Run<'_> {
         }
         out.write_now(&header).map_err(output_error(path))?;
         let results = self.each(work, |w| {
-            let rank = json_out::JsonRank::new(w.ordinal, &w.process_name, &w.time, self.filter, origin, out.stage());
+            let rank = json_out::JsonRank::new(
+                w.ordinal,
+                &w.process_name,
+                &w.time,
+                self.filter,
+                origin,
+                out.stage(),
+            );
             let (rank, bytes) = self.read_rank(w, rank, |rank, element| rank.ingest(element))?;
             let (stage, mut stats) = rank.finish().map_err(RankFailure::Output)?;
             stats.bytes_read = bytes;
@@ -316,12 +373,19 @@ impl Run<'_> {
     }
 
     fn convert_zip(&self, work: &[Work], path: &Path) -> Result<Converted<'static>, MergeError> {
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let members_dir = tempfile::Builder::new()
             .prefix(".rankline-merge-")
             .tempdir_in(dir)
             .map_err(output_error(path))?;
-        let member_file = |w: &Work| members_dir.path().join(archive::member_path(&w.input.name.label()));
+        let member_file = |w: &Work| {
+            members_dir
+                .path()
+                .join(archive::member_path(&w.input.name.label()))
+        };
         let results = self.each(work, |w| {
             let file = std::fs::File::create(member_file(w)).map_err(RankFailure::Output)?;
             self.pftrace_rank(w, w.time.aligned_base(), &std::sync::Mutex::new(file))
@@ -349,7 +413,12 @@ impl Run<'_> {
 
     /// Converts one rank to a packet sequence written to `sink`; timestamps
     /// count from `time_zero_ns` (0: epoch).
-    fn pftrace_rank(&self, w: &Work, time_zero_ns: i64, sink: &dyn ChunkSink) -> Result<RankStats, RankFailure> {
+    fn pftrace_rank(
+        &self,
+        w: &Work,
+        time_zero_ns: i64,
+        sink: &dyn ChunkSink,
+    ) -> Result<RankStats, RankFailure> {
         let filter = EventFilter {
             earliest_ns: (time_zero_ns != 0).then_some(time_zero_ns),
             ..self.filter.clone()
@@ -364,7 +433,11 @@ impl Run<'_> {
     }
 
     /// Reads a rank's whole trace into a [`pftrace::Timeline`].
-    fn parse_rank<'t>(&self, w: &'t Work, filter: &'t EventFilter) -> Result<pftrace::Timeline<'t>, RankFailure> {
+    fn parse_rank<'t>(
+        &self,
+        w: &'t Work,
+        filter: &'t EventFilter,
+    ) -> Result<pftrace::Timeline<'t>, RankFailure> {
         let timeline = pftrace::Timeline::new(&w.time, filter);
         let (mut timeline, bytes) = self.read_rank(w, timeline, |t, element| t.ingest(element))?;
         timeline.finish_input();
@@ -453,6 +526,7 @@ fn rank_summary(w: &Work, stats: RankStats) -> RankSummary {
         clock_shift_ns: w.time.clock_shift_ns(),
         clock_error_bound_ns: fit.map(|f| f.error_bound_ns),
         clock_drift_ppm: fit.map(|f| f.drift_ppm),
+        collectives: w.collectives.clone(),
         stats,
     }
 }
@@ -463,7 +537,7 @@ fn rank_warnings(ranks: &[RankSummary], align: AlignMode) -> Vec<String> {
     let any_clock = ranks.iter().any(|r| r.clock == ClockStatus::Applied);
     for rank in ranks {
         let complete = rank.stats.complete_events;
-        if (XPROF_EVENT_CAP - 1000..=XPROF_EVENT_CAP).contains(&complete) {
+        if (XPROF_EVENT_CAP - 100..=XPROF_EVENT_CAP).contains(&complete) {
             warnings.push(format!(
                 "{}: {complete} complete events, right at XProf's JSON export cap of about \
                  1,000,000: the trace is probably truncated (the .xplane.pb beside it is complete)",
@@ -482,10 +556,12 @@ fn rank_warnings(ranks: &[RankSummary], align: AlignMode) -> Vec<String> {
                 "{}: the sidecar's clock fit is implausible and was ignored",
                 rank.rank
             )),
-            ClockStatus::NotMeasured if align == AlignMode::Clock && any_clock => warnings.push(format!(
-                "{}: no clock measurement in its sidecar: its host clock is trusted as it is",
-                rank.rank
-            )),
+            ClockStatus::NotMeasured if align != AlignMode::None && any_clock => {
+                warnings.push(format!(
+                    "{}: no clock measurement in its sidecar: its host clock is trusted as it is",
+                    rank.rank
+                ))
+            }
             _ => {}
         }
     }

@@ -261,7 +261,9 @@ mod tests {
 
     #[test]
     fn junk_and_overflow_are_none() {
-        for text in ["", "-", "abc", "1.2.3", "1e", "1e+", "12x", "NaN", "\"\"", "1e400"] {
+        for text in [
+            "", "-", "abc", "1.2.3", "1e", "1e+", "12x", "NaN", "\"\"", "1e400",
+        ] {
             assert_eq!(micros_text_to_nanos(text), None, "{text:?}");
         }
         assert_eq!(micros_text_to_nanos("1e-400"), Some(0));
@@ -297,7 +299,8 @@ mod tests {
             }
             for exp10 in [0, 3, -2] {
                 assert_eq!(
-                    short_plain_decimal(text.as_bytes(), exp10).or_else(|| any_decimal(text.as_bytes(), exp10)),
+                    short_plain_decimal(text.as_bytes(), exp10)
+                        .or_else(|| any_decimal(text.as_bytes(), exp10)),
                     any_decimal(text.as_bytes(), exp10),
                     "{text} * 10^{exp10}"
                 );
@@ -307,7 +310,16 @@ mod tests {
 
     #[test]
     fn formatting_is_the_exact_inverse() {
-        for nanos in [0, 1, 999, 1_000, 43_826, -1_500, -1, 1_795_384_060_465_391_136] {
+        for nanos in [
+            0,
+            1,
+            999,
+            1_000,
+            43_826,
+            -1_500,
+            -1,
+            1_795_384_060_465_391_136,
+        ] {
             let mut out = Vec::new();
             push_nanos_as_micros(&mut out, nanos);
             let text = String::from_utf8(out).unwrap();

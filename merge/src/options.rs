@@ -67,12 +67,15 @@ impl FromStr for Stage {
 #[serde(rename_all = "snake_case")]
 pub enum AlignMode {
     /// Each rank's time base, then its host's measured clock fit (from the
-    /// sidecar) when there is one. `collectives` (refining offsets from
-    /// matched collectives) will be a third mode.
+    /// sidecar) when there is one.
     #[default]
     Clock,
     /// Each rank's time base only; host clocks are trusted as they are.
     None,
+    /// `Clock`, then each rank refined by its collectives' ends against a
+    /// reference rank of its server, where that stays inside the measured
+    /// clock bounds (see docs/ALIGNMENT.md).
+    Collectives,
 }
 
 impl FromStr for AlignMode {
@@ -81,12 +84,10 @@ impl FromStr for AlignMode {
         match text {
             "clock" => Ok(AlignMode::Clock),
             "none" => Ok(AlignMode::None),
-            "collectives" => Err(
-                "--align collectives is not available yet (it comes with collective-based clock \
-                 refinement); use clock or none"
-                    .into(),
-            ),
-            other => Err(format!("unknown alignment {other:?}: use clock or none")),
+            "collectives" => Ok(AlignMode::Collectives),
+            other => Err(format!(
+                "unknown alignment {other:?}: use clock, none or collectives"
+            )),
         }
     }
 }
@@ -229,7 +230,11 @@ pub fn parse_duration_ns(text: &str) -> Result<i64, String> {
         "us" | "µs" => 3,
         "ms" => 6,
         "s" => 9,
-        other => return Err(format!("unknown unit {other:?} in {text:?}: use ns, us, ms or s")),
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}: use ns, us, ms or s"
+            ))
+        }
     };
     crate::number::decimal_text_scaled(number, exp10)
         .ok_or_else(|| format!("{text:?} is not a duration"))
@@ -311,7 +316,11 @@ impl FromStr for RoleSelector {
         let (role, worker) = match text.rsplit_once('-') {
             Some((role, worker)) if worker.bytes().all(|b| b.is_ascii_digit()) => (
                 role,
-                Some(worker.parse().map_err(|_| format!("bad worker in {text:?}"))?),
+                Some(
+                    worker
+                        .parse()
+                        .map_err(|_| format!("bad worker in {text:?}"))?,
+                ),
             ),
             _ => (text, None),
         };
@@ -365,27 +374,57 @@ mod tests {
             dp_rank: Some(2),
             ..RankCoords::unified(3, 0)
         };
-        for yes in ["TP-3", "tp-3-ep-0", "DP-2", "prefill/TP-3", "prefill-1/EP-0"] {
-            assert!(yes.parse::<RankSelector>().unwrap().matches(&coords), "{yes}");
+        for yes in [
+            "TP-3",
+            "tp-3-ep-0",
+            "DP-2",
+            "prefill/TP-3",
+            "prefill-1/EP-0",
+        ] {
+            assert!(
+                yes.parse::<RankSelector>().unwrap().matches(&coords),
+                "{yes}"
+            );
         }
         for no in ["TP-2", "PP-0", "decode/TP-3", "prefill-0/TP-3"] {
-            assert!(!no.parse::<RankSelector>().unwrap().matches(&coords), "{no}");
+            assert!(
+                !no.parse::<RankSelector>().unwrap().matches(&coords),
+                "{no}"
+            );
         }
         for bad in ["TP", "TP-x", "XX-1", "TP-1-EP"] {
             assert!(bad.parse::<RankSelector>().is_err(), "{bad}");
         }
         assert!("prefill".parse::<RoleSelector>().unwrap().matches(&coords));
-        assert!("prefill-1".parse::<RoleSelector>().unwrap().matches(&coords));
-        assert!(!"prefill-0".parse::<RoleSelector>().unwrap().matches(&coords));
+        assert!("prefill-1"
+            .parse::<RoleSelector>()
+            .unwrap()
+            .matches(&coords));
+        assert!(!"prefill-0"
+            .parse::<RoleSelector>()
+            .unwrap()
+            .matches(&coords));
         assert!(!"decode".parse::<RoleSelector>().unwrap().matches(&coords));
     }
 
     #[test]
     fn output_format_comes_from_the_extension() {
-        assert_eq!(OutputFormat::from_path(Path::new("a/b.pftrace")).unwrap(), OutputFormat::Pftrace);
-        assert_eq!(OutputFormat::from_path(Path::new("b.JSON.GZ")).unwrap(), OutputFormat::JsonGz);
-        assert_eq!(OutputFormat::from_path(Path::new("b.json")).unwrap(), OutputFormat::Json);
-        assert_eq!(OutputFormat::from_path(Path::new("b.zip")).unwrap(), OutputFormat::Zip);
+        assert_eq!(
+            OutputFormat::from_path(Path::new("a/b.pftrace")).unwrap(),
+            OutputFormat::Pftrace
+        );
+        assert_eq!(
+            OutputFormat::from_path(Path::new("b.JSON.GZ")).unwrap(),
+            OutputFormat::JsonGz
+        );
+        assert_eq!(
+            OutputFormat::from_path(Path::new("b.json")).unwrap(),
+            OutputFormat::Json
+        );
+        assert_eq!(
+            OutputFormat::from_path(Path::new("b.zip")).unwrap(),
+            OutputFormat::Zip
+        );
         assert!(OutputFormat::from_path(Path::new("b.txt")).is_err());
     }
 }

@@ -81,7 +81,9 @@ impl ChunkSink for OutputFile {
 
 impl ChunkSink for Mutex<File> {
     fn write_chunk(&self, bytes: &[u8]) -> io::Result<()> {
-        self.lock().unwrap_or_else(|e| e.into_inner()).write_all(bytes)
+        self.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .write_all(bytes)
     }
 }
 
@@ -241,7 +243,9 @@ mod tests {
         let output = TextOutput::create(&path, true).unwrap();
         output.write_now(b"[").unwrap();
         let pieces: Vec<Vec<u8>> = (0..4)
-            .map(|i| format!("{{\"piece\":{i},\"pad\":\"{}\"}},", "x".repeat(100_000 * i)).into_bytes())
+            .map(|i| {
+                format!("{{\"piece\":{i},\"pad\":\"{}\"}},", "x".repeat(100_000 * i)).into_bytes()
+            })
             .collect();
         std::thread::scope(|scope| {
             for piece in &pieces {

@@ -7,18 +7,19 @@
 //! first packet with every interned string, the track descriptors, and one
 //! BEGIN/END (or INSTANT) pair per event.
 
+use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
 use std::ops::ControlFlow;
 
-use rustc_hash::FxHashMap;
 use crate::chrome::{raw_text, Element, RawEvent};
-use crate::json_scan::members;
 use crate::events::{event_span, reason, EventFilter, IdKey, Phase, RankStats};
+use crate::json_scan::members;
 use crate::output::ChunkSink;
 use crate::proto::{self, annotation, descriptor, interned, packet, track_event};
 use crate::timebase::RankTime;
+use rustc_hash::FxHashMap;
 
 /// Output is handed to the sink in pieces of about this size.
 const CHUNK: usize = 4 << 20;
@@ -86,6 +87,34 @@ struct Slice {
     instant: bool,
 }
 
+/// The big per-rank buffers. Each worker thread keeps them from one rank
+/// to the next: fresh ones would cost tens of MB of page faults per rank.
+#[derive(Default)]
+struct Buffers {
+    slices: Vec<Slice>,
+    args: Vec<u8>,
+    out: Vec<u8>,
+}
+
+thread_local! {
+    static BUFFERS: RefCell<Buffers> = RefCell::default();
+}
+
+impl Buffers {
+    /// This thread's buffers (empty ones the first time).
+    fn take() -> Buffers {
+        BUFFERS.with(|buffers| std::mem::take(&mut *buffers.borrow_mut()))
+    }
+
+    /// Keeps the buffers, emptied, for this thread's next rank.
+    fn give_back(mut self) {
+        self.slices.clear();
+        self.args.clear();
+        self.out.clear();
+        BUFFERS.with(|buffers| *buffers.borrow_mut() = self);
+    }
+}
+
 /// A `B` waiting for its `E`.
 struct OpenBegin {
     start: i64,
@@ -123,10 +152,13 @@ pub struct Timeline<'t> {
     args: Vec<u8>,
     open: FxHashMap<u32, Vec<OpenBegin>>,
     scratch: Vec<u8>,
+    /// The output buffer, kept here until `write`.
+    out: Vec<u8>,
 }
 
 impl<'t> Timeline<'t> {
     pub fn new(time: &'t RankTime, filter: &'t EventFilter) -> Self {
+        let Buffers { slices, args, out } = Buffers::take();
         Timeline {
             time,
             filter,
@@ -139,10 +171,11 @@ impl<'t> Timeline<'t> {
             thread_ids: FxHashMap::default(),
             last_thread: None,
             process_names: FxHashMap::default(),
-            slices: Vec::new(),
-            args: Vec::new(),
+            slices,
+            args,
             open: FxHashMap::default(),
             scratch: Vec::new(),
+            out,
         }
     }
 
@@ -188,7 +221,10 @@ impl<'t> Timeline<'t> {
         };
         let name = event.name.map(raw_text).unwrap_or_default();
         let category = event.cat.map(raw_text);
-        if let Err(why) = self.filter.check(&name, category.as_deref(), start, end, !instant) {
+        if let Err(why) = self
+            .filter
+            .check(&name, category.as_deref(), start, end, !instant)
+        {
             return self.stats.drop_events(why, 1);
         }
         let track = self.thread_of(event);
@@ -274,7 +310,8 @@ impl<'t> Timeline<'t> {
         match name.as_ref() {
             "process_name" => {
                 if let Some(process) = arg("name") {
-                    self.process_names.insert(IdKey::from_raw(event.pid), process);
+                    self.process_names
+                        .insert(IdKey::from_raw(event.pid), process);
                 }
             }
             "thread_name" => {
@@ -353,18 +390,34 @@ impl<'t> Timeline<'t> {
     /// Writes the rank as packet sequence `ordinal + 1`.
     pub fn write(mut self, info: &SequenceInfo<'_>, sink: &dyn ChunkSink) -> io::Result<RankStats> {
         let tracks = self.assign_tracks();
+        let mut buf = std::mem::take(&mut self.out);
+        buf.reserve(CHUNK + (64 << 10));
         let mut out = PacketWriter {
-            buf: Vec::with_capacity(CHUNK + (64 << 10)),
+            buf,
             sink,
             body: Vec::new(),
             scratch: Vec::new(),
             sequence: u64::from(info.ordinal) + 1,
+            sequence_fields_len: proto::varint_field_len(
+                packet::TRUSTED_PACKET_SEQUENCE_ID,
+                u64::from(info.ordinal) + 1,
+            ) + proto::varint_field_len(
+                packet::SEQUENCE_FLAGS,
+                packet::SEQ_NEEDS_INCREMENTAL_STATE,
+            ),
             time_zero: info.time_zero_ns,
         };
         self.write_interned(&mut out)?;
-        self.write_descriptors(&mut out, info, &tracks)?;
-        self.write_events(&mut out, info)?;
+        let uuids = Uuids::new(info.ordinal, tracks.len());
+        self.write_descriptors(&mut out, info, &tracks, uuids)?;
+        self.write_events(&mut out, uuids)?;
         out.flush()?;
+        Buffers {
+            slices: std::mem::take(&mut self.slices),
+            args: std::mem::take(&mut self.args),
+            out: out.buf,
+        }
+        .give_back();
         Ok(self.stats)
     }
 
@@ -376,7 +429,8 @@ impl<'t> Timeline<'t> {
         // events usually are) and merges them.
         self.slices
             .sort_by_key(|s| (s.start, Reverse(s.end), s.track));
-        let mut lanes_of: Vec<Vec<(Vec<i64>, u32)>> = (0..self.threads.len()).map(|_| Vec::new()).collect();
+        let mut lanes_of: Vec<Vec<(Vec<i64>, u32)>> =
+            (0..self.threads.len()).map(|_| Vec::new()).collect();
         let mut lanes: Vec<Lane> = Vec::new();
         for slice in &mut self.slices {
             let thread = slice.track as usize;
@@ -410,7 +464,10 @@ impl<'t> Timeline<'t> {
             (interned::EVENT_NAMES, self.names.by_id()),
             (interned::EVENT_CATEGORIES, self.categories.by_id()),
             (interned::DEBUG_ANNOTATION_NAMES, self.arg_names.by_id()),
-            (interned::DEBUG_ANNOTATION_STRING_VALUES, self.arg_values.by_id()),
+            (
+                interned::DEBUG_ANNOTATION_STRING_VALUES,
+                self.arg_values.by_id(),
+            ),
         ];
         let mut first = true;
         let mut pending: Vec<(u32, u32, &str)> = Vec::new();
@@ -441,7 +498,8 @@ impl<'t> Timeline<'t> {
                         proto::put_len_header(
                             data,
                             field,
-                            proto::varint_field_len(1, u64::from(id)) + proto::len_field_len(2, text.len()),
+                            proto::varint_field_len(1, u64::from(id))
+                                + proto::len_field_len(2, text.len()),
                         );
                         proto::put_varint_field(data, 1, u64::from(id));
                         proto::put_bytes_field(data, 2, text.as_bytes());
@@ -461,19 +519,32 @@ impl<'t> Timeline<'t> {
         out: &mut PacketWriter<'_>,
         info: &SequenceInfo<'_>,
         lanes: &[Lane],
+        uuids: Uuids,
     ) -> io::Result<()> {
         let pid = info.ordinal as i64 + 1;
-        let process_uuid = process_uuid(info.ordinal);
+        let process_uuid = uuids.process;
         out.packet(|buf, scratch, sequence| {
             proto::put_varint_field(buf, packet::TRUSTED_PACKET_SEQUENCE_ID, sequence);
             proto::put_message(buf, scratch, packet::TRACK_DESCRIPTOR, |d| {
                 proto::put_varint_field(d, descriptor::UUID, process_uuid);
                 let mut process = Vec::new();
                 proto::put_varint_field(&mut process, descriptor::PROCESS_PID, pid as u64);
-                proto::put_varint_field(&mut process, descriptor::PROCESS_LEGACY_SORT_INDEX, u64::from(info.ordinal));
-                proto::put_bytes_field(&mut process, descriptor::PROCESS_NAME, info.process_name.as_bytes());
+                proto::put_varint_field(
+                    &mut process,
+                    descriptor::PROCESS_LEGACY_SORT_INDEX,
+                    u64::from(info.ordinal),
+                );
+                proto::put_bytes_field(
+                    &mut process,
+                    descriptor::PROCESS_NAME,
+                    info.process_name.as_bytes(),
+                );
                 proto::put_bytes_field(d, descriptor::PROCESS, &process);
-                proto::put_varint_field(d, descriptor::CHILD_ORDERING, descriptor::CHILD_ORDERING_EXPLICIT);
+                proto::put_varint_field(
+                    d,
+                    descriptor::CHILD_ORDERING,
+                    descriptor::CHILD_ORDERING_EXPLICIT,
+                );
                 proto::put_varint_field(d, descriptor::SIBLING_ORDER_RANK, u64::from(info.ordinal));
             });
         })?;
@@ -482,19 +553,32 @@ impl<'t> Timeline<'t> {
         let names = self.thread_names();
         for (track, lane) in lanes.iter().enumerate() {
             let thread_name = &names[lane.thread as usize];
-            let rank_in_process = order[lane.thread as usize] as u64 * 1024 + u64::from(lane.index.min(1023));
+            let rank_in_process =
+                order[lane.thread as usize] as u64 * 1024 + u64::from(lane.index.min(1023));
             let tid = synthetic_tid(info.ordinal, lane.thread).filter(|_| lane.index == 0);
             out.packet(|buf, scratch, sequence| {
                 proto::put_varint_field(buf, packet::TRUSTED_PACKET_SEQUENCE_ID, sequence);
                 proto::put_message(buf, scratch, packet::TRACK_DESCRIPTOR, |d| {
-                    proto::put_varint_field(d, descriptor::UUID, track_uuid(info.ordinal, track as u32));
+                    proto::put_varint_field(d, descriptor::UUID, uuids.track(track as u32));
                     proto::put_varint_field(d, descriptor::PARENT_UUID, process_uuid);
                     match tid {
                         Some(tid) => {
                             let mut thread = Vec::new();
-                            proto::put_varint_field(&mut thread, descriptor::THREAD_PID, pid as u64);
-                            proto::put_varint_field(&mut thread, descriptor::THREAD_TID, tid as u64);
-                            proto::put_bytes_field(&mut thread, descriptor::THREAD_NAME, thread_name.as_bytes());
+                            proto::put_varint_field(
+                                &mut thread,
+                                descriptor::THREAD_PID,
+                                pid as u64,
+                            );
+                            proto::put_varint_field(
+                                &mut thread,
+                                descriptor::THREAD_TID,
+                                tid as u64,
+                            );
+                            proto::put_bytes_field(
+                                &mut thread,
+                                descriptor::THREAD_NAME,
+                                thread_name.as_bytes(),
+                            );
                             proto::put_bytes_field(d, descriptor::THREAD, &thread);
                         }
                         None => {
@@ -563,7 +647,7 @@ impl<'t> Timeline<'t> {
 
     /// BEGIN/END pairs in time order; ends at the same instant close the
     /// innermost slice first.
-    fn write_events(&self, out: &mut PacketWriter<'_>, info: &SequenceInfo<'_>) -> io::Result<()> {
+    fn write_events(&self, out: &mut PacketWriter<'_>, uuids: Uuids) -> io::Result<()> {
         let mut open: BinaryHeap<Reverse<(i64, Reverse<u64>, u64)>> = BinaryHeap::new();
         for (seq, slice) in self.slices.iter().enumerate() {
             while let Some(Reverse((end, _, uuid))) = open.peek().copied() {
@@ -574,8 +658,9 @@ impl<'t> Timeline<'t> {
                 out.end(end, uuid);
                 out.maybe_flush()?;
             }
-            let uuid = track_uuid(info.ordinal, slice.track);
-            let args = &self.args[slice.args_at as usize..slice.args_at as usize + slice.args_len as usize];
+            let uuid = uuids.track(slice.track);
+            let args = &self.args
+                [slice.args_at as usize..slice.args_at as usize + slice.args_len as usize];
             let kind = if slice.instant {
                 track_event::INSTANT
             } else {
@@ -599,12 +684,31 @@ struct Lane {
     index: u32,
 }
 
-fn process_uuid(ordinal: u32) -> u64 {
-    (u64::from(ordinal) + 1) << 32
+/// The track uuids of one rank: its process track's, and its tracks' (the
+/// process uuid plus the track's number). Every event carries one, so most
+/// ranks get small ones (3-byte varints, below 2^21); a rank past the 127th
+/// or with 16k tracks gets wide ones (from 2^32), which cannot collide with
+/// them.
+#[derive(Clone, Copy)]
+struct Uuids {
+    process: u64,
 }
 
-fn track_uuid(ordinal: u32, track: u32) -> u64 {
-    process_uuid(ordinal) | (u64::from(track) + 1)
+impl Uuids {
+    fn new(ordinal: u32, tracks: usize) -> Uuids {
+        let shift = if ordinal < 127 && tracks < (1 << 14) - 1 {
+            14
+        } else {
+            32
+        };
+        Uuids {
+            process: (u64::from(ordinal) + 1) << shift,
+        }
+    }
+
+    fn track(self, track: u32) -> u64 {
+        self.process | (u64::from(track) + 1)
+    }
 }
 
 /// A tid unique across the merged trace for a rank's source thread, while
@@ -621,6 +725,8 @@ struct PacketWriter<'s> {
     body: Vec<u8>,
     scratch: Vec<u8>,
     sequence: u64,
+    /// Bytes of the sequence id and flags fields every event packet has.
+    sequence_fields_len: usize,
     time_zero: i64,
 }
 
@@ -658,7 +764,7 @@ impl PacketWriter<'_> {
         if category != 0 {
             head.varint_field(track_event::CATEGORY_IIDS, u64::from(category));
         }
-        self.buf.extend_from_slice(head.as_slice());
+        head.append_to(&mut self.buf);
         self.buf.extend_from_slice(args);
     }
 
@@ -670,15 +776,15 @@ impl PacketWriter<'_> {
         self.packet_head(&mut head, ts, event_len);
         head.varint_field(track_event::TYPE, track_event::SLICE_END);
         head.varint_field(track_event::TRACK_UUID, uuid);
-        self.buf.extend_from_slice(head.as_slice());
+        head.append_to(&mut self.buf);
     }
 
     /// The packet's length prefix, timestamp, sequence and flags, and the
     /// TrackEvent's field header.
+    #[inline]
     fn packet_head(&self, head: &mut StackBytes, ts: u64, event_len: usize) {
         let packet_len = proto::varint_field_len(packet::TIMESTAMP, ts)
-            + proto::varint_field_len(packet::TRUSTED_PACKET_SEQUENCE_ID, self.sequence)
-            + proto::varint_field_len(packet::SEQUENCE_FLAGS, packet::SEQ_NEEDS_INCREMENTAL_STATE)
+            + self.sequence_fields_len
             + proto::len_field_len(packet::TRACK_EVENT, event_len);
         head.len_header(packet::TRACE_PACKET, packet_len);
         head.varint_field(packet::TIMESTAMP, ts);
@@ -718,28 +824,39 @@ impl StackBytes {
         }
     }
 
+    #[inline]
     fn varint(&mut self, mut value: u64) {
+        // A local cursor: updating `self.len` byte by byte would make every
+        // store wait on the previous one.
+        let mut len = self.len;
         while value >= 0x80 {
-            self.bytes[self.len] = (value as u8) | 0x80;
-            self.len += 1;
+            self.bytes[len] = (value as u8) | 0x80;
+            len += 1;
             value >>= 7;
         }
-        self.bytes[self.len] = value as u8;
-        self.len += 1;
+        self.bytes[len] = value as u8;
+        self.len = len + 1;
     }
 
+    #[inline]
     fn varint_field(&mut self, field: u32, value: u64) {
         self.varint(u64::from(field << 3));
         self.varint(value);
     }
 
+    #[inline]
     fn len_header(&mut self, field: u32, len: usize) {
         self.varint(u64::from(field << 3 | 2));
         self.varint(len as u64);
     }
 
-    fn as_slice(&self) -> &[u8] {
-        &self.bytes[..self.len]
+    /// Appends the bytes written so far. Copying the whole fixed-size
+    /// array and cutting it back is a few vector moves; copying `len` bytes
+    /// would be a call to memcpy per packet.
+    fn append_to(&self, out: &mut Vec<u8>) {
+        let end = out.len() + self.len;
+        out.extend_from_slice(&self.bytes);
+        out.truncate(end);
     }
 }
 
@@ -765,8 +882,12 @@ impl AnnotationEncoder<'_> {
                     .then(|| self.values.intern(&string))
                     .flatten();
                 match interned {
-                    Some(iid) => proto::put_varint_field(body, annotation::STRING_VALUE_IID, u64::from(iid)),
-                    None => proto::put_bytes_field(body, annotation::STRING_VALUE, string.as_bytes()),
+                    Some(iid) => {
+                        proto::put_varint_field(body, annotation::STRING_VALUE_IID, u64::from(iid))
+                    }
+                    None => {
+                        proto::put_bytes_field(body, annotation::STRING_VALUE, string.as_bytes())
+                    }
                 }
             }
             Some(b't') => proto::put_varint_field(body, annotation::BOOL_VALUE, 1),
@@ -800,7 +921,12 @@ mod tests {
         assert_eq!(synthetic_tid(3, 7), Some(400_008));
         assert_eq!(synthetic_tid(0, 99_999), None);
         assert_eq!(synthetic_tid(30_000, 0), None);
-        assert_ne!(track_uuid(0, 0), process_uuid(0));
-        assert_ne!(track_uuid(0, 0), track_uuid(1, 0));
+        let (first, second) = (Uuids::new(0, 10), Uuids::new(1, 10));
+        assert_ne!(first.track(0), first.process);
+        assert_ne!(first.track(0), second.track(0));
+        assert!(second.track(9) < 1 << 21, "small uuids for ordinary ranks");
+        let wide = Uuids::new(200, 10);
+        assert!(wide.process >= 1 << 32);
+        assert_ne!(wide.track(0), Uuids::new(200 - 128, 10).track(0));
     }
 }

@@ -75,7 +75,7 @@ const WIRE_LEN: u32 = 2;
 /// Bytes a varint takes.
 pub fn varint_len(value: u64) -> usize {
     // 1 byte per started group of 7 bits, at least one.
-    ((64 - (value | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 pub fn put_varint(out: &mut Vec<u8>, mut value: u64) {
@@ -146,7 +146,16 @@ mod tests {
 
     #[test]
     fn varint_lengths_match_the_encoding() {
-        for value in [0, 1, 127, 128, 16_383, 16_384, u64::from(u32::MAX), u64::MAX] {
+        for value in [
+            0,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
             let mut out = Vec::new();
             put_varint(&mut out, value);
             assert_eq!(out.len(), varint_len(value), "{value}");

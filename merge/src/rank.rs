@@ -56,7 +56,11 @@ impl RankName {
 
     /// Timeline order: role, worker, dp, pp, ep, tp, then stage and host.
     pub fn sort_key(&self) -> impl Ord + '_ {
-        (self.coords.sort_key(), self.stage.as_deref(), self.host.as_deref())
+        (
+            self.coords.sort_key(),
+            self.stage.as_deref(),
+            self.host.as_deref(),
+        )
     }
 }
 
@@ -64,6 +68,11 @@ impl RankName {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     Local(PathBuf),
+    /// A local copy of an object fetched from `url`.
+    Fetched {
+        path: PathBuf,
+        url: String,
+    },
 }
 
 impl Location {
@@ -71,12 +80,27 @@ impl Location {
     pub fn display(&self) -> String {
         match self {
             Location::Local(path) => path.display().to_string(),
+            Location::Fetched { url, .. } => url.clone(),
         }
     }
 
     pub fn open(&self) -> io::Result<File> {
         match self {
-            Location::Local(path) => File::open(path),
+            Location::Local(path) | Location::Fetched { path, .. } => File::open(path),
+        }
+    }
+
+    /// This location, named by its URL when it is a copy in `fetched`.
+    pub(crate) fn fetched_from(&self, fetched: &crate::remote::Fetched) -> Location {
+        match self {
+            Location::Local(path) => match fetched.url_of(path) {
+                Some(url) => Location::Fetched {
+                    path: path.clone(),
+                    url,
+                },
+                None => self.clone(),
+            },
+            Location::Fetched { .. } => self.clone(),
         }
     }
 }

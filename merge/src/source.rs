@@ -29,11 +29,14 @@ pub fn open_trace(location: &Location) -> Result<TraceSource, InputError> {
         };
         InputError::new(location.display(), problem)
     })?;
-    let mut buffered = BufReader::with_capacity(FILE_BUFFER, file);
-    let head = buffered
-        .fill_buf()
-        .map_err(|e| InputError::new(location.display(), InputProblem::Unreadable(e)))?;
-    let gzipped = head.starts_with(&[0x1f, 0x8b]);
+    decompressed(file).map_err(|e| InputError::new(location.display(), InputProblem::Unreadable(e)))
+}
+
+/// The decompressed bytes of `raw`: gunzipped when it starts with gzip's
+/// magic bytes, as they are otherwise.
+pub fn decompressed(raw: impl Read + Send + 'static) -> io::Result<TraceSource> {
+    let mut buffered = BufReader::with_capacity(FILE_BUFFER, raw);
+    let gzipped = buffered.fill_buf()?.starts_with(&[0x1f, 0x8b]);
     let reader: Box<dyn Read + Send> = if gzipped {
         Box::new(MultiGzDecoder::new(buffered))
     } else {

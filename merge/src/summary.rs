@@ -56,6 +56,9 @@ pub struct RankSummary {
     pub clock_error_bound_ns: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clock_drift_ppm: Option<f64>,
+    /// What `--align collectives` did with the rank.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collectives: Option<crate::RankRefinement>,
     #[serde(flatten)]
     pub stats: RankStats,
 }
@@ -99,13 +102,20 @@ impl MergeSummary {
                     match self.align {
                         AlignMode::Clock => "clock",
                         AlignMode::None => "none",
+                        AlignMode::Collectives => "collectives",
                     }
                 );
             }
             (None, None) => {}
         }
         if !self.ranks.is_empty() {
-            let width = self.ranks.iter().map(|r| r.rank.len()).max().unwrap_or(4).max(4);
+            let width = self
+                .ranks
+                .iter()
+                .map(|r| r.rank.len())
+                .max()
+                .unwrap_or(4)
+                .max(4);
             let _ = writeln!(
                 out,
                 "  {:width$}  {:>9}  {:>9}  {:>8}  {:<37} {:<22} span after origin",
@@ -150,11 +160,16 @@ impl MergeSummary {
                 let _ = writeln!(out, "  {} dropped: {}", rank.rank, reasons.join(", "));
             }
         }
+        crate::align::render(self, &mut out);
         for skipped in &self.skipped {
             let _ = writeln!(
                 out,
                 "skipped{}: {}",
-                skipped.rank.as_deref().map(|r| format!(" {r}")).unwrap_or_default(),
+                skipped
+                    .rank
+                    .as_deref()
+                    .map(|r| format!(" {r}"))
+                    .unwrap_or_default(),
                 skipped.error
             );
         }
@@ -162,7 +177,11 @@ impl MergeSummary {
             let _ = writeln!(out, "missing {}: {}", missing.rank, missing.reason);
         }
         if !self.filtered_out.is_empty() {
-            let _ = writeln!(out, "left out by --ranks/--roles: {}", self.filtered_out.join(", "));
+            let _ = writeln!(
+                out,
+                "left out by --ranks/--roles: {}",
+                self.filtered_out.join(", ")
+            );
         }
         for warning in &self.warnings {
             let _ = writeln!(out, "warning: {warning}");

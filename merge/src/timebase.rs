@@ -72,6 +72,8 @@ pub struct RankTime {
     pub base_ns: i64,
     pub clock_status: ClockStatus,
     fit: Option<ClockFit>,
+    /// Added after the clock fit by `--align collectives` (see `align`), ns.
+    pub refinement_ns: i64,
 }
 
 impl RankTime {
@@ -82,6 +84,7 @@ impl RankTime {
             base_ns: 0,
             clock_status: ClockStatus::NotMeasured,
             fit: None,
+            refinement_ns: 0,
         }
     }
 
@@ -91,15 +94,22 @@ impl RankTime {
         if !(-MAX_INSTANT..=MAX_INSTANT).contains(&host) {
             return None;
         }
-        match &self.fit {
+        let clocked = match &self.fit {
             Some(fit) => {
                 if host.abs_diff(fit.at_unix_ns) > MAX_INSTANT as u64 {
                     return None;
                 }
-                Some(fit.to_reference(host))
+                if fit.drift_ppm == 0.0 {
+                    // What `to_reference` gives without drift, minus its
+                    // float arithmetic on every event.
+                    host - fit.offset_ns
+                } else {
+                    fit.to_reference(host)
+                }
             }
-            None => Some(host),
-        }
+            None => host,
+        };
+        clocked.checked_add(self.refinement_ns)
     }
 
     /// The rank's `ts = 0` on the merged clock.
@@ -107,9 +117,10 @@ impl RankTime {
         self.aligned(0).unwrap_or(self.base_ns)
     }
 
-    /// What the clock fit moved `ts = 0` by (reference minus host), ns.
+    /// What the clock fit moved `ts = 0` by (reference minus host), ns;
+    /// the collective refinement not included.
     pub fn clock_shift_ns(&self) -> i64 {
-        self.aligned_base() - self.base_ns
+        self.aligned_base() - self.base_ns - self.refinement_ns
     }
 
     pub fn fit(&self) -> Option<&ClockFit> {
@@ -123,15 +134,18 @@ pub fn resolve(rank: &RankInput, align: AlignMode) -> Result<RankTime, InputErro
     let measured = rank.sidecar.as_ref().and_then(|s| s.clock.clone());
     let (clock_status, fit) = match (align, measured) {
         (AlignMode::None, _) => (ClockStatus::Disabled, None),
-        (AlignMode::Clock, None) => (ClockStatus::NotMeasured, None),
-        (AlignMode::Clock, Some(fit)) if plausible(&fit) => (ClockStatus::Applied, Some(fit)),
-        (AlignMode::Clock, Some(_)) => (ClockStatus::Implausible, None),
+        (AlignMode::Clock | AlignMode::Collectives, None) => (ClockStatus::NotMeasured, None),
+        (AlignMode::Clock | AlignMode::Collectives, Some(fit)) if plausible(&fit) => {
+            (ClockStatus::Applied, Some(fit))
+        }
+        (AlignMode::Clock | AlignMode::Collectives, Some(_)) => (ClockStatus::Implausible, None),
     };
     Ok(RankTime {
         source,
         base_ns,
         clock_status,
         fit,
+        refinement_ns: 0,
     })
 }
 
@@ -231,7 +245,10 @@ fn number_after_key(rest: &[u8], at_end: bool) -> Option<i64> {
     if digits == 0 || (at + digits == rest.len() && !at_end) {
         return None;
     }
-    std::str::from_utf8(&rest[at..at + digits]).ok()?.parse().ok()
+    std::str::from_utf8(&rest[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
@@ -240,9 +257,16 @@ mod tests {
 
     #[test]
     fn base_time_is_found_after_the_events() {
-        let text = br#"{"traceEvents":[{"name":"x"}], "baseTimeNanoseconds" : 1763850000123456789}"#;
-        assert_eq!(scan_base_time(&mut &text[..]).unwrap(), Some(1_763_850_000_123_456_789));
-        assert_eq!(scan_base_time(&mut &b"{\"traceEvents\":[]}"[..]).unwrap(), None);
+        let text =
+            br#"{"traceEvents":[{"name":"x"}], "baseTimeNanoseconds" : 1763850000123456789}"#;
+        assert_eq!(
+            scan_base_time(&mut &text[..]).unwrap(),
+            Some(1_763_850_000_123_456_789)
+        );
+        assert_eq!(
+            scan_base_time(&mut &b"{\"traceEvents\":[]}"[..]).unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -277,6 +301,7 @@ mod tests {
                 at_unix_ns: 1_000_000_000,
                 samples: vec![],
             }),
+            refinement_ns: 0,
         };
         assert_eq!(time.aligned(5), Some(1_000_000_005 - 37_000_000));
         assert_eq!(time.clock_shift_ns(), -37_000_000);

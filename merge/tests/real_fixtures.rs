@@ -9,8 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use common::{decode, fixtures, jax_run_dir, read_gz};
-use rankline_merge::timebase::BaseSource;
-use rankline_merge::{merge, MergeOptions};
+use rankline_merge::{merge, BaseSource, MergeOptions};
 use serde_json::Value;
 
 /// (process, name, start, end) of every `X` event of a JAX log dir, placed
@@ -50,7 +49,9 @@ fn merged_events(decoded: &common::Decoded) -> Vec<(String, String, i64, i64)> {
 }
 
 fn multi4_dirs() -> Vec<PathBuf> {
-    (0..4).map(|i| fixtures().join(format!("jax_multi4/proc{i}"))).collect()
+    (0..4)
+        .map(|i| fixtures().join(format!("jax_multi4/proc{i}")))
+        .collect()
 }
 
 fn strings(paths: &[PathBuf]) -> Vec<String> {
@@ -68,7 +69,10 @@ fn jax_multi4_merges_every_event_once_at_its_absolute_time() {
     for rank in &summary.ranks {
         assert_eq!(rank.time_base, BaseSource::Xplane);
         let dropped: u64 = rank.stats.dropped.values().sum();
-        assert_eq!(rank.stats.events_in, rank.stats.events_out + rank.stats.metadata + dropped);
+        assert_eq!(
+            rank.stats.events_in,
+            rank.stats.events_out + rank.stats.metadata + dropped
+        );
         assert_eq!(dropped, 0);
     }
 
@@ -87,7 +91,10 @@ fn jax_multi4_merges_every_event_once_at_its_absolute_time() {
 
     // proc0's trace has events that overlap without nesting: they are on a
     // sibling track, not dropped.
-    assert!(decoded.tracks.values().any(|(name, _)| name.contains("(overlap 1)")));
+    assert!(decoded
+        .tracks
+        .values()
+        .any(|(name, _)| name.contains("(overlap 1)")));
 }
 
 #[test]
@@ -100,14 +107,19 @@ fn jax_multi4_collectives_line_up_on_the_merged_timeline() {
     // all-reduce ends per run_id: on the merged timeline, and by relative ts.
     let mut merged_ends: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for slice in decoded.slices.iter().filter(|s| s.name == "all-reduce") {
-        merged_ends.entry(slice.args["run_id"].clone()).or_default().push(slice.end);
+        merged_ends
+            .entry(slice.args["run_id"].clone())
+            .or_default()
+            .push(slice.end);
     }
     let mut relative_ends: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for dir in multi4_dirs() {
-        let trace: Value = serde_json::from_str(&read_gz(&jax_run_dir(&dir).join("vm.trace.json.gz"))).unwrap();
+        let trace: Value =
+            serde_json::from_str(&read_gz(&jax_run_dir(&dir).join("vm.trace.json.gz"))).unwrap();
         for e in trace["traceEvents"].as_array().unwrap() {
             if e["name"] == "all-reduce" {
-                let end = ((e["ts"].as_f64().unwrap() + e["dur"].as_f64().unwrap()) * 1000.0) as i64;
+                let end =
+                    ((e["ts"].as_f64().unwrap() + e["dur"].as_f64().unwrap()) * 1000.0) as i64;
                 relative_ends
                     .entry(e["args"]["run_id"].as_str().unwrap().to_string())
                     .or_default()
@@ -116,13 +128,25 @@ fn jax_multi4_collectives_line_up_on_the_merged_timeline() {
         }
     }
     let spread = |ends: &Vec<i64>| ends.iter().max().unwrap() - ends.iter().min().unwrap();
-    let shared: Vec<&String> = merged_ends.keys().filter(|k| merged_ends[*k].len() == 4).collect();
-    assert!(!shared.is_empty(), "all-reduce launches shared by the 4 ranks");
+    let shared: Vec<&String> = merged_ends
+        .keys()
+        .filter(|k| merged_ends[*k].len() == 4)
+        .collect();
+    assert!(
+        !shared.is_empty(),
+        "all-reduce launches shared by the 4 ranks"
+    );
     for run_id in shared {
         let merged = spread(&merged_ends[run_id]);
         let relative = spread(&relative_ends[run_id]);
-        assert!(merged <= 4_000_000, "run_id {run_id}: ends {merged} ns apart when merged");
-        assert!(relative > 8_000_000, "run_id {run_id}: by relative ts {relative} ns apart");
+        assert!(
+            merged <= 4_000_000,
+            "run_id {run_id}: ends {merged} ns apart when merged"
+        );
+        assert!(
+            relative > 8_000_000,
+            "run_id {run_id}: by relative ts {relative} ns apart"
+        );
     }
 }
 
@@ -144,14 +168,18 @@ fn counts(run_dir: &Path) -> (usize, usize) {
 
 #[test]
 fn sglang_jax_traces_merge_with_and_without_python_events() {
-    let runs = ["run1", "run2_numsteps", "default"].map(|r| fixtures().join("sglang_jax_cpu").join(r));
+    let runs =
+        ["run1", "run2_numsteps", "default"].map(|r| fixtures().join("sglang_jax_cpu").join(r));
     let (mut total, mut python) = (0, 0);
     for run in &runs {
         let (t, p) = counts(&jax_run_dir(run));
         total += t;
         python += p;
     }
-    assert!(python * 10 > total * 9, "the fixtures are mostly Python-tracer events");
+    assert!(
+        python * 10 > total * 9,
+        "the fixtures are mostly Python-tracer events"
+    );
     let dir = tempfile::tempdir().unwrap();
 
     let all = dir.path().join("all.pftrace");
@@ -167,7 +195,13 @@ fn sglang_jax_traces_merge_with_and_without_python_events() {
     let dropped: u64 = summary
         .ranks
         .iter()
-        .map(|r| r.stats.dropped.get("python tracer (--drop-python)").copied().unwrap_or(0))
+        .map(|r| {
+            r.stats
+                .dropped
+                .get("python tracer (--drop-python)")
+                .copied()
+                .unwrap_or(0)
+        })
         .sum();
     assert_eq!(dropped as usize, python);
     let decoded = decode(&fs::read(&lean).unwrap());
@@ -190,7 +224,11 @@ fn every_fixture_merges_into_a_valid_trace() {
     ]
     .map(|d| fixtures().join(d));
     let dir = tempfile::tempdir().unwrap();
-    for (format, name) in [("pftrace", "all.pftrace"), ("json", "all.json.gz"), ("zip", "all.zip")] {
+    for (format, name) in [
+        ("pftrace", "all.pftrace"),
+        ("json", "all.json.gz"),
+        ("zip", "all.zip"),
+    ] {
         let out = dir.path().join(name);
         let summary = merge(&MergeOptions::new(strings(&inputs), &out)).unwrap();
         assert_eq!(summary.ranks.len(), 5, "{format}");
@@ -198,7 +236,10 @@ fn every_fixture_merges_into_a_valid_trace() {
         let out_events: u64 = summary.ranks.iter().map(|r| r.stats.events_out).sum();
         assert_eq!(complete, out_events, "{format}: every X event written");
         if format == "pftrace" {
-            assert_eq!(decode(&fs::read(&out).unwrap()).slices.len() as u64, complete);
+            assert_eq!(
+                decode(&fs::read(&out).unwrap()).slices.len() as u64,
+                complete
+            );
         }
     }
 }

@@ -14,8 +14,9 @@ use rankline_layout::{
     ClockFit, FileKind, FileRecord, Manifest, ManifestRank, RankCoords, RankIdentity, RankKey,
     RankObjects, Sidecar, TimeBase, TimeBaseSource, MANIFEST_FORMAT, SIDECAR_FORMAT,
 };
-use rankline_merge::timebase::{BaseSource, ClockStatus};
-use rankline_merge::{merge, InputProblem, MergeError, MergeOptions, OutputFormat};
+use rankline_merge::{
+    merge, BaseSource, ClockStatus, InputProblem, MergeError, MergeOptions, OutputFormat,
+};
 use serde_json::Value;
 
 const KINETO_BASE: i64 = 1_763_850_000_123_456_789;
@@ -65,19 +66,33 @@ fn shifts_are_exact_to_the_nanosecond() {
         r#"[{"ph":"X","pid":1,"tid":1,"ts":1795384060465391.136,"dur":1,"name":"epoch"}]"#,
     );
     let (summary, decoded) = pftrace(vec![a, b], dir.path());
-    let by_name: BTreeMap<&str, &common::Slice> = decoded.slices.iter().map(|s| (s.name.as_str(), s)).collect();
+    let by_name: BTreeMap<&str, &common::Slice> = decoded
+        .slices
+        .iter()
+        .map(|s| (s.name.as_str(), s))
+        .collect();
     // 12.3456789 us = 12345.6789 ns -> 12346; 0.0005 us = 0.5 ns -> 1.
     assert_eq!(by_name["rounds"].start, KINETO_BASE + 12_346);
     assert_eq!(by_name["rounds"].end, KINETO_BASE + 12_347);
-    assert_eq!(by_name["exponent and quoted dur"].start, KINETO_BASE + 1_000_000);
-    assert_eq!(by_name["exponent and quoted dur"].end, KINETO_BASE + 1_002_000);
+    assert_eq!(
+        by_name["exponent and quoted dur"].start,
+        KINETO_BASE + 1_000_000
+    );
+    assert_eq!(
+        by_name["exponent and quoted dur"].end,
+        KINETO_BASE + 1_002_000
+    );
     assert_eq!(by_name["epoch"].start, 1_795_384_060_465_391_136);
     assert_eq!(by_name["epoch"].end, 1_795_384_060_465_392_136);
 
     assert_eq!(summary.ranks[0].time_base, BaseSource::Kineto);
     assert_eq!(summary.ranks[0].time_base_unix_ns, KINETO_BASE);
     assert_eq!(summary.ranks[1].time_base, BaseSource::None);
-    assert!(summary.warnings.iter().any(|w| w.contains("no time base")), "{:?}", summary.warnings);
+    assert!(
+        summary.warnings.iter().any(|w| w.contains("no time base")),
+        "{:?}",
+        summary.warnings
+    );
     // Named by the file name, then by argument order skipping TP-0.
     assert_eq!(summary.ranks[0].rank, "TP-0-EP-0");
     assert_eq!(summary.ranks[1].rank, "TP-1-EP-0");
@@ -110,17 +125,33 @@ fn overlapping_events_go_to_sibling_tracks_and_none_is_lost() {
     assert_eq!(summary.ranks[0].stats.events_out, events.len() as u64);
     for (name, ts, dur) in events {
         let slice = decoded.slices.iter().find(|s| s.name == name).unwrap();
-        assert_eq!((slice.start, slice.end), (ts * 1000, (ts + dur) * 1000), "{name}");
+        assert_eq!(
+            (slice.start, slice.end),
+            (ts * 1000, (ts + dur) * 1000),
+            "{name}"
+        );
         assert_eq!(slice.args["k"], "v");
         assert_eq!(slice.args["n"], "3");
         assert_eq!(slice.args["f"], "1.5");
         assert_eq!(slice.args["b"], "true");
         assert_eq!(slice.args["o"], r#"{"x":[1]}"#);
     }
-    let track_of = |name: &str| decoded.slices.iter().find(|s| s.name == name).unwrap().track.clone();
+    let track_of = |name: &str| {
+        decoded
+            .slices
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap()
+            .track
+            .clone()
+    };
     assert_eq!(track_of("a"), "tid 2");
     assert_eq!(track_of("b-overlaps-a"), "tid 2 (overlap 1)");
-    assert_eq!(track_of("h-overlaps-b-and-d"), "tid 2", "lane 0 is free again by then");
+    assert_eq!(
+        track_of("h-overlaps-b-and-d"),
+        "tid 2",
+        "lane 0 is free again by then"
+    );
     assert_eq!(track_of("d-starts-at-a-end"), "tid 2");
 }
 
@@ -170,7 +201,10 @@ fn phases_are_paired_kept_or_dropped_with_a_reason() {
     assert_eq!(dropped("ts or dur out of range"), 1);
     assert_eq!(dropped("not a JSON object"), 1);
     assert_eq!(stats.events_in, 13, "the empty {{}} is not an event");
-    assert_eq!(stats.events_in, stats.events_out + stats.metadata + stats.dropped.values().sum::<u64>());
+    assert_eq!(
+        stats.events_in,
+        stats.events_out + stats.metadata + stats.dropped.values().sum::<u64>()
+    );
 }
 
 /// A rankline capture: manifest, per-rank sidecars (one with a clock fit),
@@ -179,7 +213,11 @@ fn write_capture(root: &Path) -> PathBuf {
     let id = "cap1";
     let capture = root.join(id);
     let mut ranks = Vec::new();
-    for (tp, role, clock_offset) in [(0, "prefill", None), (1, "prefill", Some(37_000_123)), (0, "decode", None)] {
+    for (tp, role, clock_offset) in [
+        (0, "prefill", None),
+        (1, "prefill", Some(37_000_123)),
+        (0, "decode", None),
+    ] {
         let coords = RankCoords {
             role: role.into(),
             ..RankCoords::unified(tp, 0)
@@ -239,7 +277,11 @@ fn write_capture(root: &Path) -> PathBuf {
             }],
             agent_version: "test".into(),
         };
-        fs::write(root.join(key.sidecar()), serde_json::to_vec(&sidecar).unwrap()).unwrap();
+        fs::write(
+            root.join(key.sidecar()),
+            serde_json::to_vec(&sidecar).unwrap(),
+        )
+        .unwrap();
         ranks.push(ManifestRank {
             identity,
             status: "ok".into(),
@@ -262,7 +304,11 @@ fn write_capture(root: &Path) -> PathBuf {
         settings: Value::Null,
         ranks,
     };
-    fs::write(capture.join("manifest.json"), serde_json::to_vec(&manifest).unwrap()).unwrap();
+    fs::write(
+        capture.join("manifest.json"),
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .unwrap();
     capture
 }
 
@@ -272,9 +318,14 @@ fn a_capture_folder_merges_with_sidecar_time_bases_and_clock_fits() {
     let capture = write_capture(dir.path());
     let (summary, decoded) = pftrace(vec![capture.display().to_string()], dir.path());
 
-    assert_eq!(summary.origin_unix_ns, 1_794_999_999_900_000_000, "the manifest's start");
+    assert_eq!(
+        summary.origin_unix_ns, 1_794_999_999_900_000_000,
+        "the manifest's start"
+    );
     assert_eq!(summary.missing.len(), 1);
-    assert!(summary.missing[0].reason.contains("timed out in collecting"));
+    assert!(summary.missing[0]
+        .reason
+        .contains("timed out in collecting"));
     assert!(!summary.complete());
     let ranks: Vec<(&str, BaseSource, ClockStatus, i64)> = summary
         .ranks
@@ -284,12 +335,29 @@ fn a_capture_folder_merges_with_sidecar_time_bases_and_clock_fits() {
     assert_eq!(
         ranks,
         [
-            ("prefill-0/TP-0-EP-0", BaseSource::SidecarXplane, ClockStatus::NotMeasured, 0),
-            ("prefill-0/TP-1-EP-0", BaseSource::SidecarXplane, ClockStatus::Applied, -37_000_123),
+            (
+                "prefill-0/TP-0-EP-0",
+                BaseSource::SidecarXplane,
+                ClockStatus::NotMeasured,
+                0
+            ),
+            (
+                "prefill-0/TP-1-EP-0",
+                BaseSource::SidecarXplane,
+                ClockStatus::Applied,
+                -37_000_123
+            ),
         ]
     );
-    let starts: BTreeMap<&str, i64> = decoded.slices.iter().map(|s| (s.process.as_str(), s.start)).collect();
-    assert_eq!(starts["prefill-0 TP-0 EP-0 (host-0)"], 1_795_000_000_000_000_000 + 5_500);
+    let starts: BTreeMap<&str, i64> = decoded
+        .slices
+        .iter()
+        .map(|s| (s.process.as_str(), s.start))
+        .collect();
+    assert_eq!(
+        starts["prefill-0 TP-0 EP-0 (host-0)"],
+        1_795_000_000_000_000_000 + 5_500
+    );
     assert_eq!(
         starts["prefill-0 TP-1 EP-0 (host-1)"],
         1_795_000_000_001_000_000 + 5_500 - 37_000_123,
@@ -310,7 +378,54 @@ fn a_capture_folder_merges_with_sidecar_time_bases_and_clock_fits() {
 
     options.filters.ranks.clear();
     options.filters.roles = vec!["decode".parse().unwrap()];
-    assert!(matches!(merge(&options), Err(MergeError::NothingToMerge(_))));
+    assert!(matches!(
+        merge(&options),
+        Err(MergeError::NothingToMerge(_))
+    ));
+}
+
+#[test]
+fn a_capture_url_is_fetched_through_object_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = write_capture(dir.path());
+    let url = format!("file://{}", capture.display());
+    let out = dir.path().join("url.pftrace");
+    let summary = merge(&MergeOptions::new(vec![url.clone()], &out)).unwrap();
+    assert_eq!(summary.ranks.len(), 2);
+    assert_eq!(summary.missing.len(), 1);
+    assert_eq!(summary.ranks[1].clock, ClockStatus::Applied);
+    assert_eq!(
+        summary.ranks[0].trace,
+        format!("{url}/prefill-0/cap1-TP-0-EP-0.trace.json.gz"),
+        "ranks are named by URL, not by their local copies"
+    );
+    let (_, mut local) = pftrace(vec![capture.display().to_string()], dir.path());
+    let mut from_url = decode(&fs::read(&out).unwrap());
+    for decoded in [&mut local, &mut from_url] {
+        decoded
+            .slices
+            .sort_by(|a, b| (&a.process, a.start).cmp(&(&b.process, b.start)));
+    }
+    assert_eq!(from_url.slices, local.slices);
+
+    // Only the selected ranks are fetched: the filter applies before download.
+    let mut options = MergeOptions::new(vec![url], &out);
+    options.filters.ranks = vec!["TP-1".parse().unwrap()];
+    assert_eq!(merge(&options).unwrap().ranks.len(), 1);
+
+    for (bad, expected) in [
+        (format!("file://{}/nope", dir.path().display()), "not found"),
+        ("memory://".to_string(), "no trace found"),
+        ("gs://".to_string(), "no bucket"),
+    ] {
+        let error = merge(&MergeOptions::new(vec![bad.clone()], &out))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with(bad.trim_end_matches('/')) && error.contains(expected),
+            "{bad}: {error}"
+        );
+    }
 }
 
 #[test]
@@ -347,7 +462,12 @@ fn json_output_has_a_pid_per_rank_and_exact_shifted_ts() {
         let process_names: BTreeMap<i64, &str> = events
             .iter()
             .filter(|e| e["name"] == "process_name")
-            .map(|e| (e["pid"].as_i64().unwrap(), e["args"]["name"].as_str().unwrap()))
+            .map(|e| {
+                (
+                    e["pid"].as_i64().unwrap(),
+                    e["args"]["name"].as_str().unwrap(),
+                )
+            })
             .collect();
         let mut kernels: Vec<&Value> = events.iter().filter(|e| e["name"] == "k").collect();
         kernels.sort_by_key(|e| e["args"].is_null());
@@ -356,13 +476,22 @@ fn json_output_has_a_pid_per_rank_and_exact_shifted_ts() {
         assert!(process_names[&kernels[0]["pid"].as_i64().unwrap()].starts_with("unified-0 TP-"));
         // ts is exact text: 1.5 us after the origin, printed with 3 decimals.
         assert!(text.contains(r#""ts":1.500,"dur":2.000"#), "{text}");
-        assert!(text.contains(r#""ts":2.001"#), "2.0005 us rounds to 2001 ns");
+        assert!(
+            text.contains(r#""ts":2.001"#),
+            "2.0005 us rounds to 2001 ns"
+        );
         let gpu = events.iter().find(|e| e["name"] == "gpu kernel").unwrap();
-        assert_ne!(gpu["pid"], kernels[0]["pid"], "a second source process gets its own pid");
+        assert_ne!(
+            gpu["pid"], kernels[0]["pid"],
+            "a second source process gets its own pid"
+        );
         let flow = events.iter().find(|e| e["ph"] == "s").unwrap();
         assert_ne!(flow["id"], 5, "flow ids are made unique per rank");
         assert_eq!(flow["bp"], "e", "unknown keys pass through");
-        assert!(events.iter().any(|e| e["ph"] == "C"), "counters stay in JSON output");
+        assert!(
+            events.iter().any(|e| e["ph"] == "C"),
+            "counters stay in JSON output"
+        );
         assert_eq!(kernels[0]["args"]["Collective name"], "allreduce");
     }
 }
@@ -372,7 +501,11 @@ fn zip_output_is_a_perfetto_archive_with_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let capture = write_capture(dir.path());
     let out = dir.path().join("cap.zip");
-    let summary = merge(&MergeOptions::new(vec![capture.display().to_string()], &out)).unwrap();
+    let summary = merge(&MergeOptions::new(
+        vec![capture.display().to_string()],
+        &out,
+    ))
+    .unwrap();
     assert_eq!(summary.format, OutputFormat::Zip);
     let mut archive = zip::ZipArchive::new(fs::File::open(&out).unwrap()).unwrap();
     let mut manifest = String::new();
@@ -387,7 +520,10 @@ fn zip_output_is_a_perfetto_archive_with_offsets() {
     for (file, rank) in files.iter().zip(&summary.ranks) {
         let offset = file["clocks"]["offset_ns"].as_i64().unwrap();
         assert_eq!(offset, rank.time_base_unix_ns + rank.clock_shift_ns);
-        assert!(file["machine"]["name"].as_str().unwrap().starts_with("host-"));
+        assert!(file["machine"]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("host-"));
         let mut bytes = Vec::new();
         archive
             .by_name(file["path"].as_str().unwrap())
@@ -396,7 +532,10 @@ fn zip_output_is_a_perfetto_archive_with_offsets() {
             .unwrap();
         let decoded = decode(&bytes);
         assert_eq!(decoded.slices.len(), 1);
-        assert_eq!(decoded.slices[0].start, 5_500, "relative to the file's own zero");
+        assert_eq!(
+            decoded.slices[0].start, 5_500,
+            "relative to the file's own zero"
+        );
     }
 }
 
@@ -442,10 +581,22 @@ fn input_error(result: Result<rankline_merge::MergeSummary, MergeError>) -> (Str
 #[test]
 fn bad_inputs_fail_clearly_and_keep_going_merges_the_rest() {
     let dir = tempfile::tempdir().unwrap();
-    let good = write(dir.path(), "good-TP-0.trace.json", r#"[{"ph":"X","pid":1,"tid":1,"ts":1,"dur":1,"name":"ok"}]"#);
+    let good = write(
+        dir.path(),
+        "good-TP-0.trace.json",
+        r#"[{"ph":"X","pid":1,"tid":1,"ts":1,"dur":1,"name":"ok"}]"#,
+    );
     let empty = write(dir.path(), "empty-TP-1.trace.json", "");
-    let not_trace = write(dir.path(), "notrace-TP-2.trace.json", r#"{"hello":"world"}"#);
-    let truncated = write(dir.path(), "cut-TP-3.trace.json.gz", r#"{"traceEvents":[{"ph":"X","ts":1,"dur":1},{"ph":"X","ts":"#);
+    let not_trace = write(
+        dir.path(),
+        "notrace-TP-2.trace.json",
+        r#"{"hello":"world"}"#,
+    );
+    let truncated = write(
+        dir.path(),
+        "cut-TP-3.trace.json.gz",
+        r#"{"traceEvents":[{"ph":"X","ts":1,"dur":1},{"ph":"X","ts":"#,
+    );
     let corrupt_path = dir.path().join("corrupt-TP-4.trace.json.gz");
     let mut bytes = fs::read(&truncated).unwrap();
     for b in bytes.iter_mut().skip(12).take(8) {
@@ -464,16 +615,25 @@ fn bad_inputs_fail_clearly_and_keep_going_merges_the_rest() {
     assert_eq!(named, not_trace);
     assert!(matches!(problem, InputProblem::NotATrace(_)));
     let (_, problem) = input_error(one(&truncated));
-    assert!(matches!(problem, InputProblem::Truncated { events: 1 }), "{problem:?}");
+    assert!(
+        matches!(problem, InputProblem::Truncated { events: 1 }),
+        "{problem:?}"
+    );
     let (named, problem) = input_error(one(&corrupt));
     assert_eq!(named, corrupt);
-    assert!(matches!(problem, InputProblem::CorruptGzip(_)), "{problem:?}");
+    assert!(
+        matches!(problem, InputProblem::CorruptGzip(_)),
+        "{problem:?}"
+    );
     let (named, problem) = input_error(one(&missing));
     assert_eq!(named, missing);
     assert!(matches!(problem, InputProblem::NotFound));
     assert!(!out.exists(), "a failed merge writes nothing");
 
-    let mut options = MergeOptions::new(vec![good, empty, not_trace, truncated, corrupt, missing], &out);
+    let mut options = MergeOptions::new(
+        vec![good, empty, not_trace, truncated, corrupt, missing],
+        &out,
+    );
     options.keep_going = true;
     let summary = merge(&options).unwrap();
     assert_eq!(summary.ranks.len(), 1);
@@ -481,7 +641,33 @@ fn bad_inputs_fail_clearly_and_keep_going_merges_the_rest() {
     assert!(!summary.complete());
     assert_eq!(decode(&fs::read(&out).unwrap()).slices.len(), 1);
     let rendered = summary.render();
-    assert!(rendered.contains("skipped TP-3-EP-0") && rendered.contains("truncated JSON"), "{rendered}");
+    assert!(
+        rendered.contains("skipped TP-3-EP-0") && rendered.contains("truncated JSON"),
+        "{rendered}"
+    );
+}
+
+#[test]
+fn a_rank_far_from_the_others_is_pointed_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let near = kineto(r#"{"ph":"X","pid":7,"tid":8,"ts":1,"dur":5,"name":"k"}"#);
+    let a = write(dir.path(), "n-TP-0.trace.json", &near);
+    let b = write(dir.path(), "n-TP-1.trace.json", &near);
+    // Same ts, but a base an hour later: its events overlap nobody's.
+    let far = near.replace(
+        &KINETO_BASE.to_string(),
+        &(KINETO_BASE + 3_600_000_000_000).to_string(),
+    );
+    let c = write(dir.path(), "n-TP-2.trace.json", &far);
+    let (summary, _) = pftrace(vec![a, b, c], dir.path());
+    let far_warnings: Vec<&String> = summary
+        .warnings
+        .iter()
+        .filter(|w| w.contains("do not overlap"))
+        .collect();
+    assert_eq!(far_warnings.len(), 1, "{:?}", summary.warnings);
+    assert!(far_warnings[0].starts_with("TP-2-EP-0"));
+    assert!(summary.render().contains("warning: TP-2-EP-0"));
 }
 
 #[test]
@@ -492,7 +678,9 @@ fn duplicate_ranks_and_unknown_outputs_are_refused() {
     let out = dir.path().join("o.pftrace");
     let (named, problem) = input_error(merge(&MergeOptions::new(vec![a.clone(), b], &out)));
     assert!(named.ends_with("b-TP-0.trace.json"));
-    assert!(matches!(problem, InputProblem::Layout(ref why) if why.contains("rank TP-0-EP-0 again")));
+    assert!(
+        matches!(problem, InputProblem::Layout(ref why) if why.contains("rank TP-0-EP-0 again"))
+    );
     let summary = merge(&MergeOptions::new(vec![a.clone(), a.clone()], &out)).unwrap();
     assert_eq!(summary.ranks.len(), 1, "the same file twice is merged once");
     assert!(matches!(

@@ -36,11 +36,22 @@ pub(crate) enum Command {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Wire {
-    Hello { rank: u32, size: u32 },
+    Hello {
+        rank: u32,
+        size: u32,
+    },
     Arrive,
-    Release { round: u64 },
-    Command { command: Command },
-    Reject { reason: String },
+    Release {
+        round: u64,
+        #[serde(default)]
+        mono_ns: i64,
+    },
+    Command {
+        command: Command,
+    },
+    Reject {
+        reason: String,
+    },
 }
 
 /// The end of one collective round, stamped on this process's clock.
@@ -187,12 +198,16 @@ async fn run_hub(
         }
         if local.is_some() && arrived.len() as u32 + 1 == size {
             round += 1;
+            let release_mono = mono_now_ns();
             for rank in arrived.drain() {
                 if let Some(member) = members.get(&rank) {
-                    let _ = member.outbox.send(Wire::Release { round });
+                    let _ = member.outbox.send(Wire::Release {
+                        round,
+                        mono_ns: release_mono,
+                    });
                 }
             }
-            let unix_ns = unix_now_ns();
+            let unix_ns = unix_now_ns() - (mono_now_ns() - release_mono);
             if let Some(waiter) = local.take() {
                 let _ = waiter.send(Release { round, unix_ns });
             }
@@ -319,9 +334,10 @@ async fn run_member(
                     let released_at = unix_now_ns();
                     match line {
                         Ok(Some(line)) => match serde_json::from_str::<Wire>(&line) {
-                            Ok(Wire::Release { round }) => {
+                            Ok(Wire::Release { round, mono_ns }) => {
                                 if let Some(waiter) = waiter.take() {
-                                    let _ = waiter.send(Release { round, unix_ns: released_at });
+                                    let unix_ns = released_at - (mono_now_ns() - mono_ns);
+                                    let _ = waiter.send(Release { round, unix_ns });
                                 }
                             }
                             Ok(Wire::Command { command }) => {
@@ -348,4 +364,19 @@ async fn run_member(
             _ = tokio::time::sleep(retry) => {}
         }
     }
+}
+
+/// `CLOCK_MONOTONIC` in ns. Every process on a machine shares it and
+/// `faketime` leaves it alone (FAKETIME_DONT_FAKE_MONOTONIC), so the barrier
+/// sends the release as one real instant and each member maps it onto its own
+/// (possibly shifted) wall clock: the collective really ends at the same
+/// instant everywhere, however late each member reads the message.
+fn mono_now_ns() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only into the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }

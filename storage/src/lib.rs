@@ -47,6 +47,13 @@ pub enum StorageError {
         expected: u64,
         stored: u64,
     },
+    #[error("object {key:?} in {url} reads back with sha256 {stored}, expected {expected}")]
+    ChecksumMismatch {
+        key: String,
+        url: String,
+        expected: String,
+        stored: String,
+    },
 }
 
 impl StorageError {
@@ -56,6 +63,29 @@ impl StorageError {
             self,
             StorageError::Backend { source, .. } if matches!(**source, object_store::Error::NotFound { .. })
         )
+    }
+
+    /// True when trying again later may succeed: the store was unreachable,
+    /// overloaded or answered wrongly, or an object read back differently
+    /// from what was sent. False for what only a person can fix: a bad URL
+    /// or key, an unreadable local file, refused credentials or permissions,
+    /// an operation the store does not offer.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StorageError::InvalidUrl { .. }
+            | StorageError::InvalidKey { .. }
+            | StorageError::Io { .. } => false,
+            StorageError::SizeMismatch { .. } | StorageError::ChecksumMismatch { .. } => true,
+            StorageError::Backend { source, .. } => !matches!(
+                **source,
+                object_store::Error::PermissionDenied { .. }
+                    | object_store::Error::Unauthenticated { .. }
+                    | object_store::Error::NotImplemented
+                    | object_store::Error::NotSupported { .. }
+                    | object_store::Error::InvalidPath { .. }
+                    | object_store::Error::UnknownConfigurationKey { .. }
+            ),
+        }
     }
 }
 

@@ -90,6 +90,8 @@ impl Storage {
                 };
                 hasher.update(&buf[..n]);
                 if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                    // Parts already stored would otherwise linger (and cost) on S3.
+                    writer.abort().await.ok();
                     return Err(self.backend("upload part of", key, e));
                 }
                 writer.write(&buf[..n]);
@@ -116,6 +118,49 @@ impl Storage {
             size: sent,
             sha256: hex::encode(hasher.finalize()),
         })
+    }
+
+    /// Reads `key` back and checks that it holds `size` bytes whose sha256
+    /// is `sha256`: proof that storage has exactly what was sent, on every
+    /// backend alike (an S3 multipart object's own checksum is a checksum of
+    /// part checksums, not the file's sha256, and not every store keeps one).
+    /// Streams, so memory stays bounded whatever the size.
+    pub async fn verify(&self, key: &str, size: u64, sha256: &str) -> Result<(), StorageError> {
+        let path = self.object_path(key)?;
+        let result = self
+            .store
+            .get(&path)
+            .await
+            .map_err(|e| self.backend("read back", key, e))?;
+        let mut stream = result.into_stream();
+        let mut hasher = Sha256::new();
+        let mut stored = 0u64;
+        while let Some(chunk) = stream
+            .try_next()
+            .await
+            .map_err(|e| self.backend("read back", key, e))?
+        {
+            hasher.update(&chunk);
+            stored += chunk.len() as u64;
+        }
+        if stored != size {
+            return Err(StorageError::SizeMismatch {
+                key: key.to_string(),
+                url: self.url.clone(),
+                expected: size,
+                stored,
+            });
+        }
+        let stored_sha256 = hex::encode(hasher.finalize());
+        if stored_sha256 != sha256 {
+            return Err(StorageError::ChecksumMismatch {
+                key: key.to_string(),
+                url: self.url.clone(),
+                expected: sha256.to_string(),
+                stored: stored_sha256,
+            });
+        }
+        Ok(())
     }
 
     /// Stores small bytes (a sidecar, a manifest) in one PUT.
@@ -269,6 +314,79 @@ mod tests {
         round_trip(&storage, 1000).await;
         round_trip(&storage, PART_SIZE * 2 + 12345).await;
         assert!(storage.local_path("cap/r/trace.bin").unwrap().is_file());
+    }
+
+    #[tokio::test]
+    async fn verify_reads_back_size_and_sha256() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path().to_str().unwrap()).unwrap();
+        let stored = storage
+            .put_bytes("c/x.bin", b"stored bytes".to_vec())
+            .await
+            .unwrap();
+        storage
+            .verify("c/x.bin", stored.size, &stored.sha256)
+            .await
+            .unwrap();
+
+        // Same size, other bytes: only the checksum tells.
+        std::fs::write(storage.local_path("c/x.bin").unwrap(), b"STORED bytes").unwrap();
+        let changed = storage
+            .verify("c/x.bin", stored.size, &stored.sha256)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(changed, StorageError::ChecksumMismatch { .. }),
+            "{changed}"
+        );
+        assert!(
+            changed.is_transient(),
+            "an upload that reads back wrong is tried again"
+        );
+
+        let short = storage
+            .verify("c/x.bin", stored.size + 1, &stored.sha256)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(short, StorageError::SizeMismatch { .. }),
+            "{short}"
+        );
+        let missing = storage.verify("c/none", 1, "00").await.unwrap_err();
+        assert!(
+            missing.is_not_found() && missing.is_transient(),
+            "{missing}"
+        );
+    }
+
+    #[tokio::test]
+    async fn only_what_a_person_must_fix_is_permanent() {
+        let storage = Storage::open("memory://").unwrap();
+        let gone = storage
+            .upload_file("k", Path::new("/nonexistent/trace.bin"), &|_| {})
+            .await
+            .unwrap_err();
+        assert!(!gone.is_transient(), "{gone}");
+        let bad_key = storage.put_bytes("../k", vec![]).await.unwrap_err();
+        assert!(!bad_key.is_transient(), "{bad_key}");
+        let refused = storage.backend(
+            "upload",
+            "k",
+            object_store::Error::PermissionDenied {
+                path: "k".into(),
+                source: "403".into(),
+            },
+        );
+        assert!(!refused.is_transient());
+        let down = storage.backend(
+            "upload",
+            "k",
+            object_store::Error::Generic {
+                store: "S3",
+                source: "connection refused".into(),
+            },
+        );
+        assert!(down.is_transient());
     }
 
     #[tokio::test]

@@ -71,6 +71,10 @@ async fn uploads_lists_and_downloads_through_s3() {
         .unwrap();
     assert_eq!(stored.size, data.len() as u64);
     storage
+        .verify(&stored.key, stored.size, &stored.sha256)
+        .await
+        .unwrap();
+    storage
         .put_bytes("cap/cap-TP-0-EP-0.meta.json", b"{}".to_vec())
         .await
         .unwrap();
@@ -84,7 +88,10 @@ async fn uploads_lists_and_downloads_through_s3() {
         .collect();
     assert_eq!(
         keys,
-        ["cap/cap-TP-0-EP-0.meta.json", "cap/cap-TP-0-EP-0.trace.json.gz"]
+        [
+            "cap/cap-TP-0-EP-0.meta.json",
+            "cap/cap-TP-0-EP-0.trace.json.gz"
+        ]
     );
     let back = dir.path().join("back.bin");
     storage

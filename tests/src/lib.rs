@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 mod cluster;
+mod s3;
 
 pub use cluster::{CaptureRun, Cluster};
+pub use s3::S3Server;
 
 /// The `rankline` binary of this workspace, built once per test process so
 /// the tests never run a stale binary.

@@ -245,6 +245,24 @@ impl FakeCoordinator {
         .await
     }
 
+    /// The final update of each of `profile_ids` (from one agent), by profile id.
+    pub async fn wait_finals_of(&mut self, profile_ids: &[&str]) -> BTreeMap<String, RankUpdate> {
+        within_wait(async {
+            let mut finals = BTreeMap::new();
+            while finals.len() < profile_ids.len() {
+                if let Some(agent_message::Kind::Update(update)) = self.next_message().await.kind {
+                    if profile_ids.contains(&update.profile_id.as_str())
+                        && update.state().is_final()
+                    {
+                        finals.insert(update.profile_id.clone(), update);
+                    }
+                }
+            }
+            finals
+        })
+        .await
+    }
+
     pub async fn wait_hello(&mut self) -> AgentHello {
         within_wait(async {
             loop {
@@ -573,6 +591,8 @@ pub fn quick_timing() -> Timing {
         idle_clock_interval: Duration::from_secs(30),
         clock_burst_probes: 8,
         clock_probe_timeout: Duration::from_secs(1),
+        upload_retry_initial: Duration::from_millis(50),
+        upload_retry_max: Duration::from_millis(200),
     }
 }
 

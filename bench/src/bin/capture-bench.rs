@@ -426,7 +426,8 @@ fn render(args: &Args, results: &[FleetResult]) -> String {
                 worst(&idle.rss_mb),
                 median(&idle.cpu_percent),
                 worst(&idle.cpu_percent),
-                100.0 / 100.0 / idle.seconds as f64,
+                // One clock tick (1/100 s) over the window, in percent.
+                1.0 / idle.seconds as f64,
             ));
         }
     }

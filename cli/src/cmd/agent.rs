@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use rankline_agent::{AgentConfig, KindChoice, ModeChoice, Timing};
+use rankline_agent::{AgentConfig, KindChoice, ModeChoice, Retention, Timing};
 use rankline_proto::Role;
 
 /// Run an agent beside one server process.
@@ -99,6 +99,29 @@ pub struct Args {
     /// <host>/<role>-<worker>/TP-<n>-EP-<m>]
     #[arg(long, env = "RANKLINE_AGENT_ID", value_name = "ID")]
     agent_id: Option<String>,
+
+    /// Retention: the newest N finished captures keep their files in the
+    /// spool after a verified upload; older ones are deleted. Files whose
+    /// upload is not verified are never deleted.
+    #[arg(
+        long,
+        env = "RANKLINE_KEEP_CAPTURES",
+        value_name = "N",
+        default_value_t = rankline_agent::spool::DEFAULT_KEEP_CAPTURES
+    )]
+    keep_captures: usize,
+
+    /// Retention: the kept captures' files take at most this much of the
+    /// spool (e.g. 500M, 20G, 0 to delete each capture's files once its
+    /// upload is verified).
+    #[arg(
+        long,
+        env = "RANKLINE_KEEP_BYTES",
+        value_name = "SIZE",
+        default_value = "10G",
+        value_parser = parse_size
+    )]
+    keep_bytes: u64,
 }
 
 const AFTER_HELP: &str = "\
@@ -115,7 +138,11 @@ Examples:
   RANKLINE_MODE=collect RANKLINE_TP_RANK=1 rankline agent   # node 1 of a 2-host server
 
 The agent runs until SIGINT or SIGTERM. It keeps running while the coordinator
-or the server is down and reconnects by itself.";
+or the server is down and reconnects by itself.
+
+Uploads are read back and checked (size and sha256) and retried with backoff until
+storage takes them, past the capture's deadline if need be. A capture's journal in
+<spool>/agents/ lets an agent restarted mid-upload (even after kill -9) finish it.";
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum RoleArg {
@@ -136,6 +163,28 @@ enum KindArg {
     Auto,
     SglangJax,
     Sglang,
+}
+
+/// `1048576`, `512K`, `500M`, `20G`, `1T` (powers of 1024; `KiB`, `MB`, ... also read).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let digits = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(digits);
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => return Err(format!("{text:?} is not a size (e.g. 0, 500M, 20G)")),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{text:?} is not a size (e.g. 0, 500M, 20G)"))
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -178,6 +227,10 @@ impl Args {
             },
             spool: self.spool,
             agent_id: self.agent_id,
+            retention: Retention {
+                keep_captures: self.keep_captures,
+                keep_bytes: self.keep_bytes,
+            },
             timing: Timing::default(),
         }
     }
@@ -216,5 +269,22 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("1536"), Ok(1536));
+        assert_eq!(parse_size("500M"), Ok(500 << 20));
+        assert_eq!(parse_size("20GiB"), Ok(20 << 30));
+        assert_eq!(parse_size("2 kb"), Ok(2048));
+        for bad in ["", "G", "ten", "5X", "99999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -20,9 +20,11 @@ use tokio::sync::watch;
 use super::capture::{start_and_follow, CoordinatorArg, Outcome};
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Everything runs in this process on 127.0.0.1; nothing is left running \
+#[command(
+    after_help = "Everything runs in this process on 127.0.0.1; nothing is left running \
                         afterwards. Open the merged trace at https://ui.perfetto.dev (drag the \
-                        file in) or with trace_processor.")]
+                        file in) or with trace_processor."
+)]
 pub struct Args {
     /// Folder for everything the demo writes (captures, spool, merged trace).
     #[arg(long, default_value = "./rankline-demo")]
@@ -79,7 +81,10 @@ async fn run_demo(
     tokio::spawn(coordinator.serve(listener, shutdown()));
 
     let roles: Vec<Option<DisaggregationMode>> = if args.pd {
-        vec![Some(DisaggregationMode::Prefill), Some(DisaggregationMode::Decode)]
+        vec![
+            Some(DisaggregationMode::Prefill),
+            Some(DisaggregationMode::Decode),
+        ]
     } else {
         vec![None]
     };
@@ -118,7 +123,10 @@ async fn run_demo(
         coordinator: coordinator_url.clone(),
     };
     let outcome = start_and_follow(&coordinator, request, false).await?;
-    if !matches!(outcome, Outcome::Finished(rankline_proto::CaptureStatus::Complete)) {
+    if !matches!(
+        outcome,
+        Outcome::Finished(rankline_proto::CaptureStatus::Complete)
+    ) {
         bail!("the demo capture did not complete; see the per-rank table above");
     }
 

@@ -12,7 +12,8 @@ use rankline_merge::{
 
 /// Arguments of `rankline merge`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "INPUT is a capture folder written by `rankline capture` (manifest.json and \
+#[command(
+    after_help = "INPUT is a capture folder written by `rankline capture` (manifest.json and \
     per-rank .meta.json sidecars), a trace file (*.trace.json[.gz]), or a JAX log dir \
     (plugins/profile/<run>/<host>.trace.json.gz beside its .xplane.pb). Ranks come from the \
     capture, else from SGLang-style file names (<id>-TP-n[-DP-d][-PP-p][-EP-e]), else TP-0, \
@@ -22,7 +23,8 @@ use rankline_merge::{
     Examples:\n  \
     rankline merge /data/captures/cap-123 -o cap-123.pftrace\n  \
     rankline merge logs/proc0 logs/proc1 -o run.pftrace --drop-python\n  \
-    rankline merge cap-123 -o steps.json.gz --window 1s..1.2s --ranks TP-0,TP-1")]
+    rankline merge cap-123 -o steps.json.gz --window 1s..1.2s --ranks TP-0,TP-1"
+)]
 pub struct Args {
     /// Capture folders, trace files or JAX log dirs.
     #[arg(required = true, value_name = "INPUT")]
@@ -36,7 +38,8 @@ pub struct Args {
 
     /// How ranks are put on one clock: `clock` applies each host's measured
     /// clock offset from the sidecars (the default; ranks without one keep
-    /// their host clock), `none` uses time bases only.
+    /// their host clock), `none` uses time bases only, `collectives` refines
+    /// `clock` with the ends of collectives the ranks share.
     #[arg(long, default_value = "clock", value_parser = parse_align)]
     align: AlignMode,
 

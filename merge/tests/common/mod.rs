@@ -157,7 +157,10 @@ pub struct Decoded {
 
 impl Decoded {
     pub fn names(&self, process: &str) -> Vec<&Slice> {
-        self.slices.iter().filter(|s| s.process == process).collect()
+        self.slices
+            .iter()
+            .filter(|s| s.process == process)
+            .collect()
     }
 }
 
@@ -191,13 +194,18 @@ pub fn decode(bytes: &[u8]) -> Decoded {
     for packet in &trace.packet {
         if let Some(d) = &packet.track_descriptor {
             let uuid = d.uuid.expect("descriptor uuid");
-            assert!(descriptors.insert(uuid, d.clone()).is_none(), "duplicate track uuid {uuid}");
+            assert!(
+                descriptors.insert(uuid, d.clone()).is_none(),
+                "duplicate track uuid {uuid}"
+            );
         }
     }
     let mut decoded = Decoded::default();
     for (uuid, d) in &descriptors {
         if let Some(p) = &d.process {
-            decoded.processes.insert(*uuid, p.process_name.clone().unwrap_or_default());
+            decoded
+                .processes
+                .insert(*uuid, p.process_name.clone().unwrap_or_default());
             decoded.pids.insert(*uuid, p.pid.expect("process pid"));
         }
     }
@@ -206,9 +214,16 @@ pub fn decode(bytes: &[u8]) -> Decoded {
             continue;
         }
         let parent = d.parent_uuid.expect("a thread or lane track has a parent");
-        assert!(decoded.processes.contains_key(&parent), "track {uuid}'s parent is a process track");
+        assert!(
+            decoded.processes.contains_key(&parent),
+            "track {uuid}'s parent is a process track"
+        );
         if let Some(thread) = &d.thread {
-            assert_eq!(thread.pid, Some(decoded.pids[&parent]), "thread pid is its process's");
+            assert_eq!(
+                thread.pid,
+                Some(decoded.pids[&parent]),
+                "thread pid is its process's"
+            );
         }
         let name = d
             .name
@@ -219,7 +234,9 @@ pub fn decode(bytes: &[u8]) -> Decoded {
     }
     let mut open: HashMap<u64, Vec<Open>> = HashMap::new();
     for packet in &trace.packet {
-        let sequence_id = packet.trusted_packet_sequence_id.expect("every packet has a sequence");
+        let sequence_id = packet
+            .trusted_packet_sequence_id
+            .expect("every packet has a sequence");
         let state = sequences.entry(sequence_id).or_default();
         let flags = packet.sequence_flags.unwrap_or(0);
         if flags & 1 != 0 {
@@ -249,9 +266,15 @@ pub fn decode(bytes: &[u8]) -> Decoded {
         let Some(event) = &packet.track_event else {
             continue;
         };
-        assert!(state.cleared && flags & 2 != 0, "events need the sequence's interned state");
+        assert!(
+            state.cleared && flags & 2 != 0,
+            "events need the sequence's interned state"
+        );
         let ts = packet.timestamp.expect("events have timestamps");
-        assert!(ts >= state.last_ts, "timestamps go backwards in sequence {sequence_id}");
+        assert!(
+            ts >= state.last_ts,
+            "timestamps go backwards in sequence {sequence_id}"
+        );
         state.last_ts = ts;
         let ts = ts as i64;
         let uuid = event.track_uuid.expect("events name their track");
@@ -264,7 +287,10 @@ pub fn decode(bytes: &[u8]) -> Decoded {
         match event.r#type {
             Some(1) | Some(3) => {
                 let name = state.names[&event.name_iid.expect("name iid")].clone();
-                let category = event.category_iids.first().map(|c| state.categories[c].clone());
+                let category = event
+                    .category_iids
+                    .first()
+                    .map(|c| state.categories[c].clone());
                 let args = event
                     .debug_annotations
                     .iter()
@@ -314,7 +340,9 @@ pub fn decode(bytes: &[u8]) -> Decoded {
                 }
             }
             Some(2) => {
-                let begin = stack.pop().unwrap_or_else(|| panic!("END without BEGIN on {track_name}"));
+                let begin = stack
+                    .pop()
+                    .unwrap_or_else(|| panic!("END without BEGIN on {track_name}"));
                 assert!(ts >= begin.start);
                 decoded.slices.push(Slice {
                     process: decoded.processes[&process_uuid].clone(),
@@ -333,7 +361,11 @@ pub fn decode(bytes: &[u8]) -> Decoded {
         }
     }
     for (uuid, stack) in &open {
-        assert!(stack.is_empty(), "track {uuid} has {} unclosed slices", stack.len());
+        assert!(
+            stack.is_empty(),
+            "track {uuid} has {} unclosed slices",
+            stack.len()
+        );
     }
     decoded.sequences = sequences.len();
     decoded

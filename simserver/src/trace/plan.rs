@@ -12,6 +12,9 @@
 
 use super::{Session, StepRecord};
 
+/// Distance between the ends of consecutive collectives of one step.
+const COLLECTIVE_SPACING_NS: i64 = 150_000;
+
 /// Keeps nested events strictly inside their parents.
 pub(crate) const EDGE_NS: i64 = 50;
 /// The least a host or tail phase is shrunk to, so nested events still fit.
@@ -182,11 +185,11 @@ impl StepPlan {
         .map(|(start, end)| (start, end.max(start)))
     }
 
-    /// Where the `j`-th collective ends: the release for the first, fixed
-    /// distances after it for the others (identical on every rank).
-    pub(crate) fn collective_end(&self, j: usize, collectives: usize) -> i64 {
-        let model_end = self.program_spans()[0].1;
-        self.release + (model_end - self.release) * j as i64 / collectives.max(1) as i64
+    /// Where the `j`-th collective ends: the release for the first, then
+    /// fixed distances after it, identical on every rank (an end derived from
+    /// each rank's own step length would differ across ranks by milliseconds).
+    pub(crate) fn collective_end(&self, j: usize) -> i64 {
+        self.release + COLLECTIVE_SPACING_NS * j as i64
     }
 }
 
@@ -319,7 +322,7 @@ pub(crate) fn device_ops(
         );
         let mut previous_end = plan.release;
         for j in 1..collectives {
-            let end = plan.collective_end(j, collectives);
+            let end = plan.collective_end(j);
             let gap = end - previous_end;
             let compute = OpKind::Compute(counts.before_collectives + j - 1);
             op(

@@ -1,0 +1,156 @@
+//! `rankline merge` as a person runs it: the built binary, its exit codes,
+//! its summary and its error messages.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn rankline(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rankline"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the rankline binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn multi2() -> Vec<String> {
+    let root =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/real-jax/jax_multi2");
+    ["proc0", "proc1"]
+        .iter()
+        .map(|p| root.join(p).display().to_string())
+        .collect()
+}
+
+fn with_output(inputs: &[String], out: &Path, extra: &[&str]) -> Output {
+    let out = out.display().to_string();
+    let mut args = vec!["merge"];
+    args.extend(inputs.iter().map(String::as_str));
+    args.extend(["-o", out.as_str()]);
+    args.extend(extra);
+    rankline(&args)
+}
+
+#[test]
+fn merging_real_jax_ranks_succeeds_with_a_readable_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("multi2.pftrace");
+    let run = with_output(&multi2(), &out, &[]);
+    let stdout = text(&run.stdout);
+    assert_eq!(run.status.code(), Some(0), "{stdout}{}", text(&run.stderr));
+    assert!(stdout.contains("merged 2 ranks into"), "{stdout}");
+    assert!(
+        stdout.contains("TP-0-EP-0") && stdout.contains("TP-1-EP-0"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("xplane profile_start_time"), "{stdout}");
+    assert!(stdout.contains("ui.perfetto.dev"), "{stdout}");
+    assert!(fs::metadata(&out).unwrap().len() > 0);
+}
+
+#[test]
+fn json_summary_is_machine_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("multi2.json.gz");
+    let run = with_output(
+        &multi2(),
+        &out,
+        &["--json", "--drop-python", "--ranks", "TP-1"],
+    );
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&run.stdout).expect("stdout is JSON");
+    assert_eq!(summary["format"], "json_gz");
+    assert_eq!(summary["ranks"].as_array().unwrap().len(), 1);
+    assert_eq!(summary["ranks"][0]["rank"], "TP-1-EP-0");
+    assert_eq!(summary["ranks"][0]["time_base"], "xplane");
+    assert_eq!(summary["filtered_out"][0], "TP-0-EP-0");
+    assert!(summary["ranks"][0]["events_in"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn a_corrupt_input_names_the_file_and_exits_2_and_keep_going_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = dir.path().join("broken-TP-5.trace.json.gz");
+    fs::write(
+        &corrupt,
+        [
+            0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3,
+        ],
+    )
+    .unwrap();
+    let mut inputs = multi2();
+    inputs.push(corrupt.display().to_string());
+    let out = dir.path().join("o.pftrace");
+
+    let run = with_output(&inputs, &out, &[]);
+    let stderr = text(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("broken-TP-5.trace.json.gz") && stderr.contains("corrupt gzip"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--keep-going"),
+        "says what to do next: {stderr}"
+    );
+    assert!(!out.exists(), "nothing is written when the merge fails");
+
+    let run = with_output(&inputs, &out, &["--keep-going"]);
+    let stdout = text(&run.stdout);
+    assert_eq!(run.status.code(), Some(1), "{stdout}{}", text(&run.stderr));
+    assert!(stdout.contains("skipped TP-5-EP-0"), "{stdout}");
+    assert!(out.exists());
+}
+
+#[test]
+fn usage_errors_are_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = with_output(&multi2(), &dir.path().join("x.txt"), &[]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(
+        text(&run.stderr).contains(".pftrace"),
+        "{}",
+        text(&run.stderr)
+    );
+
+    let run = with_output(
+        &multi2(),
+        &dir.path().join("x.pftrace"),
+        &["--window", "soon"],
+    );
+    assert_eq!(run.status.code(), Some(2));
+    assert!(
+        text(&run.stderr).contains("START..END"),
+        "{}",
+        text(&run.stderr)
+    );
+
+    let run = with_output(
+        &multi2(),
+        &dir.path().join("x.pftrace"),
+        &["--align", "sundial"],
+    );
+    assert_eq!(run.status.code(), Some(2));
+    assert!(
+        text(&run.stderr).contains("unknown alignment"),
+        "{}",
+        text(&run.stderr)
+    );
+
+    let missing: PathBuf = dir.path().join("missing");
+    let run = with_output(
+        &[missing.display().to_string()],
+        &dir.path().join("x.pftrace"),
+        &[],
+    );
+    assert_eq!(run.status.code(), Some(2));
+    assert!(
+        text(&run.stderr).contains("missing: not found"),
+        "{}",
+        text(&run.stderr)
+    );
+}

@@ -1,0 +1,107 @@
+//! Entry points for the fuzz targets in `fuzz/` and the stable fuzz test:
+//! the trace parsers run on arbitrary bytes, end to end, in memory. Hidden
+//! from the documented API; they exist so that no input can panic merge.
+
+use std::io::{self, Cursor};
+use std::ops::ControlFlow;
+use std::sync::Mutex;
+
+use crate::chrome::{self, raw_text, Element};
+use crate::events::EventFilter;
+use crate::json_out::JsonRank;
+use crate::json_scan;
+use crate::number;
+use crate::output::{ChunkSink, TextOutput};
+use crate::pftrace::{SequenceInfo, Timeline};
+use crate::source::decompressed;
+use crate::timebase::RankTime;
+
+impl ChunkSink for Mutex<Vec<u8>> {
+    fn write_chunk(&self, bytes: &[u8]) -> io::Result<()> {
+        self.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// Reads `bytes` (plain or gzipped) as a Chrome trace, touching every
+/// field the outputs use. Returns how many elements were read.
+pub fn read_elements(bytes: &[u8]) -> Option<u64> {
+    let source = decompressed(Cursor::new(bytes.to_vec())).ok()?;
+    let footer = chrome::read_trace(source.reader, |element| {
+        if let Element::Event(event) = element {
+            let _ = event.phase();
+            for raw in [event.name, event.cat, event.args, event.id]
+                .into_iter()
+                .flatten()
+            {
+                let _ = raw_text(raw);
+            }
+            for raw in [event.ts, event.dur].into_iter().flatten() {
+                let _ = number::micros_text_to_nanos(raw);
+            }
+            if let Some(args) = event.args {
+                json_scan::members(args).for_each(drop);
+            }
+        }
+        ControlFlow::Continue(())
+    })
+    .ok()?;
+    Some(footer.elements)
+}
+
+/// Converts `bytes` to one rank's packet sequence, as `merge` does.
+pub fn to_pftrace(bytes: &[u8]) -> Option<Vec<u8>> {
+    let source = decompressed(Cursor::new(bytes.to_vec())).ok()?;
+    let time = RankTime::identity();
+    let filter = EventFilter::default();
+    let mut timeline = Timeline::new(&time, &filter);
+    chrome::read_trace(source.reader, |element| timeline.ingest(element)).ok()?;
+    timeline.finish_input();
+    let sink = Mutex::new(Vec::new());
+    let info = SequenceInfo {
+        ordinal: 0,
+        process_name: "fuzz",
+        time_zero_ns: 0,
+    };
+    timeline.write(&info, &sink).ok()?;
+    Some(sink.into_inner().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Converts `bytes` to Chrome JSON events, as `merge` does; returns the
+/// staged text's size.
+pub fn to_json(bytes: &[u8]) -> Option<u64> {
+    let source = decompressed(Cursor::new(bytes.to_vec())).ok()?;
+    let time = RankTime::identity();
+    let filter = EventFilter::default();
+    let dir = tempfile::tempdir().ok()?;
+    let output = TextOutput::create(&dir.path().join("fuzz.json"), false).ok()?;
+    let mut rank = JsonRank::new(0, "fuzz", &time, &filter, 0, output.stage());
+    chrome::read_trace(source.reader, |element| rank.ingest(element)).ok()?;
+    let (stage, stats) = rank.finish().ok()?;
+    output.commit_stage(stage).ok()?;
+    Some(stats.events_out)
+}
+
+/// Scans `text` as one JSON value and walks it as an object.
+pub fn scan_json(text: &str) -> Option<usize> {
+    let members = json_scan::members(text).count();
+    match json_scan::scan_value(text.as_bytes(), 0) {
+        json_scan::Scan::Done(end) => Some(end + members),
+        _ => None,
+    }
+}
+
+/// Parses `text` as microseconds; when it is a number, checks that the
+/// nanoseconds print back and parse to the same value.
+pub fn micros_round_trip(text: &str) -> Option<i64> {
+    let nanos = number::micros_text_to_nanos(text)?;
+    let mut printed = Vec::new();
+    number::push_nanos_as_micros(&mut printed, nanos);
+    let again = std::str::from_utf8(&printed)
+        .ok()
+        .and_then(number::micros_text_to_nanos);
+    assert_eq!(again, Some(nanos), "{text:?} -> {nanos} did not round-trip");
+    Some(nanos)
+}

@@ -1,0 +1,246 @@
+//! Inputs given as object-store URLs (`s3://`, `gs://`, `az://`, `file://`,
+//! ...): the objects merge needs are streamed to a local folder (bounded
+//! memory, several at once), mirroring their keys, and discovery then reads
+//! that folder like a local capture.
+//!
+//! With a manifest, only the selected ranks' files are fetched, and a rank's
+//! `.xplane.pb` only when its sidecar has no time base. Without one, every
+//! sidecar and trace under the URL is fetched.
+
+use std::path::{Path, PathBuf};
+
+use futures::stream::{self, TryStreamExt};
+use rankline_layout::{Manifest, Sidecar, TimeBaseSource, MANIFEST_NAME};
+use rankline_storage::{Storage, StorageError};
+
+use crate::error::{InputError, InputProblem};
+use crate::options::Filters;
+
+/// Downloads in flight at once.
+const PARALLEL_DOWNLOADS: usize = 8;
+
+/// A URL input, fetched.
+pub struct Fetched {
+    /// Holds the files for as long as the merge needs them.
+    pub dir: tempfile::TempDir,
+    /// The URL as given, without a trailing `/`.
+    pub url: String,
+}
+
+impl Fetched {
+    /// The URL of a file fetched into [`Fetched::dir`].
+    pub fn url_of(&self, local: &Path) -> Option<String> {
+        let relative = local.strip_prefix(self.dir.path()).ok()?;
+        let key: Vec<String> = relative
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        Some(format!("{}/{}", self.url, key.join("/")))
+    }
+}
+
+/// Whether an input names object storage rather than a local path.
+pub fn is_url(input: &str) -> bool {
+    input.contains("://") || input.starts_with("memory:")
+}
+
+/// Fetches what merging `url` needs. Runs its own small async runtime on a
+/// separate thread, so it works from any caller (async or not).
+pub fn fetch(url: &str, filters: &Filters) -> Result<Fetched, InputError> {
+    // `s3://bucket/prefix/` and `s3://bucket/prefix` are the same capture;
+    // `gs://` stays a URL (without a bucket).
+    let url = match url.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{}", rest.trim_end_matches('/')),
+        None => url.to_string(),
+    };
+    let problem = |problem: InputProblem| InputError::new(url.clone(), problem);
+    if let Some(path) = url.strip_prefix("file://") {
+        // Opening a folder storage creates it; merging must not.
+        if !Path::new(path).exists() {
+            return Err(problem(InputProblem::NotFound));
+        }
+    }
+    let storage = Storage::open(&url).map_err(|e| problem(InputProblem::Layout(e.to_string())))?;
+    let dir = tempfile::Builder::new()
+        .prefix("rankline-merge-")
+        .tempdir()
+        .map_err(|e| problem(InputProblem::Unreadable(e)))?;
+    let local = dir.path().to_path_buf();
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| problem(InputProblem::Unreadable(e)))?;
+                runtime
+                    .block_on(fetch_into(&storage, &local, filters))
+                    .map_err(|e| storage_problem(&url, e))
+            })
+            .join()
+            .unwrap_or_else(|_| {
+                Err(problem(InputProblem::Layout(
+                    "the download thread failed".into(),
+                )))
+            })
+    })?;
+    Ok(Fetched { dir, url })
+}
+
+fn storage_problem(url: &str, error: FetchError) -> InputError {
+    let problem = match error {
+        FetchError::Storage(e) if e.is_not_found() => InputProblem::NotFound,
+        FetchError::Storage(e) => InputProblem::Layout(format!(
+            "cannot be read ({e}); check the URL and the storage credentials"
+        )),
+        FetchError::Layout(why) => InputProblem::Layout(why),
+        FetchError::Empty => InputProblem::NoTraces(
+            "no manifest.json, no *.meta.json sidecars and no trace files under this URL".into(),
+        ),
+    };
+    InputError::new(url, problem)
+}
+
+enum FetchError {
+    Storage(StorageError),
+    Layout(String),
+    Empty,
+}
+
+impl From<StorageError> for FetchError {
+    fn from(error: StorageError) -> Self {
+        FetchError::Storage(error)
+    }
+}
+
+async fn fetch_into(storage: &Storage, local: &Path, filters: &Filters) -> Result<(), FetchError> {
+    match storage.get_bytes(MANIFEST_NAME).await {
+        Ok(bytes) => {
+            let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
+                FetchError::Layout(format!(
+                    "{MANIFEST_NAME} is not a rankline capture manifest: {e}"
+                ))
+            })?;
+            std::fs::write(local.join(MANIFEST_NAME), &bytes).map_err(io_layout)?;
+            fetch_capture(storage, local, &manifest, filters).await
+        }
+        Err(e) if e.is_not_found() => fetch_listing(storage, local).await,
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The selected ranks' sidecars and traces, and the xplanes still needed.
+async fn fetch_capture(
+    storage: &Storage,
+    local: &Path,
+    manifest: &Manifest,
+    filters: &Filters,
+) -> Result<(), FetchError> {
+    let inside = |key: &str| -> String {
+        key.strip_prefix(&manifest.profile_id)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .unwrap_or(key)
+            .to_string()
+    };
+    let ranks: Vec<_> = manifest
+        .ranks
+        .iter()
+        .filter(|r| r.status == "ok" && filters.selects(&r.identity.coords))
+        .collect();
+    let sidecars: Vec<String> = ranks
+        .iter()
+        .filter_map(|r| r.objects.meta.as_deref())
+        .map(inside)
+        .collect();
+    download_all(storage, local, &sidecars).await?;
+    let mut wanted = Vec::new();
+    for rank in ranks {
+        let Some(trace) = &rank.objects.trace else {
+            continue;
+        };
+        wanted.push(inside(trace));
+        let has_time_base = rank
+            .objects
+            .meta
+            .as_deref()
+            .and_then(|key| std::fs::read(local.join(inside(key))).ok())
+            .and_then(|bytes| serde_json::from_slice::<Sidecar>(&bytes).ok())
+            .is_some_and(|s| s.time_base.source != TimeBaseSource::None);
+        if let (false, Some(xplane)) = (has_time_base, &rank.objects.xplane) {
+            wanted.push(inside(xplane));
+        }
+    }
+    download_all(storage, local, &wanted).await
+}
+
+/// No manifest: every sidecar, trace and xplane under the URL.
+async fn fetch_listing(storage: &Storage, local: &Path) -> Result<(), FetchError> {
+    let keys: Vec<String> = storage
+        .list("")
+        .await?
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|key| {
+            key.ends_with(".meta.json")
+                || key.ends_with(".xplane.pb")
+                || [".trace.json.gz", ".trace.json"]
+                    .iter()
+                    .any(|s| key.ends_with(s))
+        })
+        .collect();
+    if keys.is_empty() {
+        return Err(FetchError::Empty);
+    }
+    download_all(storage, local, &keys).await
+}
+
+async fn download_all(storage: &Storage, local: &Path, keys: &[String]) -> Result<(), FetchError> {
+    stream::iter(keys.iter().map(Ok::<_, FetchError>))
+        .try_for_each_concurrent(PARALLEL_DOWNLOADS, |key| async move {
+            let target = key_path(local, key)?;
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(io_layout)?;
+            }
+            storage.download_to(key, &target).await?;
+            Ok(())
+        })
+        .await
+}
+
+/// Where a key is mirrored; keys that would leave the folder are refused.
+fn key_path(local: &Path, key: &str) -> Result<PathBuf, FetchError> {
+    let mut path = local.to_path_buf();
+    for part in key.split('/') {
+        if part.is_empty() || part == "." || part == ".." {
+            return Err(FetchError::Layout(format!(
+                "refusing the object key {key:?}"
+            )));
+        }
+        path.push(part);
+    }
+    Ok(path)
+}
+
+fn io_layout(error: std::io::Error) -> FetchError {
+    FetchError::Layout(format!(
+        "cannot write the downloaded files locally: {error}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_stay_inside_the_download_folder() {
+        let local = Path::new("/tmp/x");
+        assert_eq!(
+            key_path(local, "a/b.json").ok(),
+            Some(PathBuf::from("/tmp/x/a/b.json"))
+        );
+        for bad in ["../a", "a//b", "/a", "a/./b"] {
+            assert!(key_path(local, bad).is_err(), "{bad}");
+        }
+        assert!(is_url("s3://b/p") && is_url("memory://") && !is_url("/data/cap"));
+    }
+}
