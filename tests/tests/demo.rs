@@ -1,0 +1,70 @@
+//! `rankline demo`, the README's first command: one process runs a whole
+//! capture and merge and leaves a capture folder and a merged trace behind.
+
+use rankline_e2e::run_rankline;
+use rankline_layout::Manifest;
+
+fn run_demo(extra: &[&str]) -> (tempfile::TempDir, String) {
+    let out = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "demo",
+        "--out",
+        out.path().to_str().unwrap(),
+        "--duration",
+        "300ms",
+    ];
+    args.extend_from_slice(extra);
+    let output = run_rankline(&args).unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (out, stdout)
+}
+
+/// The capture's manifest and the merged trace the demo wrote.
+fn outputs(out: &std::path::Path) -> (Manifest, std::path::PathBuf) {
+    let captures = out.join("captures");
+    let capture = std::fs::read_dir(&captures)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("manifest.json").is_file())
+        .expect("a capture with a manifest");
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(capture.join("manifest.json")).unwrap()).unwrap();
+    let merged = out.join(format!("{}.pftrace", manifest.profile_id));
+    (manifest, merged)
+}
+
+#[test]
+fn demo_captures_every_rank_and_merges_them_into_one_pftrace() {
+    let (out, stdout) = run_demo(&["--ranks", "3"]);
+    let (manifest, merged) = outputs(out.path());
+    assert_eq!(manifest.status, "complete");
+    assert_eq!(manifest.ranks.len(), 3);
+    assert!(std::fs::metadata(&merged).unwrap().len() > 0);
+    assert!(
+        stdout.contains(&*merged.to_string_lossy()),
+        "says where: {stdout}"
+    );
+    assert!(
+        stdout.contains("ui.perfetto.dev"),
+        "says how to open it: {stdout}"
+    );
+}
+
+#[test]
+fn demo_with_pd_has_prefill_and_decode_workers() {
+    let (out, _) = run_demo(&["--pd", "--ranks", "2"]);
+    let (manifest, merged) = outputs(out.path());
+    let mut roles: Vec<String> = manifest
+        .ranks
+        .iter()
+        .map(|r| r.identity.coords.role.clone())
+        .collect();
+    roles.sort();
+    assert_eq!(roles, ["decode", "decode", "prefill", "prefill"]);
+    assert!(merged.is_file());
+}
