@@ -24,7 +24,6 @@ use crate::agent::Shared;
 use crate::book::Refusal;
 use crate::clock::BurstEstimate;
 use crate::config::kind_word;
-use crate::discovery::coords_of;
 use crate::files::{FoundFile, RankFilesSpec, Scan, StabilityCheck};
 use crate::server::{start_body, ProfileStatus, ServerError, StopOutcome};
 use crate::spool::{self, CaptureRecord, Journal, JournalFile, JOURNAL_FORMAT};
@@ -163,7 +162,7 @@ struct CaptureRun {
 impl CaptureRun {
     fn new(shared: Arc<Shared>, command: StartCapture, stop: watch::Receiver<bool>) -> CaptureRun {
         let identity = shared.identity.borrow().clone();
-        let coords = coords_of(&identity);
+        let coords = identity.rank_coords();
         let output_dir = spool::output_dir(&shared.config.spool, &command.profile_id, &coords);
         let key = RankKey::new(&command.profile_id, &coords);
         let journal = Journal::new(

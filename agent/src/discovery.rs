@@ -191,18 +191,6 @@ fn first_rank_of_server(kind: ServerKind, coords: &RankCoords) -> bool {
     kind != ServerKind::Sglang || (coords.tp_rank == 0 && coords.pp_rank.unwrap_or(0) == 0)
 }
 
-/// The rank coordinates of an identity (as the layout crate names them).
-pub fn coords_of(identity: &AgentIdentity) -> RankCoords {
-    RankCoords {
-        role: identity.role().word().to_string(),
-        worker: identity.worker,
-        tp_rank: identity.tp_rank,
-        ep_rank: identity.ep_rank,
-        dp_rank: identity.dp_rank,
-        pp_rank: identity.pp_rank,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::agent::Shared;
 use crate::backoff::Backoff;
 use crate::capture;
-use crate::server::error_chain;
+use rankline_proto::error_chain;
 
 /// Heartbeat interval when the Welcome names none.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(1000);

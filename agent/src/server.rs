@@ -254,21 +254,6 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     cause.to_string()
 }
 
-/// An error and its causes on one line ("error sending request: connection refused").
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 /// The `/start_profile` JSON body: the capture's server arguments (values
 /// that parse as JSON are sent as JSON, the rest as strings), then the
 /// settings rankline knows, then the agent's own `output_dir`, which nothing

@@ -15,7 +15,7 @@ use rankline_proto::{
 };
 use tokio::sync::{broadcast, Notify};
 
-use crate::convert::{capture_status, rank_coords};
+use crate::convert::capture_status;
 
 /// Room for events a slow watcher has not read yet; past it the watcher gets
 /// a fresh snapshot instead (see `control::forward_events`).
@@ -119,7 +119,7 @@ impl Capture {
         deadline: Instant,
         changes: Arc<Notify>,
     ) -> Capture {
-        agents.sort_by_key(|identity| rank_coords(identity).sort_key());
+        agents.sort_by_key(|identity| identity.rank_coords().sort_key());
         let ranks = agents
             .into_iter()
             .map(|identity| Rank {

@@ -5,6 +5,7 @@ use std::error::Error as _;
 use std::time::Duration;
 
 use rankline_proto::control_client::ControlClient;
+use rankline_proto::error_chain;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -97,22 +98,6 @@ fn listen_address(url: &str) -> String {
         .map_or(url, |(_, rest)| rest)
         .trim_end_matches('/')
         .to_string()
-}
-
-/// An error and its causes on one line: transport errors say little at the
-/// top ("transport error") and the useful part ("Connection refused") below.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

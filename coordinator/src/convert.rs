@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use rankline_layout::{Manifest, ManifestRank, RankCoords, RankIdentity, RankObjects};
+use rankline_layout::{Manifest, ManifestRank, RankIdentity, RankObjects};
 use rankline_layout::{MANIFEST_FORMAT, MANIFEST_NAME};
 use rankline_proto::{
     AgentIdentity, CaptureSettings, CaptureStatus, CaptureSummary, RankResult, RankState, Role,
@@ -11,27 +11,15 @@ use rankline_proto::{
 };
 use serde_json::{json, Map, Value};
 
-/// Where an agent's rank sits in the deployment.
-pub fn rank_coords(identity: &AgentIdentity) -> RankCoords {
-    RankCoords {
-        role: identity.role().word().to_string(),
-        worker: identity.worker,
-        tp_rank: identity.tp_rank,
-        ep_rank: identity.ep_rank,
-        dp_rank: identity.dp_rank,
-        pp_rank: identity.pp_rank,
-    }
-}
-
 /// A short name for people: `prefill-0 TP-1-EP-0`.
 pub fn rank_name(identity: &AgentIdentity) -> String {
-    rank_coords(identity).display_name()
+    identity.rank_coords().display_name()
 }
 
 /// The id an agent gets when its hello leaves it empty:
 /// `<host>/<role>-<worker>/TP-<n>-EP-<m>`, as the proto documents.
 pub fn default_agent_id(identity: &AgentIdentity) -> String {
-    let coords = rank_coords(identity);
+    let coords = identity.rank_coords();
     format!(
         "{}/{}-{}/{}",
         identity.host,
@@ -63,7 +51,7 @@ pub fn rank_identity(identity: &AgentIdentity) -> RankIdentity {
     RankIdentity {
         agent_id: identity.agent_id.clone(),
         host: identity.host.clone(),
-        coords: rank_coords(identity),
+        coords: identity.rank_coords(),
         server_url: identity.server_url.clone(),
         server_kind: server_kind_word(identity.server_kind()).to_string(),
         trigger: identity.trigger,

@@ -54,7 +54,7 @@ use tonic::transport::Server;
 
 pub use config::CoordinatorConfig;
 pub use convert::{
-    capture_status, default_agent_id, manifest_from_summary, manifest_key, rank_coords, rank_name,
+    capture_status, default_agent_id, manifest_from_summary, manifest_key, rank_name,
     server_kind_word, summary_from_manifest,
 };
 pub use selection::{parse_selectors, SelectError, Selection, SELECT_KEYS};

@@ -20,7 +20,7 @@ use tonic::Status;
 
 use crate::capture::{Capture, Phase};
 use crate::config::CoordinatorConfig;
-use crate::convert::{rank_coords, rank_name};
+use crate::convert::rank_name;
 use crate::selection::Selection;
 use crate::state::CaptureRecord;
 
@@ -574,7 +574,7 @@ impl Registry {
         let mut seen: HashMap<String, &str> = HashMap::new();
         for agent_id in selected {
             let identity = &self.agents[agent_id].identity;
-            let stem = RankKey::new(profile_id, &rank_coords(identity)).stem;
+            let stem = RankKey::new(profile_id, &identity.rank_coords()).stem;
             if let Some(other) = seen.insert(stem, agent_id) {
                 return Err(Status::failed_precondition(format!(
                     "agents {other} and {agent_id} both say they are {}; their files would \

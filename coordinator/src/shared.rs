@@ -13,7 +13,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::capture::Phase;
 use crate::config::CoordinatorConfig;
-use crate::convert::{manifest_from_summary, manifest_key, rank_coords};
+use crate::convert::{manifest_from_summary, manifest_key};
 use crate::registry::Registry;
 use crate::state::{RecordStore, RestoreReport};
 
@@ -291,7 +291,7 @@ impl Shared {
                 .filter(|(_, rank)| rank.decided_by_coordinator && !rank.storage_checked)
                 .map(|(index, rank)| {
                     rank.storage_checked = true;
-                    (index, rank_coords(&rank.identity))
+                    (index, rank.identity.rank_coords())
                 })
                 .collect()
         };

@@ -3,7 +3,7 @@
 
 mod support;
 
-use rankline_coordinator::{manifest_key, rank_coords};
+use rankline_coordinator::manifest_key;
 use rankline_layout::{RankKey, MANIFEST_FORMAT};
 use rankline_proto::{
     capture_event, coordinator_message, CaptureSettings, CaptureStatus, GetCaptureRequest,
@@ -75,7 +75,7 @@ async fn a_capture_reaches_every_agent_and_writes_the_manifest() {
             .iter()
             .find(|r| r.identity.agent_id == agent.identity.agent_id)
             .expect("every selected rank is in the manifest");
-        let key = RankKey::new("happy", &rank_coords(&agent.identity));
+        let key = RankKey::new("happy", &agent.identity.rank_coords());
         assert_eq!(rank.status, "ok");
         assert_eq!(rank.reason, None);
         assert_eq!(rank.objects.trace.as_deref(), Some(key.trace().as_str()));
@@ -203,7 +203,7 @@ async fn a_late_update_rewrites_the_manifest_with_the_truth() {
     .await;
     let manifest = coordinator.manifest("late").await;
     assert_eq!(manifest.status, "complete");
-    let key = RankKey::new("late", &rank_coords(&who));
+    let key = RankKey::new("late", &who.rank_coords());
     assert_eq!(manifest.ranks[0].objects.meta, Some(key.sidecar()));
     let summary = control
         .get_capture(GetCaptureRequest {

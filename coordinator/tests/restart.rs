@@ -4,7 +4,7 @@
 
 mod support;
 
-use rankline_coordinator::{manifest_key, rank_coords};
+use rankline_coordinator::manifest_key;
 use rankline_layout::RankKey;
 use rankline_proto::{
     capture_event, coordinator_message, CaptureSettings, CaptureStatus, GetCaptureRequest,
@@ -141,7 +141,7 @@ async fn a_capture_started_before_a_restart_completes_after_it() {
         "the deadline the agents were given is kept"
     );
     for (rank, who) in manifest.ranks.iter().zip([&first, &second]) {
-        let key = RankKey::new("resumed", &rank_coords(who));
+        let key = RankKey::new("resumed", &who.rank_coords());
         assert_eq!(rank.identity.agent_id, who.agent_id);
         assert_eq!(rank.status, "ok");
         assert_eq!(rank.objects.trace, Some(key.trace()));

@@ -21,6 +21,38 @@ pub fn unix_now_ns() -> i64 {
     }
 }
 
+impl AgentIdentity {
+    /// Where this agent's rank sits in the deployment, as the storage layout
+    /// names it.
+    pub fn rank_coords(&self) -> rankline_layout::RankCoords {
+        rankline_layout::RankCoords {
+            role: self.role().word().to_string(),
+            worker: self.worker,
+            tp_rank: self.tp_rank,
+            ep_rank: self.ep_rank,
+            dp_rank: self.dp_rank,
+            pp_rank: self.pp_rank,
+        }
+    }
+}
+
+/// An error and its causes on one line. Transport errors (tonic, hyper,
+/// reqwest) say little at the top ("transport error") and the useful part
+/// ("Connection refused") below.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 impl Role {
     /// The lower-case word used on the command line and in storage paths.
     pub fn word(self) -> &'static str {

@@ -7,9 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rankline_coordinator::{
-    client, manifest_key, rank_coords, Coordinator, CoordinatorConfig, RestoreReport,
-};
+use rankline_coordinator::{client, manifest_key, Coordinator, CoordinatorConfig, RestoreReport};
 use rankline_layout::{Manifest, RankKey};
 use rankline_proto::agent_link_client::AgentLinkClient;
 use rankline_proto::{
@@ -263,7 +261,7 @@ impl Drop for FakeAgent {
 
 /// The objects a real agent reports for a rank: trace, xplane, sidecar.
 pub fn rank_objects(profile_id: &str, identity: &AgentIdentity) -> Vec<StoredObject> {
-    let key = RankKey::new(profile_id, &rank_coords(identity));
+    let key = RankKey::new(profile_id, &identity.rank_coords());
     [key.trace(), key.xplane(), key.sidecar()]
         .into_iter()
         .map(|key| StoredObject {
