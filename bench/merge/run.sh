@@ -112,6 +112,7 @@ grep -q "Failed to process trace file" "$work/jax_merger.out" && jax_logged=yes 
 get() { awk -v n="$1" -v f="$2" '$1 == n {print $f}' "$work/times"; }
 runs_of() { get "$1" 4 | sed 's/,/, /g'; }
 ratio() { python3 -c "print(f'{$1 / $2:.1f}' if $2 else 'n/a')"; }
+minus() { python3 -c "print(f'{$1 - $2:.2f}')"; }
 json_mb="$(python3 -c "
 import glob, gzip, os, sys
 total = 0
@@ -165,6 +166,9 @@ Ratios:
 - \`.json.gz\` vs profile_merger.py: $(ratio "$(get profile_merger 2)" "$(get merge_json_gz 2)")x faster.
 - \`.pftrace\` wall time as a multiple of the decompression floor: $(ratio "$(get merge_pftrace 2)" "$(get floor_gunzip 2)")x
   (parse only: $(ratio "$(get parse_only 2)" "$(get floor_gunzip 2)")x): the JSON parse is where the time goes.
+- Where the wall time goes: decompression $(get floor_gunzip 2) s, JSON parse into per-event
+  records $(minus "$(get parse_only 2)" "$(get floor_gunzip 2)") s (parse only minus the floor), sorting, nesting, encoding and
+  writing the .pftrace $(minus "$(get merge_pftrace 2)" "$(get parse_only 2)") s (the rest).
 
 Finding: profile_merger.py silently drops every file whose \`traceEvents\` include JAX's trailing
 \`{}\` (it has no \`pid\`; the KeyError is caught per file and logged), then writes the merged
