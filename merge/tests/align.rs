@@ -9,11 +9,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{fixtures, write_gz};
-use rankline_layout::{
-    ClockFit, FileKind, FileRecord, Manifest, ManifestRank, RankCoords, RankIdentity, RankKey,
-    RankObjects, Sidecar, TimeBase, TimeBaseSource, MANIFEST_FORMAT, SIDECAR_FORMAT,
-};
+use common::{fixtures, TestRank};
+use rankline_layout::{ClockFit, RankCoords};
 use rankline_merge::{merge, AlignMode, ClockStatus, MergeOptions, MergeSummary, RefineOutcome};
 use serde_json::Value;
 
@@ -38,109 +35,47 @@ fn jitter(tp: u32, k: i64) -> i64 {
 
 /// Writes a capture of `hosts` (TP-0, TP-1, ...) under `root`; returns its folder.
 fn write_capture(root: &Path, hosts: &[Host]) -> PathBuf {
-    let id = "clk";
-    let mut ranks = Vec::new();
-    for (tp, host) in (0u32..).zip(hosts) {
-        let coords = RankCoords::unified(tp, 0);
-        let key = RankKey::new(id, &coords);
-        // Profiles start a little apart, 0.5 ms or more before the first collective.
-        let base = FIRST_END - 500_000 - i64::from(tp) * 123_457 + host.skew_ns;
-        let mut events = Vec::new();
-        for k in 0..COLLECTIVES {
-            let end = FIRST_END + k * PERIOD_NS + host.skew_ns + jitter(tp, k);
-            let dur = 50_000;
-            let ts = |at: i64| format!("{}.{:03}", (at - base) / 1000, (at - base) % 1000);
-            let (name, run_id) = if host.collectives {
-                ("all-reduce.1", k)
-            } else {
-                ("fusion.1", k)
-            };
-            events.push(format!(
-                r#"{{"ph":"X","pid":1,"tid":3,"ts":{},"dur":50,"name":"{name}","args":{{"hlo_op":"{name}","run_id":"{run_id}"}}}}"#,
-                ts(end - dur)
-            ));
-            events.push(format!(
-                r#"{{"ph":"X","pid":1,"tid":3,"ts":{},"dur":100,"name":"fusion.2","args":{{"hlo_op":"fusion.2","run_id":"{run_id}"}}}}"#,
-                ts(end + 10_000)
-            ));
-        }
-        fs::create_dir_all(root.join(id)).unwrap();
-        write_gz(
-            &root.join(key.trace()),
-            &format!(r#"{{"traceEvents":[{},{{}}]}}"#, events.join(",")),
-        );
-        let identity = RankIdentity {
-            agent_id: format!("host-{tp}/unified-0/TP-{tp}-EP-0"),
-            host: format!("host-{tp}"),
-            coords,
-            server_url: "http://127.0.0.1:1".into(),
-            server_kind: "sglang-jax".into(),
-            trigger: true,
-            node_rank: None,
-            labels: Default::default(),
-        };
-        let sidecar = Sidecar {
-            format: SIDECAR_FORMAT.into(),
-            profile_id: id.into(),
-            identity: identity.clone(),
-            start_requested_unix_ns: base - 20_000_000,
-            stop_requested_unix_ns: None,
-            stop_observed_unix_ns: None,
-            time_base: TimeBase {
-                source: TimeBaseSource::XplaneProfileStartTime,
-                unix_ns: base,
-            },
-            profile_stop_unix_ns: None,
-            clock: host.clock.map(|(error, bound)| ClockFit {
-                offset_ns: host.skew_ns + error,
-                error_bound_ns: bound,
-                drift_ppm: 0.0,
-                at_unix_ns: base,
-                samples: vec![],
-            }),
-            files: vec![FileRecord {
-                kind: FileKind::Trace,
-                key: key.trace(),
-                size: 0,
-                sha256: String::new(),
-                source_name: format!("host-{tp}.trace.json.gz"),
-            }],
-            agent_version: "test".into(),
-        };
-        fs::write(
-            root.join(key.sidecar()),
-            serde_json::to_vec(&sidecar).unwrap(),
-        )
-        .unwrap();
-        ranks.push(ManifestRank {
-            identity,
-            status: "ok".into(),
-            reason: None,
-            objects: RankObjects {
-                trace: Some(key.trace()),
-                xplane: None,
-                meta: Some(key.sidecar()),
-            },
-        });
-    }
-    let manifest = Manifest {
-        format: MANIFEST_FORMAT.into(),
-        profile_id: id.into(),
-        status: "complete".into(),
-        storage_url: root.display().to_string(),
-        created_unix_ns: FIRST_END - 2_000_000_000,
-        start_at_unix_ns: FIRST_END - 1_000_000,
-        finished_unix_ns: FIRST_END + 1_000_000_000,
-        settings: Value::Null,
-        ranks,
-    };
-    let capture = root.join(id);
-    fs::write(
-        capture.join("manifest.json"),
-        serde_json::to_vec(&manifest).unwrap(),
-    )
-    .unwrap();
-    capture
+    let ranks: Vec<TestRank> = (0u32..)
+        .zip(hosts)
+        .map(|(tp, host)| {
+            // Profiles start a little apart, 0.5 ms or more before the first collective.
+            let base = FIRST_END - 500_000 - i64::from(tp) * 123_457 + host.skew_ns;
+            let mut events = Vec::new();
+            for k in 0..COLLECTIVES {
+                let end = FIRST_END + k * PERIOD_NS + host.skew_ns + jitter(tp, k);
+                let dur = 50_000;
+                let ts = |at: i64| format!("{}.{:03}", (at - base) / 1000, (at - base) % 1000);
+                let (name, run_id) = if host.collectives {
+                    ("all-reduce.1", k)
+                } else {
+                    ("fusion.1", k)
+                };
+                events.push(format!(
+                    r#"{{"ph":"X","pid":1,"tid":3,"ts":{},"dur":50,"name":"{name}","args":{{"hlo_op":"{name}","run_id":"{run_id}"}}}}"#,
+                    ts(end - dur)
+                ));
+                events.push(format!(
+                    r#"{{"ph":"X","pid":1,"tid":3,"ts":{},"dur":100,"name":"fusion.2","args":{{"hlo_op":"fusion.2","run_id":"{run_id}"}}}}"#,
+                    ts(end + 10_000)
+                ));
+            }
+            TestRank {
+                coords: RankCoords::unified(tp, 0),
+                host: format!("host-{tp}"),
+                trigger: true,
+                trace: Some(format!(r#"{{"traceEvents":[{},{{}}]}}"#, events.join(","))),
+                time_base_ns: base,
+                clock: host.clock.map(|(error, bound)| ClockFit {
+                    offset_ns: host.skew_ns + error,
+                    error_bound_ns: bound,
+                    drift_ppm: 0.0,
+                    at_unix_ns: base,
+                    samples: vec![],
+                }),
+            }
+        })
+        .collect();
+    common::write_capture(root, "clk", FIRST_END - 1_000_000, &ranks)
 }
 
 /// Merges to Chrome JSON; returns the summary and, per process name, the

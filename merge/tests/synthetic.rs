@@ -9,11 +9,8 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use common::{decode, read_gz, write_gz};
-use rankline_layout::{
-    ClockFit, FileKind, FileRecord, Manifest, ManifestRank, RankCoords, RankIdentity, RankKey,
-    RankObjects, Sidecar, TimeBase, TimeBaseSource, MANIFEST_FORMAT, SIDECAR_FORMAT,
-};
+use common::{decode, read_gz, write_gz, TestRank};
+use rankline_layout::{ClockFit, RankCoords};
 use rankline_merge::{
     merge, BaseSource, ClockStatus, InputProblem, MergeError, MergeOptions, OutputFormat,
 };
@@ -210,57 +207,27 @@ fn phases_are_paired_kept_or_dropped_with_a_reason() {
 /// A rankline capture: manifest, per-rank sidecars (one with a clock fit),
 /// one failed rank.
 fn write_capture(root: &Path) -> PathBuf {
-    let id = "cap1";
-    let capture = root.join(id);
-    let mut ranks = Vec::new();
-    for (tp, role, clock_offset) in [
+    let ranks: Vec<TestRank> = [
         (0, "prefill", None),
         (1, "prefill", Some(37_000_123)),
         (0, "decode", None),
-    ] {
-        let coords = RankCoords {
-            role: role.into(),
-            ..RankCoords::unified(tp, 0)
-        };
-        let key = RankKey::new(id, &coords);
-        let identity = RankIdentity {
-            agent_id: format!("h{tp}/{role}"),
-            host: format!("host-{tp}"),
-            coords: coords.clone(),
-            server_url: "http://127.0.0.1:1".into(),
-            server_kind: "sglang-jax".into(),
-            trigger: tp == 0,
-            node_rank: None,
-            labels: Default::default(),
-        };
-        if role == "decode" {
-            ranks.push(ManifestRank {
-                identity,
-                status: "failed".into(),
-                reason: Some("timed out in collecting".into()),
-                objects: RankObjects::default(),
-            });
-            continue;
-        }
+    ]
+    .into_iter()
+    .map(|(tp, role, clock_offset): (u32, &str, Option<i64>)| {
         let base = 1_795_000_000_000_000_000 + i64::from(tp) * 1_000_000;
-        let trace_path = root.join(key.trace());
-        fs::create_dir_all(trace_path.parent().unwrap()).unwrap();
-        write_gz(
-            &trace_path,
-            r#"{"traceEvents":[{"ph":"X","pid":701,"tid":1,"ts":5.5,"dur":1,"name":"step"},{}]}"#,
-        );
-        let sidecar = Sidecar {
-            format: SIDECAR_FORMAT.into(),
-            profile_id: id.into(),
-            identity: identity.clone(),
-            start_requested_unix_ns: base - 10,
-            stop_requested_unix_ns: None,
-            stop_observed_unix_ns: None,
-            time_base: TimeBase {
-                source: TimeBaseSource::XplaneProfileStartTime,
-                unix_ns: base,
+        TestRank {
+            coords: RankCoords {
+                role: role.into(),
+                ..RankCoords::unified(tp, 0)
             },
-            profile_stop_unix_ns: None,
+            host: format!("host-{tp}"),
+            trigger: tp == 0,
+            // The decode rank failed: no files, only its manifest entry.
+            trace: (role != "decode").then(|| {
+                r#"{"traceEvents":[{"ph":"X","pid":701,"tid":1,"ts":5.5,"dur":1,"name":"step"},{}]}"#
+                    .to_string()
+            }),
+            time_base_ns: base,
             clock: clock_offset.map(|offset| ClockFit {
                 offset_ns: offset,
                 error_bound_ns: 20_000,
@@ -268,48 +235,10 @@ fn write_capture(root: &Path) -> PathBuf {
                 at_unix_ns: base,
                 samples: vec![],
             }),
-            files: vec![FileRecord {
-                kind: FileKind::Trace,
-                key: key.trace(),
-                size: 0,
-                sha256: String::new(),
-                source_name: "vm.trace.json.gz".into(),
-            }],
-            agent_version: "test".into(),
-        };
-        fs::write(
-            root.join(key.sidecar()),
-            serde_json::to_vec(&sidecar).unwrap(),
-        )
-        .unwrap();
-        ranks.push(ManifestRank {
-            identity,
-            status: "ok".into(),
-            reason: None,
-            objects: RankObjects {
-                trace: Some(key.trace()),
-                xplane: None,
-                meta: Some(key.sidecar()),
-            },
-        });
-    }
-    let manifest = Manifest {
-        format: MANIFEST_FORMAT.into(),
-        profile_id: id.into(),
-        status: "partial".into(),
-        storage_url: root.display().to_string(),
-        created_unix_ns: 1_794_999_999_000_000_000,
-        start_at_unix_ns: 1_794_999_999_900_000_000,
-        finished_unix_ns: 1_795_000_001_000_000_000,
-        settings: Value::Null,
-        ranks,
-    };
-    fs::write(
-        capture.join("manifest.json"),
-        serde_json::to_vec(&manifest).unwrap(),
-    )
-    .unwrap();
-    capture
+        }
+    })
+    .collect();
+    common::write_capture(root, "cap1", 1_794_999_999_900_000_000, &ranks)
 }
 
 #[test]

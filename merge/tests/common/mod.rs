@@ -9,6 +9,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use prost::Message;
+use rankline_layout::{
+    ClockFit, FileKind, FileRecord, Manifest, ManifestRank, RankCoords, RankIdentity, RankKey,
+    RankObjects, Sidecar, TimeBase, TimeBaseSource, MANIFEST_FORMAT, SIDECAR_FORMAT,
+};
 
 #[derive(Clone, PartialEq, Message)]
 pub struct Trace {
@@ -403,4 +407,105 @@ pub fn read_gz(path: &Path) -> String {
         .read_to_string(&mut text)
         .unwrap();
     text
+}
+
+/// One rank of a hand-built capture.
+pub struct TestRank {
+    pub coords: RankCoords,
+    pub host: String,
+    pub trigger: bool,
+    /// The rank's `trace.json.gz` text; `None` for a rank that failed.
+    pub trace: Option<String>,
+    /// What `ts = 0` is on the host's clock (the sidecar's time base).
+    pub time_base_ns: i64,
+    pub clock: Option<ClockFit>,
+}
+
+/// Writes `<root>/<id>/` as `rankline capture` would: each rank's trace and
+/// sidecar, then `manifest.json` (`complete`, or `partial` when a rank
+/// failed). Returns the capture folder.
+pub fn write_capture(root: &Path, id: &str, start_at_unix_ns: i64, ranks: &[TestRank]) -> PathBuf {
+    let capture = root.join(id);
+    std::fs::create_dir_all(&capture).unwrap();
+    let mut manifest_ranks = Vec::new();
+    for rank in ranks {
+        let key = RankKey::new(id, &rank.coords);
+        let identity = RankIdentity {
+            agent_id: format!("{}/{}", rank.host, rank.coords.display_name()),
+            host: rank.host.clone(),
+            coords: rank.coords.clone(),
+            server_url: "http://127.0.0.1:1".into(),
+            server_kind: "sglang-jax".into(),
+            trigger: rank.trigger,
+            node_rank: None,
+            labels: Default::default(),
+        };
+        let Some(trace) = &rank.trace else {
+            manifest_ranks.push(ManifestRank {
+                identity,
+                status: "failed".into(),
+                reason: Some("timed out in collecting".into()),
+                objects: RankObjects::default(),
+            });
+            continue;
+        };
+        let trace_path = root.join(key.trace());
+        std::fs::create_dir_all(trace_path.parent().unwrap()).unwrap();
+        write_gz(&trace_path, trace);
+        let sidecar = Sidecar {
+            format: SIDECAR_FORMAT.into(),
+            profile_id: id.into(),
+            identity: identity.clone(),
+            start_requested_unix_ns: rank.time_base_ns - 20_000_000,
+            stop_requested_unix_ns: None,
+            stop_observed_unix_ns: None,
+            time_base: TimeBase {
+                source: TimeBaseSource::XplaneProfileStartTime,
+                unix_ns: rank.time_base_ns,
+            },
+            profile_stop_unix_ns: None,
+            clock: rank.clock.clone(),
+            files: vec![FileRecord {
+                kind: FileKind::Trace,
+                key: key.trace(),
+                size: 0,
+                sha256: String::new(),
+                source_name: format!("{}.trace.json.gz", rank.host),
+            }],
+            agent_version: "test".into(),
+        };
+        std::fs::write(
+            root.join(key.sidecar()),
+            serde_json::to_vec(&sidecar).unwrap(),
+        )
+        .unwrap();
+        manifest_ranks.push(ManifestRank {
+            identity,
+            status: "ok".into(),
+            reason: None,
+            objects: RankObjects {
+                trace: Some(key.trace()),
+                xplane: None,
+                meta: Some(key.sidecar()),
+            },
+        });
+    }
+    let all_ok = manifest_ranks.iter().all(|r| r.status == "ok");
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT.into(),
+        profile_id: id.into(),
+        status: if all_ok { "complete" } else { "partial" }.into(),
+        storage_url: root.display().to_string(),
+        created_unix_ns: start_at_unix_ns - 1_000_000_000,
+        start_at_unix_ns,
+        finished_unix_ns: start_at_unix_ns + 2_000_000_000,
+        settings: serde_json::Value::Null,
+        ranks: manifest_ranks,
+    };
+    std::fs::write(
+        capture.join("manifest.json"),
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .unwrap();
+    capture
 }
