@@ -6,8 +6,8 @@ mod support;
 use rankline_coordinator::manifest_key;
 use rankline_layout::{RankKey, MANIFEST_FORMAT};
 use rankline_proto::{
-    capture_event, coordinator_message, CaptureSettings, CaptureStatus, GetCaptureRequest,
-    ListAgentsRequest, ListCapturesRequest, RankState, Role, StopRequest, WatchRequest,
+    capture_event, coordinator_message, CaptureSettings, CaptureStatus, ListAgentsRequest,
+    ListCapturesRequest, RankState, Role, StopRequest,
 };
 use support::*;
 use tonic::Code;
@@ -86,13 +86,7 @@ async fn a_capture_reaches_every_agent_and_writes_the_manifest() {
     }
 
     // The finished capture is listed, can be fetched, and replays.
-    let fetched = control
-        .get_capture(GetCaptureRequest {
-            profile_id: "happy".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let fetched = fetch(&mut control, "happy").await;
     assert_eq!(fetched, summary);
     let listed = control
         .list_captures(ListCapturesRequest {})
@@ -100,13 +94,7 @@ async fn a_capture_reaches_every_agent_and_writes_the_manifest() {
         .unwrap()
         .into_inner();
     assert_eq!(listed.captures, vec![summary.clone()]);
-    let mut replay = control
-        .watch(WatchRequest {
-            profile_id: "happy".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut replay = watch(&mut control, "happy").await;
     let (replayed, replayed_summary) = follow_to_end(&mut replay).await;
     assert_eq!(
         replayed.len(),
@@ -205,13 +193,7 @@ async fn a_late_update_rewrites_the_manifest_with_the_truth() {
     assert_eq!(manifest.status, "complete");
     let key = RankKey::new("late", &who.rank_coords());
     assert_eq!(manifest.ranks[0].objects.meta, Some(key.sidecar()));
-    let summary = control
-        .get_capture(GetCaptureRequest {
-            profile_id: "late".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let summary = fetch(&mut control, "late").await;
     assert_eq!(summary.status(), CaptureStatus::Complete);
     coordinator.shut_down().await;
 }

@@ -7,8 +7,8 @@ mod support;
 use rankline_coordinator::manifest_key;
 use rankline_layout::RankKey;
 use rankline_proto::{
-    capture_event, coordinator_message, CaptureSettings, CaptureStatus, GetCaptureRequest,
-    ListCapturesRequest, RankState, Role, WatchRequest,
+    capture_event, coordinator_message, CaptureSettings, CaptureStatus, ListCapturesRequest,
+    RankState, Role,
 };
 use support::*;
 use tonic::Code;
@@ -51,13 +51,7 @@ async fn a_capture_started_before_a_restart_completes_after_it() {
         recorded_states(&coordinator, "resumed").await == ["profiling", "profiling"]
     })
     .await;
-    let before = control
-        .get_capture(GetCaptureRequest {
-            profile_id: "resumed".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let before = fetch(&mut control, "resumed").await;
 
     let coordinator = coordinator.restart().await;
     assert_eq!(coordinator.restored.running, ["resumed"]);
@@ -77,23 +71,11 @@ async fn a_capture_started_before_a_restart_completes_after_it() {
     drop(agents);
 
     let mut control = coordinator.control().await;
-    let restored = control
-        .get_capture(GetCaptureRequest {
-            profile_id: "resumed".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let restored = fetch(&mut control, "resumed").await;
     assert_eq!(restored, before, "the capture comes back as it was");
 
     // A person re-attaches (`rankline capture show resumed --follow`).
-    let mut watch = control
-        .watch(WatchRequest {
-            profile_id: "resumed".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = watch(&mut control, "resumed").await;
 
     // One agent is still profiling; the other finished during the outage.
     let still_running = FakeAgent::join_with(
@@ -182,13 +164,7 @@ async fn a_rank_whose_agent_never_comes_back_ends_lost() {
     let coordinator = coordinator.restart().await;
     drop((returning, vanishing));
     let mut control = coordinator.control().await;
-    let mut watch = control
-        .watch(WatchRequest {
-            profile_id: "halfway".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = watch(&mut control, "halfway").await;
     let returning = FakeAgent::join_with(
         &coordinator.url,
         back.clone(),
@@ -233,13 +209,7 @@ async fn an_agent_back_without_the_capture_loses_its_rank_at_once() {
     let coordinator = coordinator.restart().await;
     drop(agent);
     let mut control = coordinator.control().await;
-    let mut watch = control
-        .watch(WatchRequest {
-            profile_id: "forgotten".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = watch(&mut control, "forgotten").await;
     // Its hello does not list the capture: it never got the start (or forgot it).
     let _back = FakeAgent::join(&coordinator.url, forgetful).await;
     let (_, summary) = follow_to_end(&mut watch).await;
@@ -281,13 +251,7 @@ async fn deadlines_still_apply_after_a_restart() {
     let coordinator = coordinator.restart().await;
     drop(agent);
     let mut control = coordinator.control().await;
-    let mut watch = control
-        .watch(WatchRequest {
-            profile_id: "overdue".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = watch(&mut control, "overdue").await;
     let mut agent = FakeAgent::join_with(
         &coordinator.url,
         who,
@@ -338,21 +302,9 @@ async fn finished_captures_are_listed_after_a_restart_and_their_ids_stay_taken()
         .unwrap()
         .into_inner();
     assert_eq!(listed.captures, vec![finished.clone()]);
-    let fetched = control
-        .get_capture(GetCaptureRequest {
-            profile_id: "done".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let fetched = fetch(&mut control, "done").await;
     assert_eq!(fetched, finished, "sizes and checksums included");
-    let mut replay = control
-        .watch(WatchRequest {
-            profile_id: "done".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut replay = watch(&mut control, "done").await;
     let (_, replayed) = follow_to_end(&mut replay).await;
     assert_eq!(replayed, finished);
 

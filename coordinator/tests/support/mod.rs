@@ -13,8 +13,8 @@ use rankline_proto::agent_link_client::AgentLinkClient;
 use rankline_proto::{
     agent_message, capture_event, coordinator_message, unix_now_ns, AgentHello, AgentIdentity,
     AgentMessage, CaptureEvent, CaptureRequest, CaptureSettings, CaptureSummary, ClockEstimate,
-    CoordinatorMessage, Heartbeat, RankState, RankUpdate, Role, Selector, ServerKind, StartCapture,
-    StoredObject, Welcome,
+    CoordinatorMessage, GetCaptureRequest, Heartbeat, RankState, RankUpdate, Role, Selector,
+    ServerKind, StartCapture, StoredObject, WatchRequest, Welcome,
 };
 use rankline_storage::Storage;
 use tokio::sync::{mpsc, oneshot};
@@ -397,4 +397,26 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// `GetCapture` for a capture that must exist.
+pub async fn fetch(control: &mut client::Client, profile_id: &str) -> CaptureSummary {
+    control
+        .get_capture(GetCaptureRequest {
+            profile_id: profile_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// `Watch` on a capture that must exist.
+pub async fn watch(control: &mut client::Client, profile_id: &str) -> Streaming<CaptureEvent> {
+    control
+        .watch(WatchRequest {
+            profile_id: profile_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
 }
