@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::chrome::{raw_text, RawEvent};
+use crate::chrome::{raw_text, Element, RawEvent};
 use crate::number;
 use crate::options::Filters;
 use crate::timebase::RankTime;
@@ -75,6 +75,24 @@ pub struct RankStats {
 }
 
 impl RankStats {
+    /// Counts one element of `traceEvents` and hands back the event to
+    /// convert, if any: a non-object is dropped with its reason, and JAX's
+    /// trailing `{}` is not an event at all.
+    pub fn admit<'a, 'b>(&mut self, element: Element<'a, 'b>) -> Option<&'b RawEvent<'a>> {
+        match element {
+            Element::NotAnObject => {
+                self.events_in += 1;
+                self.drop_events(reason::NOT_AN_OBJECT, 1);
+                None
+            }
+            Element::Event(event) if event.is_empty() => None,
+            Element::Event(event) => {
+                self.events_in += 1;
+                Some(event)
+            }
+        }
+    }
+
     pub fn drop_events(&mut self, reason: &'static str, count: u64) {
         *self.dropped.entry(reason).or_default() += count;
     }

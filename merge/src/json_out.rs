@@ -9,7 +9,7 @@ use std::ops::ControlFlow;
 use rustc_hash::FxHashMap;
 
 use crate::chrome::{raw_text, Element, RawEvent};
-use crate::events::{event_span, reason, EventFilter, IdKey, Phase, RankStats};
+use crate::events::{event_span, EventFilter, IdKey, Phase, RankStats};
 use crate::json_scan::members;
 use crate::number::push_nanos_as_micros;
 use crate::output::Stage;
@@ -74,16 +74,8 @@ impl<'t> JsonRank<'t> {
     }
 
     pub fn ingest(&mut self, element: Element<'_, '_>) -> ControlFlow<()> {
-        match element {
-            Element::NotAnObject => {
-                self.stats.events_in += 1;
-                self.stats.drop_events(reason::NOT_AN_OBJECT, 1);
-            }
-            Element::Event(event) if event.is_empty() => {}
-            Element::Event(event) => {
-                self.stats.events_in += 1;
-                self.event(event);
-            }
+        if let Some(event) = self.stats.admit(element) {
+            self.event(event);
         }
         if self.buf.len() >= CHUNK {
             if let Err(e) = self.stage.push(&self.buf) {

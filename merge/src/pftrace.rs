@@ -181,16 +181,8 @@ impl<'t> Timeline<'t> {
 
     /// Takes one element of the input's `traceEvents`.
     pub fn ingest(&mut self, element: Element<'_, '_>) -> ControlFlow<()> {
-        match element {
-            Element::NotAnObject => {
-                self.stats.events_in += 1;
-                self.stats.drop_events(reason::NOT_AN_OBJECT, 1);
-            }
-            Element::Event(event) if event.is_empty() => {}
-            Element::Event(event) => {
-                self.stats.events_in += 1;
-                self.event(event);
-            }
+        if let Some(event) = self.stats.admit(element) {
+            self.event(event);
         }
         ControlFlow::Continue(())
     }
