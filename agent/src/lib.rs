@@ -23,7 +23,6 @@
 //! ```
 
 mod agent;
-mod backoff;
 mod book;
 mod capture;
 pub mod clock;

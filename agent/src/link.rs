@@ -17,9 +17,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::agent::Shared;
-use crate::backoff::Backoff;
 use crate::capture;
 use rankline_proto::error_chain;
+use rankline_storage::Backoff;
 
 /// Heartbeat interval when the Welcome names none.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(1000);

@@ -23,10 +23,10 @@ use rankline_storage::{Storage, StorageError, StoredFile};
 use tokio::time::Instant;
 
 use crate::agent::Shared;
-use crate::backoff::Backoff;
 use crate::book::FINISHED_RETENTION;
 use crate::capture::{rank_update, CaptureError};
 use crate::spool::{self, human_bytes, Journal, JournalFile, JournalScan};
+use rankline_storage::Backoff;
 
 /// How often upload progress is reported.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);

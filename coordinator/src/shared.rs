@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rankline_layout::{RankCoords, RankKey, Sidecar};
 use rankline_proto::StoredObject;
-use rankline_storage::{Storage, StorageError};
+use rankline_storage::{Backoff, Storage, StorageError};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -27,7 +27,9 @@ pub(crate) const RECORD_WRITE_INTERVAL: Duration = Duration::from_millis(250);
 /// How many restored captures are taken between two trims of the finished
 /// ones kept in memory.
 const RESTORE_TRIM_EVERY: usize = 256;
-/// The longest wait before writing records again while storage fails.
+/// The first wait before writing a manifest again while storage fails.
+const MANIFEST_RETRY_INITIAL: Duration = Duration::from_secs(1);
+/// The longest wait before writing records or manifests again while storage fails.
 const RECORD_RETRY_MAX: Duration = Duration::from_secs(30);
 
 pub(crate) struct Shared {
@@ -241,31 +243,52 @@ impl Shared {
         let _one_at_a_time = writes.lock().await;
         self.recover_stored_ranks(&profile_id).await;
 
-        let Some((summary, start_at)) = self
-            .registry()
-            .capture_mut(&profile_id)
-            .map(|capture| (capture.summary(), capture.start_at_unix_ns))
-        else {
-            return;
-        };
         let key = manifest_key(&profile_id);
-        let manifest = manifest_from_summary(&summary, start_at);
-        let written = match serde_json::to_vec_pretty(&manifest) {
-            Ok(bytes) => self
-                .storage
-                .put_bytes(&key, bytes)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        let written_key = match written {
-            Ok(_) => {
-                tracing::info!(capture = %profile_id, status = %manifest.status, key = %key, "manifest written");
-                Some(key)
-            }
-            Err(error) => {
-                tracing::error!(capture = %profile_id, %error, "could not write the manifest; the rank files are in storage without one");
-                None
+        let mut backoff = Backoff::new(MANIFEST_RETRY_INITIAL, RECORD_RETRY_MAX);
+        let written_key = loop {
+            // Each try writes the newest state: late rank updates that came
+            // in during a storage outage are in the manifest that lands.
+            let Some((summary, start_at)) = self
+                .registry()
+                .capture_mut(&profile_id)
+                .map(|capture| (capture.summary(), capture.start_at_unix_ns))
+            else {
+                return;
+            };
+            let manifest = manifest_from_summary(&summary, start_at);
+            let bytes = match serde_json::to_vec_pretty(&manifest) {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    tracing::error!(capture = %profile_id, %error, "could not encode the manifest");
+                    break None;
+                }
+            };
+            match self.storage.put_bytes(&key, bytes).await {
+                Ok(_) => {
+                    tracing::info!(capture = %profile_id, status = %manifest.status, key = %key, "manifest written");
+                    break Some(key);
+                }
+                Err(error) if error.is_transient() => {
+                    // The capture ends now (its watchers are not kept
+                    // waiting on storage); the manifest follows when it can.
+                    if let Some(capture) = self.registry().capture_mut(&profile_id) {
+                        capture.manifest_written(None);
+                    }
+                    let delay = backoff.next_delay();
+                    tracing::warn!(
+                        capture = %profile_id, %error, retry_in = ?delay,
+                        "could not write the manifest; retrying until storage answers"
+                    );
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        // The record keeps the write due: the next coordinator retries it.
+                        () = self.shutting_down() => break None,
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(capture = %profile_id, %error, "could not write the manifest; the rank files are in storage without one");
+                    break None;
+                }
             }
         };
         let mut registry = self.registry();

@@ -7,6 +7,7 @@
 //! Uploads stream in bounded memory and hash as they go, so a 1 GB trace
 //! never sits in an agent's memory.
 
+mod backoff;
 mod open;
 mod transfer;
 
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore;
 
+pub use backoff::Backoff;
 pub use transfer::{ListedObject, StoredFile};
 
 /// Why a storage operation failed.

@@ -16,9 +16,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 mod cluster;
+mod netns;
 mod s3;
 
 pub use cluster::{CaptureRun, Cluster};
+pub use netns::NetHost;
 pub use s3::S3Server;
 
 /// The `rankline` binary of this workspace, built once per test process so
@@ -121,9 +123,18 @@ impl Spawn {
     /// written `"+0.037s"`, or any libfaketime spec), on the real monotonic
     /// clock so timers still work.
     pub fn faketime(mut self, spec: &str) -> Spawn {
-        self.wrapper = vec!["faketime".into(), "-f".into(), spec.to_string()];
+        self.wrapper
+            .extend(["faketime".into(), "-f".into(), spec.to_string()]);
         self.envs
             .push(("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()));
+        self
+    }
+
+    /// Runs the program through `prefix` (e.g. `ip netns exec NAME`), outside
+    /// any wrapper already set.
+    pub fn wrapped(mut self, prefix: &[&str]) -> Spawn {
+        let inner = std::mem::take(&mut self.wrapper);
+        self.wrapper = prefix.iter().map(|s| s.to_string()).chain(inner).collect();
         self
     }
 

@@ -20,6 +20,9 @@ const INSTALL_HINT: &str = "s3s-fs is not installed: run `bash .ci/run` or `carg
 pub struct S3Server {
     bucket: String,
     port: u16,
+    /// The address it binds: loopback, or every interface when processes
+    /// in other network namespaces use it too.
+    listen: &'static str,
     root: tempfile::TempDir,
     log_dir: tempfile::TempDir,
     child: Option<Child>,
@@ -27,13 +30,24 @@ pub struct S3Server {
 }
 
 impl S3Server {
-    /// Starts a server with one empty `bucket`.
+    /// Starts a server with one empty `bucket`, on loopback.
     pub fn start(bucket: &str) -> Result<S3Server> {
+        Self::start_listening(bucket, "127.0.0.1")
+    }
+
+    /// Starts a server that processes in a [`crate::NetHost`] reach too
+    /// (at [`S3Server::endpoint_from`]).
+    pub fn start_for_net_hosts(bucket: &str) -> Result<S3Server> {
+        Self::start_listening(bucket, "0.0.0.0")
+    }
+
+    fn start_listening(bucket: &str, listen: &'static str) -> Result<S3Server> {
         let root = tempfile::tempdir()?;
         std::fs::create_dir(root.path().join(bucket))?;
         let mut server = S3Server {
             bucket: bucket.to_string(),
             port: free_port(),
+            listen,
             root,
             log_dir: tempfile::tempdir()?,
             child: None,
@@ -46,6 +60,11 @@ impl S3Server {
     /// `http://127.0.0.1:<port>`.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The endpoint as processes inside `host` reach it.
+    pub fn endpoint_from(&self, host: &crate::NetHost) -> String {
+        format!("http://{}:{}", host.gateway_ip, self.port)
     }
 
     /// `s3://<bucket>/<prefix>`, for `--storage`.
@@ -116,7 +135,7 @@ impl S3Server {
         loop {
             let log = std::fs::File::create(self.log_dir.path().join("s3s-fs.log"))?;
             let mut child = Command::new("s3s-fs")
-                .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+                .args(["--host", self.listen, "--port", &self.port.to_string()])
                 .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
                 .arg(self.root.path())
                 .stdin(Stdio::null())

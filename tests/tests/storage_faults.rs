@@ -12,7 +12,7 @@ use std::process::Output;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rankline_e2e::{run_rankline, wait_until, Cluster, S3Server, Spawn};
+use rankline_e2e::{run_rankline, wait_until, Cluster, NetHost, S3Server, Spawn};
 use rankline_layout::{Manifest, Sidecar};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -40,14 +40,19 @@ struct S3Deployment {
 
 impl S3Deployment {
     fn start() -> S3Deployment {
-        let s3 = S3Server::start(BUCKET).unwrap();
+        Self::start_with(S3Server::start(BUCKET).unwrap(), "127.0.0.1:0", &[])
+    }
+
+    /// A coordinator on `listen` (with `extra` options) storing into `s3`.
+    fn start_with(s3: S3Server, listen: &str, extra: &[&str]) -> S3Deployment {
         let work = tempfile::tempdir().unwrap();
         let coordinator = s3
             .with_env(Spawn::rankline(
                 "coordinator",
-                &["coordinator", "--listen", "127.0.0.1:0"],
+                &["coordinator", "--listen", listen],
             ))
             .args(["--storage", &s3.url(PREFIX)])
+            .args(extra.iter().copied())
             .wait_for_url()
             .start()
             .unwrap();
@@ -343,22 +348,46 @@ fn an_s3_outage_past_the_deadline_delays_the_upload_but_loses_nothing() {
         deployment.journal("solo", 0, "outage")["state"],
         "uploading"
     );
+    // The capture command does not wait for storage: it ends at the deadline.
+    let output = capture.join().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "the capture command ends failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(deployment.manifest("outage").is_none(), "S3 is still down");
+    // With its agent gone too, only the coordinator's own retries can write
+    // the manifest once S3 is back.
+    deployment.cluster.agents[0].kill_hard();
 
     deployment.s3.restart().unwrap();
     let back = Instant::now();
     let down_for = back - down;
+    let verdict = wait_until("the coordinator's manifest", LONG_WAIT, || {
+        deployment.manifest("outage")
+    })
+    .unwrap();
+    let manifest_after = back.elapsed();
+    assert_eq!(
+        verdict.status, "failed",
+        "the truth while the files are missing"
+    );
+    assert!(verdict.ranks[0]
+        .reason
+        .as_deref()
+        .is_some_and(|r| r.contains("timed out in uploading")));
+
+    // The restarted agent delivers, and the manifest follows.
+    deployment.restart_agent(0);
     let manifest = deployment.wait_complete("outage");
     let recovered = back.elapsed();
     let (objects, bytes) = deployment.assert_nothing_lost(&manifest, 1);
-    let output = capture.join().unwrap();
-    assert!(
-        matches!(output.status.code(), Some(0 | 1)),
-        "the capture command ends: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
     eprintln!(
-        "figures: S3 down {:.1} s (past the 10 s deadline): {objects} objects, {bytes} bytes, manifest complete {:.1} s after S3 came back",
+        "figures: S3 down {:.1} s (past the 10 s deadline): manifest written by the coordinator's retry {:.1} s after S3 came back; \
+         {objects} objects, {bytes} bytes, manifest complete {:.1} s after S3 came back (agent restarted)",
         down_for.as_secs_f64(),
+        manifest_after.as_secs_f64(),
         recovered.as_secs_f64()
     );
 }
@@ -531,4 +560,112 @@ fn a_full_spool_fails_only_its_capture_with_a_clear_error() {
     // the newest stays.
     assert!(!tight_first.exists());
     assert!(tight_spool.path.join("captures/roomy2").is_dir());
+}
+
+/// Fault (4): one host's network link goes down during a capture. Its
+/// server and agent run in their own network namespace and reach the
+/// coordinator and S3 only over that link, so while it is down the host can
+/// neither report nor upload. The coordinator gives up on the silent rank
+/// (`lost`), the capture ends with the others `ok`, and when the link comes
+/// back the agent reconnects, uploads, and the manifest becomes complete.
+#[test]
+fn a_host_cut_off_mid_capture_is_lost_then_delivers_when_its_link_returns() {
+    let cut_host = NetHost::create().unwrap();
+    let s3 = S3Server::start_for_net_hosts(BUCKET).unwrap();
+    // Lost after 2 s of silence, so the capture ends while the link is down.
+    let mut deployment = S3Deployment::start_with(
+        s3,
+        "0.0.0.0:0",
+        &["--heartbeat-interval", "250ms", "--lost-after", "8"],
+    );
+    deployment.add_rank("near-a", 0, &[]);
+    deployment.add_rank("near-b", 1, &[]);
+
+    let log = deployment.events_log("cut");
+    let server = cut_host
+        .spawn(Spawn::rankline(
+            "cut-server",
+            &["sim-server", "--port", "0"],
+        ))
+        .args(["--hostname", "cut", "--events-log", log.to_str().unwrap()])
+        .wait_for_url()
+        .start()
+        .unwrap();
+    let port = deployment
+        .cluster
+        .coordinator_url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let agent = cut_host
+        .spawn(
+            deployment
+                .s3
+                .with_env(Spawn::rankline("cut-agent", &["agent"])),
+        )
+        .env("AWS_ENDPOINT_URL", deployment.s3.endpoint_from(&cut_host))
+        .args([
+            "--coordinator",
+            &format!("http://{}:{port}", cut_host.gateway_ip),
+        ])
+        .args(["--server", server.url(), "--host", "cut", "--tp-rank", "2"])
+        .arg("--spool")
+        .arg(deployment.cluster.spool().to_string_lossy())
+        .start()
+        .unwrap();
+    deployment.cluster.servers.push(server);
+    deployment.cluster.agents.push(agent);
+    deployment.cluster.wait_for_agents(3).unwrap();
+
+    let capture =
+        deployment.capture_in_background(&["--profile-id", "netcut", "--duration", "500ms"]);
+    wait_until("the cut host's server to profile", LONG_WAIT, || {
+        deployment.profiling_started("cut").then_some(())
+    })
+    .unwrap();
+    cut_host.cut().unwrap();
+    let cut_at = Instant::now();
+
+    // The capture ends without the cut host: it is lost, the others are ok.
+    let output = capture.join().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a partial capture: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let ended_after = cut_at.elapsed();
+    let partial = deployment
+        .manifest("netcut")
+        .expect("a manifest while cut off");
+    assert_eq!(partial.status, "partial");
+    for rank in &partial.ranks {
+        let expected = if rank.identity.host == "cut" {
+            "lost"
+        } else {
+            "ok"
+        };
+        assert_eq!(
+            rank.status, expected,
+            "{}: {:?}",
+            rank.identity.host, rank.reason
+        );
+    }
+    // The cut host's files are safe in its spool, waiting for the link.
+    assert_ne!(deployment.journal("cut", 2, "netcut")["state"], "ok");
+
+    cut_host.restore().unwrap();
+    let restored = Instant::now();
+    let manifest = deployment.wait_complete("netcut");
+    let delivered_after = restored.elapsed();
+    let (objects, bytes) = deployment.assert_nothing_lost(&manifest, 3);
+    assert_eq!(deployment.journal("cut", 2, "netcut")["state"], "ok");
+    eprintln!(
+        "figures: link cut: capture ended {:.1} s after the cut with the host lost; link down {:.1} s; \
+         manifest complete {:.1} s after the link came back; {objects} objects, {bytes} bytes",
+        ended_after.as_secs_f64(),
+        (restored - cut_at).as_secs_f64(),
+        delivered_after.as_secs_f64()
+    );
 }

@@ -1,5 +1,5 @@
-//! Exponential backoff with jitter, for reconnecting to the coordinator and
-//! for retrying uploads while storage is unreachable.
+//! Exponential backoff with jitter, for retrying storage (agent uploads,
+//! coordinator manifests) and for agents reconnecting to the coordinator.
 
 use std::time::Duration;
 
@@ -9,14 +9,14 @@ use rand::Rng;
 /// half of itself at random, so agents that lost a service together do not
 /// all come back in the same instant.
 #[derive(Debug)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     initial: Duration,
     max: Duration,
     next: Duration,
 }
 
 impl Backoff {
-    pub(crate) fn new(initial: Duration, max: Duration) -> Backoff {
+    pub fn new(initial: Duration, max: Duration) -> Backoff {
         Backoff {
             initial,
             max,
@@ -24,12 +24,12 @@ impl Backoff {
         }
     }
 
-    pub(crate) fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.next = self.initial;
     }
 
     /// The next delay: the current step plus up to half of it at random.
-    pub(crate) fn next_delay(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let step = self.next;
         self.next = (self.next * 2).min(self.max);
         let jitter = rand::rng().random_range(0.0..=0.5);
