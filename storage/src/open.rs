@@ -23,7 +23,11 @@ impl Storage {
     /// variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
     /// `AWS_ENDPOINT_URL` and `AWS_ALLOW_HTTP=true` for an S3-compatible server
     /// on plain HTTP; `GOOGLE_APPLICATION_CREDENTIALS` / `GOOGLE_SERVICE_ACCOUNT`;
-    /// `AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_STORAGE_ACCOUNT_KEY`).
+    /// `AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_STORAGE_ACCOUNT_KEY`). Emulators:
+    /// a service-account key (`GOOGLE_SERVICE_ACCOUNT_KEY` or the file in
+    /// `GOOGLE_SERVICE_ACCOUNT`) with `"gcs_base_url"` and `"disable_oauth": true`,
+    /// plus `GOOGLE_ALLOW_HTTP=true`, for a GCS one; `AZURE_STORAGE_USE_EMULATOR=true`
+    /// and `AZURITE_BLOB_STORAGE_URL` for Azurite.
     pub fn open(url_or_path: &str) -> Result<Storage, StorageError> {
         let invalid = |reason: String| StorageError::InvalidUrl {
             url: url_or_path.to_string(),
