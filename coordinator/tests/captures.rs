@@ -124,11 +124,7 @@ async fn a_silent_agent_is_lost_and_the_capture_still_ends() {
     let mut steady = FakeAgent::join(&coordinator.url, identity("h0", Role::Unified, 0, 0)).await;
     let mut silent = FakeAgent::join(&coordinator.url, identity("h1", Role::Unified, 0, 1)).await;
     let mut control = coordinator.control().await;
-    let mut events = control
-        .capture(request("lossy", &[], steps(3)))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = start_capture(&mut control, request("lossy", &[], steps(3))).await;
     steady.expect_start().await;
     silent.expect_start().await;
     silent.update("lossy", RankState::Armed, "").await;
@@ -169,11 +165,7 @@ async fn a_late_update_rewrites_the_manifest_with_the_truth() {
     let who = identity("h0", Role::Unified, 0, 0);
     let mut agent = FakeAgent::join(&coordinator.url, who.clone()).await;
     let mut control = coordinator.control().await;
-    let mut events = control
-        .capture(request("late", &[], steps(3)))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = start_capture(&mut control, request("late", &[], steps(3))).await;
     agent.expect_start().await;
     agent.update("late", RankState::Uploading, "").await;
     agent.go_silent();
@@ -204,10 +196,7 @@ async fn profile_ids_must_be_valid_and_unused() {
     let mut agent = FakeAgent::join(&coordinator.url, identity("h0", Role::Unified, 0, 0)).await;
     let mut control = coordinator.control().await;
 
-    let invalid = control
-        .capture(request("../escape", &[], steps(1)))
-        .await
-        .unwrap_err();
+    let invalid = refused(&mut control, request("../escape", &[], steps(1))).await;
     assert_eq!(invalid.code(), Code::InvalidArgument);
     assert!(invalid.message().contains("'/'"), "{}", invalid.message());
 
@@ -217,10 +206,7 @@ async fn profile_ids_must_be_valid_and_unused() {
         .put_bytes(&manifest_key("stored"), b"{}".to_vec())
         .await
         .unwrap();
-    let stored = control
-        .capture(request("stored", &[], steps(1)))
-        .await
-        .unwrap_err();
+    let stored = refused(&mut control, request("stored", &[], steps(1))).await;
     assert_eq!(stored.code(), Code::AlreadyExists);
     assert!(
         stored.message().contains("--profile-id"),
@@ -229,26 +215,15 @@ async fn profile_ids_must_be_valid_and_unused() {
     );
 
     // Known to this coordinator.
-    let mut events = control
-        .capture(request("twice", &[], steps(1)))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = start_capture(&mut control, request("twice", &[], steps(1))).await;
     agent.expect_start().await;
-    let again = control
-        .capture(request("twice", &[], steps(1)))
-        .await
-        .unwrap_err();
+    let again = refused(&mut control, request("twice", &[], steps(1))).await;
     assert_eq!(again.code(), Code::AlreadyExists);
 
     // A generated id is valid and fresh.
     agent.run_to_ok("twice").await;
     follow_to_end(&mut events).await;
-    let mut generated = control
-        .capture(request("", &[], steps(1)))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut generated = start_capture(&mut control, request("", &[], steps(1))).await;
     let start = agent.expect_start().await;
     assert!(start.profile_id.starts_with("rl-"), "{}", start.profile_id);
     agent.run_to_ok(&start.profile_id).await;
@@ -261,10 +236,7 @@ async fn profile_ids_must_be_valid_and_unused() {
 async fn selections_pick_agents_and_say_what_exists_when_nothing_matches() {
     let coordinator = TestCoordinator::start().await;
     let mut control = coordinator.control().await;
-    let nobody = control
-        .capture(request("", &[], steps(1)))
-        .await
-        .unwrap_err();
+    let nobody = refused(&mut control, request("", &[], steps(1))).await;
     assert_eq!(nobody.code(), Code::FailedPrecondition);
     assert!(
         nobody.message().contains("rankline agent"),
@@ -314,16 +286,13 @@ async fn agents_in_a_running_capture_cannot_start_another() {
     let coordinator = TestCoordinator::start().await;
     let mut agent = FakeAgent::join(&coordinator.url, identity("h0", Role::Unified, 0, 0)).await;
     let mut control = coordinator.control().await;
-    let mut events = control
-        .capture(request("first", &[], CaptureSettings::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = start_capture(
+        &mut control,
+        request("first", &[], CaptureSettings::default()),
+    )
+    .await;
     agent.expect_start().await;
-    let busy = control
-        .capture(request("second", &[], steps(1)))
-        .await
-        .unwrap_err();
+    let busy = refused(&mut control, request("second", &[], steps(1))).await;
     assert_eq!(busy.code(), Code::FailedPrecondition);
     assert!(busy.message().contains("first"), "{}", busy.message());
     assert!(
@@ -345,11 +314,11 @@ async fn stop_is_forwarded_to_every_unfinished_rank() {
         FakeAgent::join(&coordinator.url, identity("h1", Role::Unified, 0, 1)).await,
     ];
     let mut control = coordinator.control().await;
-    let mut events = control
-        .capture(request("manual", &[], CaptureSettings::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = start_capture(
+        &mut control,
+        request("manual", &[], CaptureSettings::default()),
+    )
+    .await;
     for agent in &mut agents {
         agent.expect_start().await;
         agent.update("manual", RankState::Profiling, "").await;
@@ -399,11 +368,7 @@ async fn a_rank_past_its_deadline_fails_and_its_agent_is_told_to_stop() {
         timeout_ms: 200,
         ..Default::default()
     };
-    let mut events = control
-        .capture(request("slow", &[], settings))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = start_capture(&mut control, request("slow", &[], settings)).await;
     agent.expect_start().await;
     agent.update("slow", RankState::Armed, "").await;
     let (_, summary) = follow_to_end(&mut events).await;
@@ -440,11 +405,7 @@ async fn the_newest_connection_of_an_agent_id_wins() {
         .into_inner()
         .agents;
     assert_eq!(agents.len(), 1);
-    let mut events = control
-        .capture(request("newest", &[], steps(1)))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = start_capture(&mut control, request("newest", &[], steps(1))).await;
     new.expect_start().await;
     new.run_to_ok("newest").await;
     let (_, summary) = follow_to_end(&mut events).await;
@@ -463,15 +424,8 @@ async fn two_agents_claiming_one_rank_are_refused() {
     let _a = FakeAgent::join(&coordinator.url, first).await;
     let _b = FakeAgent::join(&coordinator.url, twin).await;
     let mut control = coordinator.control().await;
-    let refused = control
-        .capture(request("clash", &[], steps(1)))
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code(), Code::FailedPrecondition);
-    assert!(
-        refused.message().contains("overwrite"),
-        "{}",
-        refused.message()
-    );
+    let clash = refused(&mut control, request("clash", &[], steps(1))).await;
+    assert_eq!(clash.code(), Code::FailedPrecondition);
+    assert!(clash.message().contains("overwrite"), "{}", clash.message());
     coordinator.shut_down().await;
 }

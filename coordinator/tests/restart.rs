@@ -36,11 +36,7 @@ async fn a_capture_started_before_a_restart_completes_after_it() {
         FakeAgent::join(&coordinator.url, second.clone()).await,
     ];
     let mut control = coordinator.control().await;
-    let mut events = control
-        .capture(request("resumed", &[], steps(3)))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = start_capture(&mut control, request("resumed", &[], steps(3))).await;
     let start = agents[0].expect_start().await;
     agents[1].expect_start().await;
     for agent in &agents {
@@ -147,11 +143,7 @@ async fn a_rank_whose_agent_never_comes_back_ends_lost() {
     let mut vanishing =
         FakeAgent::join(&coordinator.url, identity("h1", Role::Unified, 0, 1)).await;
     let mut control = coordinator.control().await;
-    let _events = control
-        .capture(request("halfway", &[], steps(3)))
-        .await
-        .unwrap()
-        .into_inner();
+    let _events = start_capture(&mut control, request("halfway", &[], steps(3))).await;
     returning.expect_start().await;
     vanishing.expect_start().await;
     returning.update("halfway", RankState::Profiling, "").await;
@@ -199,11 +191,11 @@ async fn an_agent_back_without_the_capture_loses_its_rank_at_once() {
     let forgetful = identity("h0", Role::Unified, 0, 0);
     let mut agent = FakeAgent::join(&coordinator.url, forgetful.clone()).await;
     let mut control = coordinator.control().await;
-    let _events = control
-        .capture(request("forgotten", &[], CaptureSettings::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let _events = start_capture(
+        &mut control,
+        request("forgotten", &[], CaptureSettings::default()),
+    )
+    .await;
     agent.expect_start().await;
 
     let coordinator = coordinator.restart().await;
@@ -240,11 +232,7 @@ async fn deadlines_still_apply_after_a_restart() {
         timeout_ms: 300,
         ..Default::default()
     };
-    let _events = control
-        .capture(request("overdue", &[], settings))
-        .await
-        .unwrap()
-        .into_inner();
+    let _events = start_capture(&mut control, request("overdue", &[], settings)).await;
     agent.expect_start().await;
     agent.update("overdue", RankState::Armed, "").await;
 
@@ -282,11 +270,7 @@ async fn finished_captures_are_listed_after_a_restart_and_their_ids_stay_taken()
     let coordinator = TestCoordinator::start().await;
     let mut agent = FakeAgent::join(&coordinator.url, identity("h0", Role::Unified, 0, 0)).await;
     let mut control = coordinator.control().await;
-    let mut events = control
-        .capture(request("done", &[], steps(1)))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = start_capture(&mut control, request("done", &[], steps(1))).await;
     agent.expect_start().await;
     agent.run_to_ok("done").await;
     let (_, finished) = follow_to_end(&mut events).await;
@@ -309,10 +293,7 @@ async fn finished_captures_are_listed_after_a_restart_and_their_ids_stay_taken()
     assert_eq!(replayed, finished);
 
     let _agent = FakeAgent::join(&coordinator.url, identity("h0", Role::Unified, 0, 0)).await;
-    let again = control
-        .capture(request("done", &[], steps(1)))
-        .await
-        .unwrap_err();
+    let again = refused(&mut control, request("done", &[], steps(1))).await;
     assert_eq!(again.code(), Code::AlreadyExists);
     coordinator.shut_down().await;
 }
@@ -322,11 +303,7 @@ async fn a_corrupt_record_is_set_aside_and_the_coordinator_still_starts() {
     let coordinator = TestCoordinator::start().await;
     let mut agent = FakeAgent::join(&coordinator.url, identity("h0", Role::Unified, 0, 0)).await;
     let mut control = coordinator.control().await;
-    let mut events = control
-        .capture(request("intact", &[], steps(1)))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = start_capture(&mut control, request("intact", &[], steps(1))).await;
     agent.expect_start().await;
     agent.run_to_ok("intact").await;
     follow_to_end(&mut events).await;
@@ -370,10 +347,7 @@ async fn a_corrupt_record_is_set_aside_and_the_coordinator_still_starts() {
     assert_eq!(listed.captures.len(), 1);
     assert_eq!(listed.captures[0].profile_id, "intact");
     let _agent = FakeAgent::join(&coordinator.url, identity("h0", Role::Unified, 0, 0)).await;
-    let taken = control
-        .capture(request("broken", &[], steps(1)))
-        .await
-        .unwrap_err();
+    let taken = refused(&mut control, request("broken", &[], steps(1))).await;
     assert_eq!(taken.code(), Code::AlreadyExists, "{}", taken.message());
 
     // The next start neither warns again nor copies again.

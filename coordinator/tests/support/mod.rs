@@ -356,6 +356,19 @@ pub fn request(
     }
 }
 
+/// Starts a capture the coordinator must accept; its event stream.
+pub async fn start_capture(
+    control: &mut client::Client,
+    request: CaptureRequest,
+) -> Streaming<CaptureEvent> {
+    control.capture(request).await.unwrap().into_inner()
+}
+
+/// Asks for a capture the coordinator must refuse; its refusal.
+pub async fn refused(control: &mut client::Client, request: CaptureRequest) -> tonic::Status {
+    control.capture(request).await.unwrap_err()
+}
+
 pub fn steps(num_steps: u32) -> CaptureSettings {
     CaptureSettings {
         num_steps: Some(num_steps),
