@@ -15,7 +15,7 @@ budget="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(read_trace to_pftrace to_json scan_json micros)
+    targets=(read_trace to_pftrace to_json scan_json micros xplane)
 fi
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
 export RUSTC_BOOTSTRAP=1
@@ -35,6 +35,9 @@ for target in "${targets[@]}"; do
         micros)
             printf '43.826000000000001' > "corpus/$target/jax"
             printf '1795384060465391.136' > "corpus/$target/epoch"
+            ;;
+        xplane)
+            cp "$fixtures"/jax_single/plugins/profile/*/vm.xplane.pb "corpus/$target/jax.xplane.pb"
             ;;
     esac
     echo "== $target: ${budget}s"

@@ -2,7 +2,8 @@
 //!
 //! This binary is deliberately thin: it parses arguments and hands each
 //! subcommand to the library crate that does the work (`rankline-agent`,
-//! `rankline-coordinator`, `rankline-merge`, `rankline-simserver`).
+//! `rankline-coordinator`, `rankline-merge`, `rankline-xprof`,
+//! `rankline-simserver`).
 
 mod cmd;
 
@@ -50,6 +51,8 @@ enum Command {
     Captures(cmd::capture::CapturesArgs),
     /// Merge a capture's per-rank traces into one Perfetto timeline.
     Merge(cmd::merge::Args),
+    /// Lay a capture's .xplane.pb files out as one multi-host XProf / TensorBoard run.
+    ExportXprof(cmd::export_xprof::Args),
     /// Run a simulated sglang-jax / SGLang server (for tests and trying rankline out).
     SimServer(cmd::sim_server::Args),
 }
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         Command::Agents(args) => cmd::capture::run_agents(args),
         Command::Captures(args) => cmd::capture::run_captures(args),
         Command::Merge(args) => cmd::merge::run(args),
+        Command::ExportXprof(args) => cmd::export_xprof::run(args),
         Command::SimServer(args) => cmd::sim_server::run(args),
     };
     match result {

@@ -15,7 +15,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::io::Read;
 use std::ops::ControlFlow;
 
 use memchr::memmem;
@@ -24,11 +23,10 @@ use rayon::prelude::*;
 use serde::Serialize;
 use tracing::debug;
 
-use crate::chrome::{self, raw_text, Element, RawEvent};
+use crate::chrome::{raw_text, Element, RawEvent};
 use crate::events::{IdKey, Phase};
 use crate::json_scan::members;
 use crate::number;
-use crate::rank::RankInput;
 use crate::summary::{MergeSummary, RankSummary};
 use crate::timebase::{ClockStatus, RankTime};
 use crate::Work;
@@ -117,18 +115,6 @@ pub struct RankCollectives {
 }
 
 impl RankCollectives {
-    /// Reads a trace's collectives; `time` maps its `ts` onto the merged clock.
-    pub fn read(source: impl Read, time: &RankTime) -> Result<Self, chrome::ReadError> {
-        let mut collector = Collector::default();
-        chrome::read_trace(source, |element| {
-            if let Element::Event(event) = element {
-                collector.event(event, time);
-            }
-            ControlFlow::Continue(())
-        })?;
-        Ok(collector.finish())
-    }
-
     /// How many instances there are.
     pub fn len(&self) -> usize {
         self.ends.values().map(Vec::len).sum()
@@ -278,11 +264,7 @@ pub struct Participant<'a> {
 /// done in its `collectives`. Traces are read on `pool`; a trace that cannot
 /// be read counts as having no collectives (its conversion reports why).
 pub(crate) fn apply(pool: &rayon::ThreadPool, work: &mut [Work]) {
-    let found: Vec<RankCollectives> = pool.install(|| {
-        work.par_iter()
-            .map(|w| read_rank(&w.input, &w.time))
-            .collect()
-    });
+    let found: Vec<RankCollectives> = pool.install(|| work.par_iter().map(read_rank).collect());
     let participants: Vec<Participant<'_>> = work
         .iter()
         .zip(found)
@@ -302,19 +284,22 @@ pub(crate) fn apply(pool: &rayon::ThreadPool, work: &mut [Work]) {
     }
 }
 
-fn read_rank(input: &RankInput, time: &RankTime) -> RankCollectives {
-    let read = crate::source::open_trace(&input.trace).and_then(|source| {
-        RankCollectives::read(source.reader, time).map_err(|error| {
-            crate::InputError::new(
-                input.trace.display(),
-                crate::source::read_problem(error, source.gzipped),
-            )
-        })
+/// A rank's collectives, from the file it is converted from.
+fn read_rank(w: &Work) -> RankCollectives {
+    let mut collector = Collector::default();
+    let read = crate::read_elements(&w.source, &w.time, &|| false, |element| {
+        if let Element::Event(event) = element {
+            collector.event(event, &w.time);
+        }
+        ControlFlow::Continue(())
     });
-    read.unwrap_or_else(|error| {
-        debug!(%error, "collectives not read");
-        RankCollectives::default()
-    })
+    match read {
+        Ok(_) => collector.finish(),
+        Err(_) => {
+            debug!(rank = %w.input.name.label(), "collectives not read");
+            RankCollectives::default()
+        }
+    }
 }
 
 /// Decides each participant's refinement (same order as `ranks`).
@@ -591,6 +576,20 @@ fn micros_abs(ns: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Chrome JSON trace's collectives, `ts` as given.
+    fn read_json(trace: &str) -> RankCollectives {
+        let time = RankTime::identity();
+        let mut collector = Collector::default();
+        crate::chrome::read_trace(trace.as_bytes(), |element| {
+            if let Element::Event(event) = element {
+                collector.event(event, &time);
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        collector.finish()
+    }
     use rankline_layout::ClockSampleRecord;
 
     #[test]
@@ -627,7 +626,7 @@ mod tests {
             {"ph":"X","pid":1,"tid":3,"ts":50,"dur":5,"name":"all-gather.2","args":{"hlo_op":"all-gather.2","run_id":"7"}},
             {"ph":"X","pid":1,"tid":3,"ts":60,"dur":1,"name":"end: all-gather"},
             {}]}"#;
-        let found = RankCollectives::read(trace.as_bytes(), &RankTime::identity()).unwrap();
+        let found = read_json(trace);
         let key = |op: &str| OpKey {
             launch: "run_id 7".into(),
             op: op.into(),
@@ -643,7 +642,7 @@ mod tests {
             {"ph":"X","cat":"kernel","pid":0,"tid":7,"ts":100,"dur":10,"name":"ncclDevKernel_AllReduce_Sum_bf16_RING_LL(ncclDevComm*, unsigned long, ncclWork*)","args":{"Process Group Name":"1","Seq":4}},
             {"ph":"X","cat":"cpu_op","pid":9,"tid":9,"ts":90,"dur":30,"name":"record_param_comms","args":{"Process Group Name":"1","Seq":4}}
         ]"#;
-        let found = RankCollectives::read(trace.as_bytes(), &RankTime::identity()).unwrap();
+        let found = read_json(trace);
         let key = OpKey {
             launch: "pg 1".into(),
             op: "seq 4".into(),

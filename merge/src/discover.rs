@@ -49,12 +49,17 @@ pub struct Discovery {
 /// Finds every rank in `inputs`, in argument order, then names the unnamed
 /// ones `TP-0, TP-1, ...` (skipping numbers already taken). URL inputs are
 /// fetched first (only the ranks `filters` selects, when a manifest says
-/// which they are).
-pub fn discover(inputs: &[String], filters: &Filters) -> Discovery {
+/// which they are; their `.xplane.pb`s when `fetch_xplanes`, or when only
+/// an xplane has their time base).
+///
+/// A rank has a Chrome JSON trace, an `.xplane.pb`, or both: an xplane
+/// without the JSON export beside it (given as a file, in a JAX log dir or
+/// a capture) is a rank of its own, which only `--source json` refuses.
+pub fn discover(inputs: &[String], filters: &Filters, fetch_xplanes: bool) -> Discovery {
     let mut found = Discovery::default();
     for input in inputs {
         if remote::is_url(input) {
-            match remote::fetch(input, filters) {
+            match remote::fetch(input, filters, fetch_xplanes) {
                 Ok(fetched) => {
                     let (first_rank, first_error) = (found.ranks.len(), found.unusable.len());
                     if let Err(error) = discover_one(input, fetched.dir.path(), &mut found) {
@@ -62,7 +67,7 @@ pub fn discover(inputs: &[String], filters: &Filters) -> Discovery {
                     }
                     // Name the fetched files by their URLs, not their copies.
                     for rank in &mut found.ranks[first_rank..] {
-                        rank.trace = rank.trace.fetched_from(&fetched);
+                        rank.trace = rank.trace.take().map(|t| t.fetched_from(&fetched));
                         rank.xplane = rank.xplane.take().map(|x| x.fetched_from(&fetched));
                     }
                     for error in &mut found.unusable[first_error..] {
@@ -97,7 +102,7 @@ fn discover_one(input: &str, path: &Path, found: &mut Discovery) -> Result<(), I
             found.ranks.push(rank);
             return Ok(());
         }
-        found.ranks.push(loose_trace(input, &path));
+        found.ranks.push(loose_rank(input, &path));
         return Ok(());
     }
     if path.join(MANIFEST_NAME).is_file() {
@@ -121,30 +126,29 @@ fn discover_one(input: &str, path: &Path, found: &mut Discovery) -> Result<(), I
     if path.join("plugins").join("profile").is_dir() {
         return discover_jax_log_dir(input, &path.join("plugins").join("profile"), found);
     }
-    let traces = find_files(&path, 1, is_trace_name);
-    if traces.is_empty() {
+    let files = find_files(&path, 1, is_rank_file);
+    if files.is_empty() {
         return Err(InputError::new(
             input,
             InputProblem::NoTraces(
                 "the folder has no manifest.json, no *.meta.json sidecars, no \
-                 plugins/profile/ (JAX log dir) and no *.trace.json[.gz] files"
+                 plugins/profile/ (JAX log dir), no *.trace.json[.gz] and no *.xplane.pb files"
                     .into(),
             ),
         ));
     }
-    for trace in traces {
-        found.ranks.push(loose_trace(input, &trace));
+    // A trace and the xplane beside it are one rank.
+    let mut stems = BTreeSet::new();
+    for file in files {
+        if stems.insert(file_stem(&file_name(&file)).to_string()) {
+            found.ranks.push(loose_rank(input, &file));
+        }
     }
     Ok(())
 }
 
 fn io_problem(input: &str, error: io::Error) -> InputError {
-    let problem = if error.kind() == io::ErrorKind::NotFound {
-        InputProblem::NotFound
-    } else {
-        InputProblem::Unreadable(error)
-    };
-    InputError::new(input, problem)
+    InputError::new(input, InputProblem::opening(error))
 }
 
 fn file_name(path: &Path) -> String {
@@ -160,12 +164,30 @@ fn is_trace_name(name: &str) -> bool {
         && TRACE_SUFFIXES.iter().any(|s| name.ends_with(s))
 }
 
-/// The file name without its trace suffix: `vm`, `cap-TP-0-EP-0`.
-fn trace_stem(name: &str) -> &str {
+fn is_xplane_name(name: &str) -> bool {
+    name.ends_with(XPLANE_SUFFIX)
+}
+
+/// A Chrome JSON trace or an `.xplane.pb`.
+fn is_rank_file(name: &str) -> bool {
+    is_trace_name(name) || is_xplane_name(name)
+}
+
+/// The file name without its trace or xplane suffix: `vm`, `cap-TP-0-EP-0`.
+fn file_stem(name: &str) -> &str {
     TRACE_SUFFIXES
         .iter()
+        .chain(&[XPLANE_SUFFIX])
         .find_map(|s| name.strip_suffix(s))
         .unwrap_or(name)
+}
+
+/// The Chrome JSON trace named `<stem>.trace.json[.gz]` in `dir`, if any.
+fn trace_beside(dir: &Path, stem: &str) -> Option<PathBuf> {
+    [".trace.json.gz", ".trace.json"]
+        .iter()
+        .map(|suffix| dir.join(format!("{stem}{suffix}")))
+        .find(|p| p.is_file())
 }
 
 /// Files under `dir` (up to `depth` levels down) whose names pass `wanted`,
@@ -190,11 +212,13 @@ fn find_files(dir: &Path, depth: usize, wanted: impl Fn(&str) -> bool + Copy) ->
     out
 }
 
-/// A trace file given on its own (or found in a plain folder): its sidecar
-/// beside it names it when there is one, else its file name, else nothing.
-fn loose_trace(input: &str, path: &Path) -> RankInput {
+/// A trace file or `.xplane.pb` given on its own (or found in a plain
+/// folder), with its sibling of the other kind when there is one: its
+/// sidecar beside it names it when there is one, else its file name, else
+/// nothing.
+fn loose_rank(input: &str, path: &Path) -> RankInput {
     let name = file_name(path);
-    let stem = trace_stem(&name).to_string();
+    let stem = file_stem(&name).to_string();
     let dir = path.parent().unwrap_or(Path::new("."));
     let sidecar_path = dir.join(format!("{stem}{SIDECAR_SUFFIX}"));
     if sidecar_path.is_file() {
@@ -203,8 +227,12 @@ fn loose_trace(input: &str, path: &Path) -> RankInput {
             Err(error) => debug!("ignoring the sidecar beside {}: {error}", path.display()),
         }
     }
-    let xplane = dir.join(format!("{stem}{XPLANE_SUFFIX}"));
-    let xplane = xplane.is_file().then_some(Location::Local(xplane));
+    let (trace, xplane) = if is_xplane_name(&name) {
+        (trace_beside(dir, &stem), Some(path.to_path_buf()))
+    } else {
+        let xplane = dir.join(format!("{stem}{XPLANE_SUFFIX}"));
+        (Some(path.to_path_buf()), xplane.is_file().then_some(xplane))
+    };
     let in_jax_run = dir
         .parent()
         .is_some_and(|p| p.file_name().is_some_and(|n| n == "profile"));
@@ -227,46 +255,52 @@ fn loose_trace(input: &str, path: &Path) -> RankInput {
             host: (in_jax_run || xplane.is_some()).then_some(stem),
         },
         named_by,
-        trace: Location::Local(path.to_path_buf()),
-        xplane,
+        trace: trace.map(Location::Local),
+        xplane: xplane.map(Location::Local),
         sidecar: None,
         from: input.to_string(),
     }
 }
 
-/// `plugins/profile/<run>/<host>.trace.json.gz`: one rank per host, from the
-/// newest run that host wrote (hosts of one capture can get different run
-/// folders, since each names its own at export time).
+/// `plugins/profile/<run>/<host>.trace.json.gz` (and `<host>.xplane.pb`):
+/// one rank per host, from the newest run that host wrote (hosts of one
+/// capture can get different run folders, since each names its own at
+/// export time).
 fn discover_jax_log_dir(
     input: &str,
     profile_dir: &Path,
     found: &mut Discovery,
 ) -> Result<(), InputError> {
-    let mut by_host: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
-    for trace in find_files(profile_dir, 2, is_trace_name) {
-        let host = trace_stem(&file_name(&trace)).to_string();
-        by_host.entry(host).or_default().push(trace);
+    let mut by_host: BTreeMap<String, BTreeMap<PathBuf, PathBuf>> = BTreeMap::new();
+    for file in find_files(profile_dir, 2, is_rank_file) {
+        let host = file_stem(&file_name(&file)).to_string();
+        let run = file.parent().unwrap_or(profile_dir).to_path_buf();
+        // Per run, the trace if there is one (it sorts before the xplane).
+        by_host.entry(host).or_default().entry(run).or_insert(file);
     }
     if by_host.is_empty() {
         return Err(InputError::new(
             input,
             InputProblem::NoTraces(format!(
-                "{} has no <host>.trace.json.gz: the profile may still be being written",
+                "{} has no <host>.trace.json.gz or <host>.xplane.pb: the profile may still be \
+                 being written",
                 profile_dir.display()
             )),
         ));
     }
-    for (host, mut runs) in by_host {
+    for (host, runs) in by_host {
         // Run folders are named YYYY_MM_DD_HH_MM_SS, so the last sorts newest.
-        let newest = runs.pop().expect("at least one run per host");
-        if !runs.is_empty() {
+        let runs_found = runs.len();
+        let Some((run, newest)) = runs.into_iter().next_back() else {
+            continue;
+        };
+        if runs_found > 1 {
             found.warnings.push(format!(
-                "{input}: host {host} has {} profile runs; merging the newest ({}) only",
-                runs.len() + 1,
-                newest.parent().map(file_name).unwrap_or_default()
+                "{input}: host {host} has {runs_found} profile runs; merging the newest ({}) only",
+                file_name(&run)
             ));
         }
-        found.ranks.push(loose_trace(input, &newest));
+        found.ranks.push(loose_rank(input, &newest));
     }
     Ok(())
 }
@@ -306,18 +340,32 @@ fn discover_capture(input: &str, dir: &Path, found: &mut Discovery) -> Result<()
             });
             continue;
         }
-        let Some(trace_key) = &rank.objects.trace else {
+        if rank.objects.trace.is_none() && rank.objects.xplane.is_none() {
             found.missing.push(MissingRank {
                 rank: name.label(),
                 reason: "the manifest lists no trace object for it".into(),
             });
             continue;
+        }
+        let listed: Vec<PathBuf> = [&rank.objects.trace, &rank.objects.xplane]
+            .into_iter()
+            .flatten()
+            .map(|key| resolve_key(dir, &manifest.profile_id, key))
+            .collect();
+        let present = |key: &Option<String>| {
+            key.as_ref()
+                .map(|key| resolve_key(dir, &manifest.profile_id, key))
+                .filter(|p| p.is_file())
         };
-        let trace = resolve_key(dir, &manifest.profile_id, trace_key);
-        if !trace.is_file() {
+        let (trace, xplane) = (present(&rank.objects.trace), present(&rank.objects.xplane));
+        if trace.is_none() && xplane.is_none() {
+            let listed: Vec<String> = listed.iter().map(|p| p.display().to_string()).collect();
             found.missing.push(MissingRank {
                 rank: name.label(),
-                reason: format!("its trace {} is not in the capture folder", trace.display()),
+                reason: format!(
+                    "its files ({}) are not in the capture folder",
+                    listed.join(", ")
+                ),
             });
             continue;
         }
@@ -334,18 +382,11 @@ fn discover_capture(input: &str, dir: &Path, found: &mut Discovery) -> Result<()
             }
             None => None,
         };
-        let xplane = rank
-            .objects
-            .xplane
-            .as_ref()
-            .map(|key| resolve_key(dir, &manifest.profile_id, key))
-            .filter(|p| p.is_file())
-            .map(Location::Local);
         found.ranks.push(RankInput {
             name,
             named_by: NamedBy::Capture,
-            trace: Location::Local(trace),
-            xplane,
+            trace: trace.map(Location::Local),
+            xplane: xplane.map(Location::Local),
             sidecar,
             from: input.to_string(),
         });
@@ -376,45 +417,41 @@ fn read_sidecar(path: &Path) -> Result<Sidecar, InputError> {
 }
 
 /// A rank described by its sidecar: identity, time base, clock, files.
-/// `trace` overrides where the trace is (a loose file beside its sidecar).
+/// `given` is a trace or xplane given on its own beside the sidecar: it
+/// overrides where that file is.
 fn rank_from_sidecar(
     input: &str,
     path: &Path,
-    trace: Option<&Path>,
+    given: Option<&Path>,
 ) -> Result<RankInput, InputError> {
     let sidecar = read_sidecar(path)?;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let stem_path = |suffix: &str| {
-        let name = file_name(path);
-        dir.join(format!("{}{suffix}", name.trim_end_matches(SIDECAR_SUFFIX)))
-    };
+    let stem = file_name(path).trim_end_matches(SIDECAR_SUFFIX).to_string();
     // The sidecar's keys are relative to the storage root; the files sit
     // beside the sidecar with the same stem.
-    let trace = match trace {
-        Some(trace) => trace.to_path_buf(),
-        None => {
-            let beside = stem_path(".trace.json.gz");
-            let by_key = sidecar
-                .file(FileKind::Trace)
-                .map(|f| dir.join(file_name(Path::new(&f.key))));
-            match by_key.filter(|p| p.is_file()) {
-                Some(p) => p,
-                None if beside.is_file() => beside,
-                None => {
-                    return Err(InputError::new(
-                        path.display().to_string(),
-                        InputProblem::NoTraces("no trace file beside this sidecar".into()),
-                    ))
-                }
-            }
-        }
+    let by_key = |kind| {
+        sidecar
+            .file(kind)
+            .map(|f| dir.join(file_name(Path::new(&f.key))))
+            .filter(|p| p.is_file())
     };
-    let xplane = sidecar
-        .file(FileKind::Xplane)
-        .map(|f| dir.join(file_name(Path::new(&f.key))))
-        .filter(|p| p.is_file())
-        .or_else(|| Some(stem_path(XPLANE_SUFFIX)).filter(|p| p.is_file()))
-        .map(Location::Local);
+    let given_xplane = given.filter(|g| is_xplane_name(&file_name(g)));
+    let given_trace = given.filter(|g| !is_xplane_name(&file_name(g)));
+    let trace = match given_trace {
+        Some(trace) => Some(trace.to_path_buf()),
+        None => by_key(FileKind::Trace).or_else(|| trace_beside(dir, &stem)),
+    };
+    let xplane = match given_xplane {
+        Some(xplane) => Some(xplane.to_path_buf()),
+        None => by_key(FileKind::Xplane)
+            .or_else(|| Some(dir.join(format!("{stem}{XPLANE_SUFFIX}"))).filter(|p| p.is_file())),
+    };
+    if trace.is_none() && xplane.is_none() {
+        return Err(InputError::new(
+            path.display().to_string(),
+            InputProblem::NoTraces("no trace file or .xplane.pb beside this sidecar".into()),
+        ));
+    }
     Ok(RankInput {
         name: RankName {
             coords: sidecar.identity.coords.clone(),
@@ -422,8 +459,8 @@ fn rank_from_sidecar(
             host: Some(sidecar.identity.host.clone()),
         },
         named_by: NamedBy::Capture,
-        trace: Location::Local(trace),
-        xplane,
+        trace: trace.map(Location::Local),
+        xplane: xplane.map(Location::Local),
         sidecar: Some(sidecar),
         from: input.to_string(),
     })
@@ -446,28 +483,36 @@ fn name_unnamed_ranks(ranks: &mut [RankInput]) {
     }
 }
 
-/// Two inputs that are the same rank cannot both be merged.
+/// Two inputs that are the same rank cannot both be merged; a file given
+/// twice (directly, or as the sibling of another) is merged once.
 fn reject_duplicates(found: &mut Discovery) {
-    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    let mut labels: BTreeMap<String, String> = BTreeMap::new();
+    let mut files: BTreeSet<String> = BTreeSet::new();
     let mut kept = Vec::with_capacity(found.ranks.len());
     for rank in std::mem::take(&mut found.ranks) {
         let label = rank.name.label();
-        let trace = rank.trace.display();
-        match seen.get(&label) {
-            Some(first) if *first == trace => {
-                found
-                    .warnings
-                    .push(format!("{trace} was given twice; merging it once"));
-            }
+        let described = rank.describe();
+        if let Some(again) = rank
+            .files()
+            .map(Location::display)
+            .find(|f| files.contains(f))
+        {
+            found
+                .warnings
+                .push(format!("{again} was given twice; merging it once"));
+            continue;
+        }
+        match labels.get(&label) {
             Some(first) => found.unusable.push(InputError::new(
-                trace,
+                described,
                 InputProblem::Layout(format!(
                     "it is rank {label} again (already from {first}): merge the two \
                      captures separately, or rename one file"
                 )),
             )),
             None => {
-                seen.insert(label, trace);
+                files.extend(rank.files().map(Location::display));
+                labels.insert(label, described);
                 kept.push(rank);
             }
         }
@@ -486,8 +531,10 @@ mod tests {
         assert!(!is_trace_name("perfetto_trace.json.gz"));
         assert!(!is_trace_name("cap-TP-0-EP-0.meta.json"));
         assert!(!is_trace_name("vm.xplane.pb"));
-        assert_eq!(trace_stem("vm.trace.json.gz"), "vm");
-        assert_eq!(trace_stem("a.json"), "a");
+        assert!(is_rank_file("vm.xplane.pb") && is_rank_file("vm.trace.json.gz"));
+        assert_eq!(file_stem("vm.trace.json.gz"), "vm");
+        assert_eq!(file_stem("vm.xplane.pb"), "vm");
+        assert_eq!(file_stem("a.json"), "a");
     }
 
     #[test]
@@ -499,7 +546,9 @@ mod tests {
                 host: None,
             },
             named_by,
-            trace: Location::Local(PathBuf::from(format!("/t{tp}{named_by:?}"))),
+            trace: Some(Location::Local(PathBuf::from(format!(
+                "/t{tp}{named_by:?}"
+            )))),
             xplane: None,
             sidecar: None,
             from: String::new(),

@@ -44,6 +44,17 @@ impl InputError {
     }
 }
 
+impl InputProblem {
+    /// Why a file could not be opened.
+    pub fn opening(error: io::Error) -> InputProblem {
+        if error.kind() == io::ErrorKind::NotFound {
+            InputProblem::NotFound
+        } else {
+            InputProblem::Unreadable(error)
+        }
+    }
+}
+
 /// What is wrong with an input.
 #[derive(Debug, thiserror::Error)]
 pub enum InputProblem {
@@ -80,4 +91,18 @@ pub enum InputProblem {
     TimeBase { what: String, message: String },
     #[error("no trace found: {0}")]
     NoTraces(String),
+    #[error(
+        "not a readable .xplane.pb ({0}): the file is damaged or was copied while being \
+         written; copy it again, merge its trace.json.gz with --source json, or pass \
+         --keep-going to merge the other ranks"
+    )]
+    Xplane(String),
+    #[error(
+        "--source xplane, but this rank has no .xplane.pb: put it beside the trace, or use \
+         --source auto to merge the trace.json.gz (the JSON export stops at about 1,000,000 \
+         events)"
+    )]
+    NoXplane,
+    #[error("--source json, but this rank has only an .xplane.pb: use --source auto or xplane")]
+    NoJsonTrace,
 }

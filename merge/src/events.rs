@@ -24,6 +24,7 @@ pub mod reason {
     pub const UNSUPPORTED: &str = "unsupported phase";
     pub const NOT_AN_OBJECT: &str = "not a JSON object";
     pub const BEFORE_ZERO: &str = "before the output's time zero";
+    pub const AGGREGATED: &str = "xplane aggregate (num_occurrences), not a span";
 }
 
 /// A Chrome trace phase, grouped by what merge does with it.
@@ -72,6 +73,21 @@ pub struct RankStats {
     pub last_ns: Option<i64>,
     /// Decompressed bytes read.
     pub bytes_read: u64,
+    /// What an `.xplane.pb` held, when the rank was read from one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xplane: Option<XplaneCounts>,
+}
+
+/// The parts of an `.xplane.pb` that were read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct XplaneCounts {
+    /// Planes with at least one line (host, devices).
+    pub planes: u64,
+    pub lines: u64,
+    /// Events on the lines, aggregates included.
+    pub events: u64,
+    /// Aggregates (`num_occurrences`): not drawn, skipped.
+    pub aggregated: u64,
 }
 
 impl RankStats {

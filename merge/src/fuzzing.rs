@@ -12,9 +12,11 @@ use crate::json_out::JsonRank;
 use crate::json_scan;
 use crate::number;
 use crate::output::{ChunkSink, TextOutput};
-use crate::pftrace::{SequenceInfo, Timeline};
+use crate::packets::SequenceInfo;
+use crate::pftrace::Timeline;
 use crate::source::decompressed;
 use crate::timebase::RankTime;
+use crate::xplane_in::{self, OpenXplane};
 
 impl ChunkSink for Mutex<Vec<u8>> {
     fn write_chunk(&self, bytes: &[u8]) -> io::Result<()> {
@@ -67,6 +69,56 @@ pub fn to_pftrace(bytes: &[u8]) -> Option<Vec<u8>> {
     };
     timeline.write(&info, &sink).ok()?;
     Some(sink.into_inner().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Converts `bytes` as an `.xplane.pb` to one rank's packet sequence, as
+/// `merge` does.
+pub fn xplane_to_pftrace(bytes: &[u8]) -> Option<Vec<u8>> {
+    let time = RankTime::identity();
+    let xplane =
+        OpenXplane::from_reader(Box::new(Cursor::new(bytes.to_vec())), "fuzz".into(), &time)
+            .ok()?;
+    let sink = Mutex::new(Vec::new());
+    let info = SequenceInfo {
+        ordinal: 0,
+        process_name: "fuzz",
+        time_zero_ns: 0,
+    };
+    xplane_in::write_pftrace(
+        xplane,
+        &time,
+        &EventFilter::default(),
+        &info,
+        &sink,
+        &|| false,
+    )
+    .ok()?;
+    Some(sink.into_inner().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Reads `bytes` as an `.xplane.pb` through the Chrome-element view (JSON
+/// output, collectives), touching every field; returns the events seen.
+pub fn xplane_elements(bytes: &[u8]) -> Option<u64> {
+    let time = RankTime::identity();
+    let mut xplane =
+        OpenXplane::from_reader(Box::new(Cursor::new(bytes.to_vec())), "fuzz".into(), &time)
+            .ok()?;
+    let read = xplane_in::for_each_element(&mut xplane, &time, &|| false, |element| {
+        if let Element::Event(event) = element {
+            for raw in [event.name, event.args, event.ts, event.dur]
+                .into_iter()
+                .flatten()
+            {
+                let _ = raw_text(raw);
+            }
+            if let Some(args) = event.args {
+                json_scan::members(args).for_each(drop);
+            }
+        }
+        ControlFlow::Continue(())
+    })
+    .ok()?;
+    Some(read.counts.events)
 }
 
 /// Converts `bytes` to Chrome JSON events, as `merge` does; returns the

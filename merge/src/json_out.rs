@@ -36,6 +36,33 @@ pub fn push_process_metadata(out: &mut Vec<u8>, pid: u64, name: &str, sort_index
     );
 }
 
+/// Appends `text` as a JSON string literal.
+pub fn push_json_string(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    let bytes = text.as_bytes();
+    let mut plain = 0;
+    for (i, &byte) in bytes.iter().enumerate() {
+        let escape: &[u8] = match byte {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[plain..i]);
+        if escape.is_empty() {
+            out.extend_from_slice(format!("\\u{byte:04x}").as_bytes());
+        } else {
+            out.extend_from_slice(escape);
+        }
+        plain = i + 1;
+    }
+    out.extend_from_slice(&bytes[plain..]);
+    out.push(b'"');
+}
+
 /// Streams one rank's events into `stage`.
 pub struct JsonRank<'t> {
     ordinal: u32,
@@ -232,6 +259,17 @@ fn unique_id(ordinal: u32, id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_strings_are_escaped() {
+        let mut out = Vec::new();
+        push_json_string(&mut out, "a\"b\\c\nd\u{1}é");
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            serde_json::from_str::<String>(&text).unwrap(),
+            "a\"b\\c\nd\u{1}é"
+        );
+    }
 
     #[test]
     fn ids_become_unique_per_rank() {

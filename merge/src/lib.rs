@@ -10,11 +10,12 @@
 //! ```
 //!
 //! The pipeline: discovery turns inputs (capture folders or URLs, trace
-//! files, JAX log dirs) into ranks; each rank's time base and clock are
-//! decided; every rank is then read by a streaming Chrome JSON reader and
-//! converted on a bounded rayon pool (as many ranks in memory as threads)
-//! into the shared output. [`merge`] blocks; from async code call it in
-//! `spawn_blocking`.
+//! files, `.xplane.pb` files, JAX log dirs) into ranks; each rank's time
+//! base and clock are decided, and which of its files is read
+//! ([`SourceMode`]); every rank is then read (its `.xplane.pb` line by line,
+//! or its Chrome JSON by a streaming reader) and converted on a bounded
+//! rayon pool (as many ranks in memory as threads) into the shared output.
+//! [`merge`] blocks; from async code call it in `spawn_blocking`.
 
 mod align;
 mod archive;
@@ -29,6 +30,7 @@ mod json_scan;
 mod number;
 mod options;
 mod output;
+mod packets;
 mod pftrace;
 mod proto;
 mod rank;
@@ -36,6 +38,7 @@ mod remote;
 mod source;
 mod summary;
 mod timebase;
+mod xplane_in;
 
 use std::io::{self, Read};
 use std::ops::ControlFlow;
@@ -49,18 +52,22 @@ use tracing::debug;
 pub use align::{RankRefinement, RefineOutcome};
 pub use discover::MissingRank;
 pub use error::{InputError, InputProblem, MergeError};
-pub use events::RankStats;
+pub use events::{RankStats, XplaneCounts};
 pub use options::{
     parse_duration_ns, AlignMode, Filters, Instant, MergeOptions, OutputFormat, RankSelector,
-    RoleSelector, Stage, Window,
+    RoleSelector, SourceMode, Stage, Window,
 };
 pub use rank::{Location, NamedBy, RankInput, RankName};
+pub use source::SourceKind;
 pub use summary::{MergeSummary, RankSummary, SkippedRank};
 pub use timebase::{BaseSource, ClockStatus};
 
-use events::EventFilter;
+use chrome::Element;
+use events::{reason, EventFilter};
 use output::{ChunkSink, OutputFile, TextOutput};
+use source::RankSource;
 use timebase::RankTime;
+use xplane_in::{OpenXplane, XplaneFailure};
 
 /// XProf's JSON export keeps at most about this many events.
 const XPROF_EVENT_CAP: u64 = 1_000_000;
@@ -69,6 +76,8 @@ const XPROF_EVENT_CAP: u64 = 1_000_000;
 struct Work {
     ordinal: u32,
     input: RankInput,
+    /// The file it is read from.
+    source: RankSource,
     time: RankTime,
     process_name: String,
     /// What `--align collectives` did with the rank.
@@ -105,7 +114,11 @@ pub fn merge(options: &MergeOptions) -> Result<MergeSummary, MergeError> {
         .build()
         .map_err(|e| MergeError::Options(format!("cannot start {jobs} worker threads: {e}")))?;
 
-    let mut found = discover::discover(&options.inputs, &options.filters);
+    let mut found = discover::discover(
+        &options.inputs,
+        &options.filters,
+        options.source != SourceMode::Json,
+    );
     // Local copies of URL inputs stay until the merge is done.
     let _fetched = std::mem::take(&mut found.fetched);
     let mut skipped = Vec::new();
@@ -143,11 +156,13 @@ pub fn merge(options: &MergeOptions) -> Result<MergeSummary, MergeError> {
     });
     let mut work = Vec::with_capacity(selected.len());
     for (input, time) in selected.into_iter().zip(times) {
-        match time {
-            Ok(time) => work.push(Work {
+        let ready = time.and_then(|time| Ok((source::choose(&input, options.source)?, time)));
+        match ready {
+            Ok((source, time)) => work.push(Work {
                 ordinal: work.len() as u32,
                 process_name: input.name.display_name(),
                 input,
+                source,
                 time,
                 collectives: None,
             }),
@@ -359,9 +374,9 @@ impl Run<'_> {
                 origin,
                 out.stage(),
             );
-            let (rank, bytes) = self.read_rank(w, rank, |rank, element| rank.ingest(element))?;
+            let (rank, read) = self.read_rank(w, rank, |rank, element| rank.ingest(element))?;
             let (stage, mut stats) = rank.finish().map_err(RankFailure::Output)?;
-            stats.bytes_read = bytes;
+            read.note(&mut stats);
             out.commit_stage(stage).map_err(RankFailure::Output)?;
             Ok(stats)
         });
@@ -423,65 +438,83 @@ impl Run<'_> {
             earliest_ns: (time_zero_ns != 0).then_some(time_zero_ns),
             ..self.filter.clone()
         };
-        let timeline = self.parse_rank(w, &filter)?;
-        let info = pftrace::SequenceInfo {
+        let info = packets::SequenceInfo {
             ordinal: w.ordinal,
             process_name: &w.process_name,
             time_zero_ns,
         };
-        timeline.write(&info, sink).map_err(RankFailure::Output)
+        match w.source.kind {
+            SourceKind::Json => {
+                let timeline = self.parse_rank(w, &filter)?;
+                timeline.write(&info, sink).map_err(RankFailure::Output)
+            }
+            SourceKind::Xplane => {
+                let xplane =
+                    OpenXplane::open(&w.source.location, &w.time).map_err(RankFailure::Input)?;
+                let cancelled = || self.cancelled();
+                xplane_in::write_pftrace(xplane, &w.time, &filter, &info, sink, &cancelled)
+                    .map_err(RankFailure::from)
+            }
+        }
     }
 
-    /// Reads a rank's whole trace into a [`pftrace::Timeline`].
+    /// Reads a rank's whole Chrome JSON trace into a [`pftrace::Timeline`].
     fn parse_rank<'t>(
         &self,
         w: &'t Work,
         filter: &'t EventFilter,
     ) -> Result<pftrace::Timeline<'t>, RankFailure> {
         let timeline = pftrace::Timeline::new(&w.time, filter);
-        let (mut timeline, bytes) = self.read_rank(w, timeline, |t, element| t.ingest(element))?;
+        let (mut timeline, read) = self.read_rank(w, timeline, |t, element| t.ingest(element))?;
         timeline.finish_input();
-        timeline.stats.bytes_read = bytes;
+        read.note(&mut timeline.stats);
         debug!(rank = %w.input.name.label(), events = timeline.stats.events_in, "parsed");
         Ok(timeline)
     }
 
-    /// Streams a rank's trace through `ingest`; returns the consumer and the
-    /// decompressed bytes read.
+    /// Streams a rank's events through `ingest`; returns the consumer and
+    /// what was read.
     fn read_rank<T>(
         &self,
         w: &Work,
         mut consumer: T,
-        ingest: impl Fn(&mut T, chrome::Element<'_, '_>) -> ControlFlow<()>,
-    ) -> Result<(T, u64), RankFailure> {
-        let source = source::open_trace(&w.input.trace).map_err(RankFailure::Input)?;
-        let mut counted = Counted::new(source.reader);
-        let read = chrome::read_trace(&mut counted, |element| {
+        ingest: impl Fn(&mut T, Element<'_, '_>) -> ControlFlow<()>,
+    ) -> Result<(T, ElementsRead), RankFailure> {
+        let read = read_elements(&w.source, &w.time, &|| self.cancelled(), |element| {
             if self.cancelled() {
                 return ControlFlow::Break(());
             }
             ingest(&mut consumer, element)
-        });
-        match read {
-            Ok(footer) if footer.stopped && self.cancelled() => Err(RankFailure::Cancelled),
-            Ok(_) => Ok((consumer, counted.bytes)),
-            Err(error) => Err(RankFailure::Input(InputError::new(
-                w.input.trace.display(),
-                source::read_problem(error, source.gzipped),
-            ))),
+        })?;
+        if read.stopped && self.cancelled() {
+            return Err(RankFailure::Cancelled);
         }
+        Ok((consumer, read))
     }
 
     /// The diagnostic stages: decompress only, or decompress and parse.
     fn diagnose_rank(&self, w: &Work, stage: Stage) -> Result<RankStats, RankFailure> {
-        match stage {
-            Stage::Gunzip => {
-                let source = source::open_trace(&w.input.trace).map_err(RankFailure::Input)?;
-                let mut counted = Counted::new(source.reader);
+        match (stage, w.source.kind) {
+            (Stage::Gunzip, kind) => {
+                let location = &w.source.location;
+                let unreadable = |e| {
+                    RankFailure::Input(InputError::new(
+                        location.display(),
+                        InputProblem::Unreadable(e),
+                    ))
+                };
+                let (mut reader, gzipped): (Box<dyn Read>, bool) = match kind {
+                    SourceKind::Json => {
+                        let source = source::open_trace(location).map_err(RankFailure::Input)?;
+                        (source.reader, source.gzipped)
+                    }
+                    SourceKind::Xplane => (Box::new(location.open().map_err(unreadable)?), false),
+                };
+                let mut counted = Counted::new(&mut reader);
                 io::copy(&mut counted, &mut io::sink()).map_err(|e| {
                     RankFailure::Input(InputError::new(
-                        w.input.trace.display(),
-                        source::read_problem(chrome::ReadError::Io(e), source.gzipped),
+                        location.display(),
+                        source::read_problem(chrome::ReadError::Io(e), gzipped),
                     ))
                 })?;
                 Ok(RankStats {
@@ -489,8 +522,89 @@ impl Run<'_> {
                     ..RankStats::default()
                 })
             }
-            Stage::Parse => self.parse_rank(w, self.filter).map(|t| t.stats),
+            (Stage::Parse, SourceKind::Json) => self.parse_rank(w, self.filter).map(|t| t.stats),
+            (Stage::Parse, SourceKind::Xplane) => self.pftrace_rank(w, 0, &Discard),
         }
+    }
+}
+
+/// What reading a rank's events found besides the events.
+struct ElementsRead {
+    /// Bytes read (decompressed, for a Chrome JSON trace).
+    bytes: u64,
+    /// The consumer stopped before the end.
+    stopped: bool,
+    /// What an `.xplane.pb` held.
+    xplane: Option<XplaneCounts>,
+}
+
+impl ElementsRead {
+    /// Adds what the events' consumer could not see to its counts: the
+    /// bytes read, and an xplane's aggregates (never handed over).
+    fn note(&self, stats: &mut RankStats) {
+        stats.bytes_read = self.bytes;
+        if let Some(counts) = self.xplane {
+            stats.events_in += counts.aggregated;
+            stats.drop_events(reason::AGGREGATED, counts.aggregated);
+            stats.dropped.retain(|_, n| *n > 0);
+            stats.xplane = Some(counts);
+        }
+    }
+}
+
+/// Streams a rank's file through `on_element` as Chrome trace elements
+/// (an `.xplane.pb` is rendered as such), stopping early when `cancelled`.
+fn read_elements(
+    source: &RankSource,
+    time: &RankTime,
+    cancelled: &dyn Fn() -> bool,
+    on_element: impl FnMut(Element<'_, '_>) -> ControlFlow<()>,
+) -> Result<ElementsRead, RankFailure> {
+    match source.kind {
+        SourceKind::Json => {
+            let trace = source::open_trace(&source.location).map_err(RankFailure::Input)?;
+            let mut counted = Counted::new(trace.reader);
+            match chrome::read_trace(&mut counted, on_element) {
+                Ok(footer) => Ok(ElementsRead {
+                    bytes: counted.bytes,
+                    stopped: footer.stopped,
+                    xplane: None,
+                }),
+                Err(error) => Err(RankFailure::Input(InputError::new(
+                    source.location.display(),
+                    source::read_problem(error, trace.gzipped),
+                ))),
+            }
+        }
+        SourceKind::Xplane => {
+            let mut xplane =
+                OpenXplane::open(&source.location, time).map_err(RankFailure::Input)?;
+            let read = xplane_in::for_each_element(&mut xplane, time, cancelled, on_element)?;
+            Ok(ElementsRead {
+                bytes: xplane.bytes_read(),
+                stopped: read.stopped,
+                xplane: Some(read.counts),
+            })
+        }
+    }
+}
+
+impl From<XplaneFailure> for RankFailure {
+    fn from(failure: XplaneFailure) -> Self {
+        match failure {
+            XplaneFailure::Input(error) => RankFailure::Input(error),
+            XplaneFailure::Output(error) => RankFailure::Output(error),
+            XplaneFailure::Cancelled => RankFailure::Cancelled,
+        }
+    }
+}
+
+/// Output that goes nowhere (the `parse` diagnostic).
+struct Discard;
+
+impl ChunkSink for Discard {
+    fn write_chunk(&self, _: &[u8]) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -519,7 +633,8 @@ fn rank_summary(w: &Work, stats: RankStats) -> RankSummary {
     RankSummary {
         rank: w.input.name.label(),
         name: w.process_name.clone(),
-        trace: w.input.trace.display(),
+        trace: w.source.location.display(),
+        source: w.source.kind,
         time_base: w.time.source,
         time_base_unix_ns: w.time.base_ns,
         clock: w.time.clock_status,
@@ -537,17 +652,21 @@ fn rank_warnings(ranks: &[RankSummary], align: AlignMode) -> Vec<String> {
     let any_clock = ranks.iter().any(|r| r.clock == ClockStatus::Applied);
     for rank in ranks {
         let complete = rank.stats.complete_events;
-        if (XPROF_EVENT_CAP - 100..=XPROF_EVENT_CAP).contains(&complete) {
+        if rank.source == SourceKind::Json
+            && (XPROF_EVENT_CAP - 100..=XPROF_EVENT_CAP).contains(&complete)
+        {
             warnings.push(format!(
                 "{}: {complete} complete events, right at XProf's JSON export cap of about \
-                 1,000,000: the trace is probably truncated (the .xplane.pb beside it is complete)",
+                 1,000,000: the trace is probably truncated. The .xplane.pb JAX writes beside \
+                 it is complete: merge it with --source auto (the default) or xplane",
                 rank.rank
             ));
         }
         if rank.time_base == BaseSource::None {
             warnings.push(format!(
-                "{}: no time base (no sidecar, no .xplane.pb beside it, no baseTimeNanoseconds): \
-                 its ts are taken as given, so it may not line up with the other ranks",
+                "{}: no time base (no sidecar, no .xplane.pb profile_start_time, no \
+                 baseTimeNanoseconds): its times are taken as given, so it may not line up with \
+                 the other ranks",
                 rank.rank
             ));
         }

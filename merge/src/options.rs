@@ -24,6 +24,8 @@ pub struct MergeOptions {
     pub jobs: Option<usize>,
     /// Diagnostics for benchmarks: stop after a stage and write nothing.
     pub stop_after: Option<Stage>,
+    /// Which file of a rank is read: its `.xplane.pb` or its Chrome JSON.
+    pub source: SourceMode,
 }
 
 impl MergeOptions {
@@ -36,6 +38,36 @@ impl MergeOptions {
             keep_going: false,
             jobs: None,
             stop_after: None,
+            source: SourceMode::default(),
+        }
+    }
+}
+
+/// Which of a rank's files is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceMode {
+    /// The `.xplane.pb` when the rank has one (complete, with device
+    /// planes), else its Chrome JSON trace.
+    #[default]
+    Auto,
+    /// The `.xplane.pb`; a rank without one is an error.
+    Xplane,
+    /// The Chrome JSON trace (`trace.json.gz`, Kineto); a rank with only
+    /// an `.xplane.pb` is an error.
+    Json,
+}
+
+impl FromStr for SourceMode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "auto" => Ok(SourceMode::Auto),
+            "xplane" => Ok(SourceMode::Xplane),
+            "json" => Ok(SourceMode::Json),
+            other => Err(format!(
+                "unknown source {other:?}: use auto, xplane or json"
+            )),
         }
     }
 }
@@ -47,7 +79,8 @@ pub enum Stage {
     /// Only decompress every rank's trace (the decompression floor).
     Gunzip,
     /// Decompress and parse every event, build the per-rank timelines, and
-    /// encode nothing.
+    /// encode nothing. (An `.xplane.pb` rank is converted in full and its
+    /// output discarded: its reading and placing are not separate steps.)
     Parse,
 }
 

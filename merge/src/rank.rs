@@ -117,16 +117,34 @@ pub enum NamedBy {
     ArgumentOrder,
 }
 
-/// Everything known about a rank before reading its trace.
+/// Everything known about a rank before reading its trace. It has a
+/// Chrome JSON trace, an `.xplane.pb`, or both.
 #[derive(Debug, Clone)]
 pub struct RankInput {
     pub name: RankName,
     pub named_by: NamedBy,
-    pub trace: Location,
+    /// The Chrome JSON trace (`trace.json.gz`, Kineto).
+    pub trace: Option<Location>,
     pub xplane: Option<Location>,
     pub sidecar: Option<Sidecar>,
     /// The command-line input it came from.
     pub from: String,
+}
+
+impl RankInput {
+    /// Its files, the trace first.
+    pub fn files(&self) -> impl Iterator<Item = &Location> {
+        self.trace.iter().chain(&self.xplane)
+    }
+
+    /// The file that stands for the rank in messages: its trace, else its
+    /// xplane.
+    pub fn describe(&self) -> String {
+        self.files()
+            .next()
+            .map(Location::display)
+            .unwrap_or_else(|| self.name.label())
+    }
 }
 
 #[cfg(test)]

@@ -3,9 +3,10 @@
 //! memory, several at once), mirroring their keys, and discovery then reads
 //! that folder like a local capture.
 //!
-//! With a manifest, only the selected ranks' files are fetched, and a rank's
-//! `.xplane.pb` only when its sidecar has no time base. Without one, every
-//! sidecar and trace under the URL is fetched.
+//! With a manifest, only the selected ranks' files are fetched: a rank's
+//! `.xplane.pb` when it will be read (`--source auto` or `xplane`), or when
+//! its sidecar has no time base. Without one, every sidecar, trace and
+//! xplane under the URL is fetched.
 
 use std::path::{Path, PathBuf};
 
@@ -46,7 +47,7 @@ pub fn is_url(input: &str) -> bool {
 
 /// Fetches what merging `url` needs. Runs its own small async runtime on a
 /// separate thread, so it works from any caller (async or not).
-pub fn fetch(url: &str, filters: &Filters) -> Result<Fetched, InputError> {
+pub fn fetch(url: &str, filters: &Filters, xplanes: bool) -> Result<Fetched, InputError> {
     // `s3://bucket/prefix/` and `s3://bucket/prefix` are the same capture;
     // `gs://` stays a URL (without a bucket).
     let url = match url.split_once("://") {
@@ -74,7 +75,7 @@ pub fn fetch(url: &str, filters: &Filters) -> Result<Fetched, InputError> {
                     .build()
                     .map_err(|e| problem(InputProblem::Unreadable(e)))?;
                 runtime
-                    .block_on(fetch_into(&storage, &local, filters))
+                    .block_on(fetch_into(&storage, &local, filters, xplanes))
                     .map_err(|e| storage_problem(&url, e))
             })
             .join()
@@ -113,7 +114,12 @@ impl From<StorageError> for FetchError {
     }
 }
 
-async fn fetch_into(storage: &Storage, local: &Path, filters: &Filters) -> Result<(), FetchError> {
+async fn fetch_into(
+    storage: &Storage,
+    local: &Path,
+    filters: &Filters,
+    xplanes: bool,
+) -> Result<(), FetchError> {
     match storage.get_bytes(MANIFEST_NAME).await {
         Ok(bytes) => {
             let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
@@ -122,19 +128,20 @@ async fn fetch_into(storage: &Storage, local: &Path, filters: &Filters) -> Resul
                 ))
             })?;
             std::fs::write(local.join(MANIFEST_NAME), &bytes).map_err(io_layout)?;
-            fetch_capture(storage, local, &manifest, filters).await
+            fetch_capture(storage, local, &manifest, filters, xplanes).await
         }
         Err(e) if e.is_not_found() => fetch_listing(storage, local).await,
         Err(e) => Err(e.into()),
     }
 }
 
-/// The selected ranks' sidecars and traces, and the xplanes still needed.
+/// The selected ranks' sidecars and traces, and the xplanes needed.
 async fn fetch_capture(
     storage: &Storage,
     local: &Path,
     manifest: &Manifest,
     filters: &Filters,
+    xplanes: bool,
 ) -> Result<(), FetchError> {
     let inside = |key: &str| -> String {
         key.strip_prefix(&manifest.profile_id)
@@ -155,10 +162,7 @@ async fn fetch_capture(
     download_all(storage, local, &sidecars).await?;
     let mut wanted = Vec::new();
     for rank in ranks {
-        let Some(trace) = &rank.objects.trace else {
-            continue;
-        };
-        wanted.push(inside(trace));
+        wanted.extend(rank.objects.trace.as_deref().map(inside));
         let has_time_base = rank
             .objects
             .meta
@@ -166,7 +170,8 @@ async fn fetch_capture(
             .and_then(|key| std::fs::read(local.join(inside(key))).ok())
             .and_then(|bytes| serde_json::from_slice::<Sidecar>(&bytes).ok())
             .is_some_and(|s| s.time_base.source != TimeBaseSource::None);
-        if let (false, Some(xplane)) = (has_time_base, &rank.objects.xplane) {
+        let read = xplanes || rank.objects.trace.is_none();
+        if let (true, Some(xplane)) = (read || !has_time_base, &rank.objects.xplane) {
             wanted.push(inside(xplane));
         }
     }

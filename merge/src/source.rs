@@ -1,17 +1,55 @@
-//! Opening a rank's trace: plain or gzipped JSON, decided by the content's
-//! magic bytes (not the name), with read errors turned into messages that
-//! name the input.
+//! Which of a rank's files is read, and opening its trace: plain or
+//! gzipped JSON, decided by the content's magic bytes (not the name), with
+//! read errors turned into messages that name the input.
 
 use std::io::{self, BufRead, BufReader, Read};
 
 use flate2::bufread::MultiGzDecoder;
 
+use serde::Serialize;
+
 use crate::chrome::ReadError;
 use crate::error::{InputError, InputProblem};
-use crate::rank::Location;
+use crate::options::SourceMode;
+use crate::rank::{Location, RankInput};
 
 /// Read buffer for the compressed bytes.
 const FILE_BUFFER: usize = 256 << 10;
+
+/// The kind of file a rank was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// A Chrome JSON trace.
+    Json,
+    /// An `.xplane.pb`.
+    Xplane,
+}
+
+/// The file a rank is read from.
+#[derive(Debug, Clone)]
+pub struct RankSource {
+    pub kind: SourceKind,
+    pub location: Location,
+}
+
+/// Picks the file `mode` asks for among a rank's files.
+pub fn choose(input: &RankInput, mode: SourceMode) -> Result<RankSource, InputError> {
+    let xplane = input.xplane.clone().map(|location| RankSource {
+        kind: SourceKind::Xplane,
+        location,
+    });
+    let json = input.trace.clone().map(|location| RankSource {
+        kind: SourceKind::Json,
+        location,
+    });
+    let (chosen, missing) = match mode {
+        SourceMode::Auto => (xplane.or(json), InputProblem::NoXplane),
+        SourceMode::Xplane => (xplane, InputProblem::NoXplane),
+        SourceMode::Json => (json, InputProblem::NoJsonTrace),
+    };
+    chosen.ok_or_else(|| InputError::new(input.describe(), missing))
+}
 
 /// A trace's decompressed bytes.
 pub struct TraceSource {
@@ -21,14 +59,9 @@ pub struct TraceSource {
 
 /// Opens `location` for reading its decompressed JSON.
 pub fn open_trace(location: &Location) -> Result<TraceSource, InputError> {
-    let file = location.open().map_err(|e| {
-        let problem = if e.kind() == io::ErrorKind::NotFound {
-            InputProblem::NotFound
-        } else {
-            InputProblem::Unreadable(e)
-        };
-        InputError::new(location.display(), problem)
-    })?;
+    let file = location
+        .open()
+        .map_err(|e| InputError::new(location.display(), InputProblem::opening(e)))?;
     decompressed(file).map_err(|e| InputError::new(location.display(), InputProblem::Unreadable(e)))
 }
 

@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::discover::MissingRank;
 use crate::events::RankStats;
 use crate::options::{AlignMode, OutputFormat, Stage};
+use crate::source::SourceKind;
 use crate::timebase::{BaseSource, ClockStatus};
 
 /// The result of [`crate::merge`].
@@ -45,7 +46,10 @@ pub struct RankSummary {
     pub rank: String,
     /// Its process name in the output.
     pub name: String,
+    /// The file it was read from.
     pub trace: String,
+    /// Whether that is its `.xplane.pb` or its Chrome JSON trace.
+    pub source: SourceKind,
     pub time_base: BaseSource,
     /// Host-clock epoch ns of the trace's `ts = 0`.
     pub time_base_unix_ns: i64,
@@ -118,8 +122,8 @@ impl MergeSummary {
                 .max(4);
             let _ = writeln!(
                 out,
-                "  {:width$}  {:>9}  {:>9}  {:>8}  {:<37} {:<22} span after origin",
-                "rank", "events in", "out", "dropped", "time base", "clock"
+                "  {:width$}  {:<6}  {:>9}  {:>9}  {:>8}  {:<37} {:<22} span after origin",
+                "rank", "source", "events in", "out", "dropped", "time base", "clock"
             );
             for rank in &self.ranks {
                 let clock = match rank.clock {
@@ -136,9 +140,13 @@ impl MergeSummary {
                     ),
                     _ => "no events".into(),
                 };
+                let source = match rank.source {
+                    SourceKind::Json => "json",
+                    SourceKind::Xplane => "xplane",
+                };
                 let _ = writeln!(
                     out,
-                    "  {:width$}  {:>9}  {:>9}  {:>8}  {:<37} {:<22} {span}",
+                    "  {:width$}  {source:<6}  {:>9}  {:>9}  {:>8}  {:<37} {:<22} {span}",
                     rank.rank,
                     rank.stats.events_in,
                     rank.stats.events_out,
@@ -146,6 +154,15 @@ impl MergeSummary {
                     rank.time_base.describe(),
                     clock,
                 );
+            }
+            for rank in &self.ranks {
+                if let Some(x) = &rank.stats.xplane {
+                    let _ = writeln!(
+                        out,
+                        "  {} xplane: {} planes, {} lines, {} events ({} aggregated events skipped)",
+                        rank.rank, x.planes, x.lines, x.events, x.aggregated
+                    );
+                }
             }
             for rank in &self.ranks {
                 if rank.stats.dropped.is_empty() {

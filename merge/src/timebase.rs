@@ -3,10 +3,11 @@
 //! else Kineto's `baseTimeNanoseconds`, else none), then its host's clock fit
 //! when alignment uses clocks.
 
-use std::io::{BufReader, Read};
+use std::io::Read;
 
 use memchr::memmem;
 use rankline_layout::{ClockFit, TimeBaseSource};
+use rankline_xplane::XSpaceFile;
 use serde::Serialize;
 
 use crate::error::{InputError, InputProblem};
@@ -172,10 +173,11 @@ fn base_of(rank: &RankInput) -> Result<(BaseSource, i64), InputError> {
         let file = xplane
             .open()
             .map_err(|e| InputError::new(xplane.display(), InputProblem::Unreadable(e)))?;
-        let times = rankline_xplane::read_profile_times(BufReader::with_capacity(1 << 20, file))
+        let times = XSpaceFile::open(file)
+            .and_then(|(mut file, index)| file.profile_times(&index))
             .map_err(|e| {
                 InputError::new(
-                    rank.trace.display(),
+                    rank.describe(),
                     InputProblem::TimeBase {
                         what: xplane.display(),
                         message: e.to_string(),
@@ -186,10 +188,13 @@ fn base_of(rank: &RankInput) -> Result<(BaseSource, i64), InputError> {
             return Ok((BaseSource::Xplane, start));
         }
     }
-    let mut source = open_trace(&rank.trace)?;
+    let Some(trace) = &rank.trace else {
+        return Ok((BaseSource::None, 0));
+    };
+    let mut source = open_trace(trace)?;
     let base = scan_base_time(&mut source.reader).map_err(|e| {
         InputError::new(
-            rank.trace.display(),
+            trace.display(),
             crate::source::read_problem(crate::chrome::ReadError::Io(e), source.gzipped),
         )
     })?;

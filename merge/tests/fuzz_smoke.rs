@@ -130,6 +130,53 @@ fn mutated_traces_never_panic_and_always_give_valid_output() {
     );
 }
 
+fn xplane_seeds() -> Vec<Vec<u8>> {
+    let real = std::fs::read(
+        common::jax_run_dir(&common::fixtures().join("jax_single")).join("vm.xplane.pb"),
+    )
+    .unwrap();
+    let synthetic = |metadata| {
+        let spec = rankline_xplane::synth::SynthSpec {
+            device_planes: 1,
+            events_per_line: 24,
+            host_events: 12,
+            aggregate_every: 7,
+            overlap_every: 2,
+            metadata,
+            ..Default::default()
+        };
+        let mut bytes = Vec::new();
+        rankline_xplane::synth::write_synthetic_space(&mut bytes, &spec).unwrap();
+        bytes
+    };
+    vec![
+        real,
+        synthetic(rankline_xplane::encode::MetadataPlacement::AfterLines),
+        synthetic(rankline_xplane::encode::MetadataPlacement::BeforeLines),
+    ]
+}
+
+#[test]
+fn mutated_xplanes_never_panic_and_always_give_valid_output() {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut converted = 0;
+    for seed in xplane_seeds() {
+        assert!(fuzzing::xplane_to_pftrace(&seed).is_some(), "seeds convert");
+        for _ in 0..iterations() {
+            let input = mutate(&mut rng, &seed);
+            fuzzing::xplane_elements(&input);
+            if let Some(pftrace) = fuzzing::xplane_to_pftrace(&input) {
+                common::decode(&pftrace);
+                converted += 1;
+            }
+        }
+    }
+    assert!(
+        converted * 10 > iterations(),
+        "enough mutants stay valid to reach the encoder: {converted}"
+    );
+}
+
 #[test]
 fn numbers_round_trip() {
     let mut rng = Rng(7);

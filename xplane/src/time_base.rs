@@ -1,16 +1,19 @@
 //! The session's absolute time base, read from the `Task Environment` plane
-//! without decoding the (possibly huge) host and device planes.
+//! without decoding the (possibly huge) host and device planes, and what a
+//! line's `timestamp_ns` means.
 
 use std::io::Read;
 
-use prost::Message;
-
-use crate::messages::x_stat::Value;
+use crate::stream::{stat_metadata_entry, StatValue, StatView};
 use crate::wire::{FieldReader, WireValue};
-use crate::{XStat, XStatMetadata, XplaneError};
+use crate::XplaneError;
 
 /// The plane JAX puts session-wide stats on.
 pub const TASK_ENVIRONMENT_PLANE: &str = "Task Environment";
+
+/// Line timestamps below this many nanoseconds (about March 1973) are not
+/// epoch instants.
+pub const RELATIVE_LINE_TIMESTAMP_BELOW_NS: i64 = 100_000_000_000_000_000;
 
 /// `profile_start_time` / `profile_stop_time` of a session, epoch ns on the
 /// profiled host's clock.
@@ -20,21 +23,51 @@ pub struct ProfileTimes {
     pub stop_unix_ns: Option<i64>,
 }
 
-/// A map<int64, XStatMetadata> entry as it is on the wire.
-#[derive(Clone, PartialEq, prost::Message)]
-struct StatMetadataEntry {
-    #[prost(int64, tag = "1")]
-    key: i64,
-    #[prost(message, optional, tag = "2")]
-    value: Option<XStatMetadata>,
+/// Where a line starts, in epoch ns on the profiled host's clock.
+///
+/// The XPlane schema says `XLine.timestamp_ns` is epoch nanoseconds, but
+/// the files JAX writes (checked on every real fixture) store it relative
+/// to the session's `profile_start_time` (values like 40723). A timestamp
+/// far below any plausible epoch instant
+/// ([`RELATIVE_LINE_TIMESTAMP_BELOW_NS`]) is therefore taken as relative to
+/// `session_start_unix_ns`, and an epoch one as it is.
+pub fn line_start_unix_ns(timestamp_ns: i64, session_start_unix_ns: i64) -> i64 {
+    if timestamp_ns.unsigned_abs() < RELATIVE_LINE_TIMESTAMP_BELOW_NS as u64 {
+        session_start_unix_ns.saturating_add(timestamp_ns)
+    } else {
+        timestamp_ns
+    }
+}
+
+/// The profile times among a plane's stats, given their names.
+pub(crate) fn profile_times_from<'s>(
+    name_of: impl Fn(i64) -> Option<&'s str>,
+    stats: impl IntoIterator<Item = (i64, StatValue<'s>)>,
+) -> ProfileTimes {
+    let mut times = ProfileTimes::default();
+    for (id, value) in stats {
+        let value = match value {
+            StatValue::Int64(v) => Some(v),
+            StatValue::Uint64(v) => i64::try_from(v).ok(),
+            StatValue::Double(v) => Some(v as i64),
+            _ => None,
+        };
+        match name_of(id) {
+            Some("profile_start_time") => times.start_unix_ns = value,
+            Some("profile_stop_time") => times.stop_unix_ns = value,
+            _ => {}
+        }
+    }
+    times
 }
 
 /// Finds the profile start and stop times in an XSpace stream. Planes other
 /// than `Task Environment` are skipped as soon as their name is known, and
 /// lines are never decoded, so this reads at disk speed with tiny memory.
+/// (Seekable files can use [`crate::XSpaceFile::profile_times`], which
+/// does not read the skipped planes at all.)
 pub fn read_profile_times<R: Read>(reader: R) -> Result<ProfileTimes, XplaneError> {
     let mut space = FieldReader::new(reader);
-    let mut times = ProfileTimes::default();
     while let Some(field) = space.next_field()? {
         let WireValue::Len(len) = field.value else {
             continue;
@@ -46,7 +79,7 @@ pub fn read_profile_times<R: Read>(reader: R) -> Result<ProfileTimes, XplaneErro
         let mut plane = space.nested(len);
         let mut name: Option<String> = None;
         let mut stat_names: Vec<(i64, String)> = Vec::new();
-        let mut stats: Vec<XStat> = Vec::new();
+        let mut stats: Vec<Vec<u8>> = Vec::new();
         while let Some(f) = plane.next_field()? {
             let WireValue::Len(n) = f.value else {
                 continue;
@@ -60,13 +93,8 @@ pub fn read_profile_times<R: Read>(reader: R) -> Result<ProfileTimes, XplaneErro
                         break;
                     }
                 }
-                5 => {
-                    let entry = StatMetadataEntry::decode(&plane.read_bytes(n)?[..])?;
-                    if let Some(meta) = entry.value {
-                        stat_names.push((entry.key, meta.name));
-                    }
-                }
-                6 => stats.push(XStat::decode(&plane.read_bytes(n)?[..])?),
+                5 => stat_names.push(stat_metadata_entry(&plane.read_bytes(n)?, 0)?),
+                6 => stats.push(plane.read_bytes(n)?),
                 _ => plane.skip(n)?,
             }
         }
@@ -74,32 +102,30 @@ pub fn read_profile_times<R: Read>(reader: R) -> Result<ProfileTimes, XplaneErro
         if name.as_deref() != Some(TASK_ENVIRONMENT_PLANE) {
             continue;
         }
+        let mut parsed = Vec::with_capacity(stats.len());
         for stat in &stats {
-            let Some((_, stat_name)) = stat_names.iter().find(|(id, _)| *id == stat.metadata_id)
-            else {
-                continue;
-            };
-            let value = match stat.value {
-                Some(Value::Int64Value(v)) => Some(v),
-                Some(Value::Uint64Value(v)) => i64::try_from(v).ok(),
-                Some(Value::DoubleValue(v)) => Some(v as i64),
-                _ => None,
-            };
-            match stat_name.as_str() {
-                "profile_start_time" => times.start_unix_ns = value,
-                "profile_stop_time" => times.stop_unix_ns = value,
-                _ => {}
-            }
+            let stat = StatView::parse(stat, 0)?;
+            parsed.push((stat.metadata_id, stat.value));
         }
-        return Ok(times);
+        return Ok(profile_times_from(
+            |id| {
+                stat_names
+                    .iter()
+                    .find(|(known, _)| *known == id)
+                    .map(|(_, name)| name.as_str())
+            },
+            parsed,
+        ));
     }
-    Ok(times)
+    Ok(ProfileTimes::default())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{XLine, XPlane, XSpace};
+    use crate::messages::x_stat::Value;
+    use crate::{XLine, XPlane, XSpace, XStat, XStatMetadata};
+    use prost::Message;
     use std::collections::HashMap;
 
     fn task_environment(start: i64, stop: i64) -> XPlane {
@@ -153,6 +179,15 @@ mod tests {
         let times = read_profile_times(&space.encode_to_vec()[..]).unwrap();
         assert_eq!(times.start_unix_ns, Some(1_795_384_060_465_391_136));
         assert_eq!(times.stop_unix_ns, Some(1_795_384_060_513_144_397));
+    }
+
+    #[test]
+    fn small_line_timestamps_are_relative_to_the_session_start() {
+        let start = 1_795_384_060_465_391_136;
+        assert_eq!(line_start_unix_ns(40_723, start), start + 40_723);
+        assert_eq!(line_start_unix_ns(-5, start), start - 5);
+        assert_eq!(line_start_unix_ns(start + 9, 0), start + 9);
+        assert_eq!(line_start_unix_ns(start + 9, start), start + 9);
     }
 
     #[test]

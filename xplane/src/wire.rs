@@ -1,11 +1,13 @@
-//! A streaming protobuf field reader.
+//! Protobuf field readers.
 //!
 //! prost decodes whole messages from memory; an XSpace can be 500 MB, so
-//! readers walk it field by field instead, descending into the
-//! length-delimited fields they care about ([`FieldReader::nested`]) and
-//! skipping the rest without buffering them.
+//! readers walk it field by field instead: [`FieldReader`] over any reader,
+//! descending into the length-delimited fields they care about
+//! ([`FieldReader::nested`]) and skipping the rest without buffering them
+//! (by seeking, for files); [`SliceReader`] over one message already in
+//! memory (an XLine), handing out its payloads without copying them.
 
-use std::io::{self, Read};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 
 use crate::XplaneError;
 
@@ -44,36 +46,24 @@ impl<R: Read> FieldReader<R> {
 
     /// The next field header, or `None` at a clean end of input.
     pub fn next_field(&mut self) -> Result<Option<Field>, XplaneError> {
+        let at = self.consumed;
         let key = match self.varint_or_eof()? {
             Some(key) => key,
             None => return Ok(None),
         };
-        let number = u32::try_from(key >> 3)
-            .map_err(|_| XplaneError::Malformed(format!("field number too large: {key}")))?;
-        if number == 0 {
-            return Err(XplaneError::Malformed(format!(
-                "field number 0 at byte {}",
-                self.consumed
-            )));
-        }
-        let value = match key & 7 {
-            0 => WireValue::Varint(self.varint()?),
-            1 => {
+        let (number, wire) = split_key(key, at)?;
+        let value = match wire {
+            WireType::Varint => WireValue::Varint(self.varint()?),
+            WireType::Fixed64 => {
                 let mut buf = [0u8; 8];
                 self.read_exact(&mut buf)?;
                 WireValue::Fixed64(u64::from_le_bytes(buf))
             }
-            2 => WireValue::Len(self.varint()?),
-            5 => {
+            WireType::Len => WireValue::Len(self.varint()?),
+            WireType::Fixed32 => {
                 let mut buf = [0u8; 4];
                 self.read_exact(&mut buf)?;
                 WireValue::Fixed32(u32::from_le_bytes(buf))
-            }
-            other => {
-                return Err(XplaneError::Malformed(format!(
-                    "unsupported wire type {other} for field {number} at byte {}",
-                    self.consumed
-                )))
             }
         };
         Ok(Some(Field { number, value }))
@@ -152,6 +142,33 @@ impl<R: Read> FieldReader<R> {
     }
 }
 
+impl<R: Read + Seek> FieldReader<BufReader<R>> {
+    /// Skips `len` bytes by seeking, so a file's skipped parts are never
+    /// read. The caller checks that they exist (seeking past the end of a
+    /// file is not an error).
+    pub fn seek_past(&mut self, len: u64) -> Result<(), XplaneError> {
+        let offset = i64::try_from(len)
+            .map_err(|_| XplaneError::Malformed(format!("field of {len} bytes")))?;
+        self.inner.seek_relative(offset)?;
+        self.consumed += len;
+        Ok(())
+    }
+
+    /// Moves to byte `at` of the input.
+    pub fn seek_to(&mut self, at: u64) -> Result<(), XplaneError> {
+        if at != self.consumed {
+            self.inner.seek(SeekFrom::Start(at))?;
+            self.consumed = at;
+        }
+        Ok(())
+    }
+
+    /// Reads exactly `buf.len()` bytes at the current position.
+    pub fn read_into(&mut self, buf: &mut [u8]) -> Result<(), XplaneError> {
+        self.read_exact(buf)
+    }
+}
+
 impl<R: Read> FieldReader<io::Take<R>> {
     /// Skips whatever is left of a nested message.
     pub fn finish(mut self) -> Result<(), XplaneError> {
@@ -162,6 +179,156 @@ impl<R: Read> FieldReader<io::Take<R>> {
 
 fn truncated(at: u64) -> XplaneError {
     XplaneError::Malformed(format!("input ends in the middle of a field at byte {at}"))
+}
+
+/// The four wire types protobuf writers use (groups are long obsolete).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WireType {
+    Varint,
+    Fixed64,
+    Len,
+    Fixed32,
+}
+
+/// A field key's number and wire type; `at` (the key's byte) is for errors.
+#[inline]
+fn split_key(key: u64, at: u64) -> Result<(u32, WireType), XplaneError> {
+    let number = u32::try_from(key >> 3)
+        .map_err(|_| XplaneError::Malformed(format!("field number too large at byte {at}")))?;
+    if number == 0 {
+        return Err(XplaneError::Malformed(format!(
+            "field number 0 at byte {at}"
+        )));
+    }
+    let wire = match key & 7 {
+        0 => WireType::Varint,
+        1 => WireType::Fixed64,
+        2 => WireType::Len,
+        5 => WireType::Fixed32,
+        other => {
+            return Err(XplaneError::Malformed(format!(
+                "unsupported wire type {other} for field {number} at byte {at}"
+            )))
+        }
+    };
+    Ok((number, wire))
+}
+
+/// A field's value in memory; length-delimited payloads are borrowed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SliceValue<'a> {
+    Varint(u64),
+    Fixed64(u64),
+    Fixed32(u32),
+    Bytes(&'a [u8]),
+}
+
+impl SliceValue<'_> {
+    /// A varint as protobuf's `int64` (two's complement), 0 otherwise.
+    pub fn as_i64(&self) -> i64 {
+        match *self {
+            SliceValue::Varint(v) => v as i64,
+            _ => 0,
+        }
+    }
+}
+
+/// Reads the fields of one message held in memory, without copying.
+#[derive(Debug, Clone)]
+pub struct SliceReader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    /// Where `bytes` starts in the file, for error messages.
+    base: u64,
+}
+
+impl<'a> SliceReader<'a> {
+    /// A reader over `bytes`, which start at byte `base` of the input.
+    pub fn new(bytes: &'a [u8], base: u64) -> Self {
+        SliceReader { bytes, at: 0, base }
+    }
+
+    /// Bytes read so far.
+    pub fn position(&self) -> usize {
+        self.at
+    }
+
+    /// The next field, or `None` at the end of the message.
+    pub fn next_field(&mut self) -> Result<Option<(u32, SliceValue<'a>)>, XplaneError> {
+        if self.at == self.bytes.len() {
+            return Ok(None);
+        }
+        let key_at = self.file_offset();
+        let (number, wire) = split_key(self.varint()?, key_at)?;
+        let value = match wire {
+            WireType::Varint => SliceValue::Varint(self.varint()?),
+            WireType::Fixed64 => SliceValue::Fixed64(u64::from_le_bytes(self.take_array()?)),
+            WireType::Fixed32 => SliceValue::Fixed32(u32::from_le_bytes(self.take_array()?)),
+            WireType::Len => {
+                let len = self.varint()?;
+                let len = usize::try_from(len).map_err(|_| self.truncated())?;
+                if len > self.bytes.len() - self.at {
+                    return Err(self.truncated());
+                }
+                let payload = &self.bytes[self.at..self.at + len];
+                self.at += len;
+                SliceValue::Bytes(payload)
+            }
+        };
+        Ok(Some((number, value)))
+    }
+
+    fn file_offset(&self) -> u64 {
+        self.base + self.at as u64
+    }
+
+    #[cold]
+    fn truncated(&self) -> XplaneError {
+        XplaneError::Malformed(format!(
+            "a message ends in the middle of a field at byte {}",
+            self.file_offset()
+        ))
+    }
+
+    #[inline]
+    fn take_array<const N: usize>(&mut self) -> Result<[u8; N], XplaneError> {
+        let bytes = self
+            .bytes
+            .get(self.at..self.at + N)
+            .ok_or_else(|| self.truncated())?;
+        self.at += N;
+        let mut array = [0u8; N];
+        array.copy_from_slice(bytes);
+        Ok(array)
+    }
+
+    /// Most varints in a trace (field keys, small ids) are one byte.
+    #[inline]
+    fn varint(&mut self) -> Result<u64, XplaneError> {
+        match self.bytes.get(self.at) {
+            Some(&byte) if byte < 0x80 => {
+                self.at += 1;
+                Ok(u64::from(byte))
+            }
+            _ => self.long_varint(),
+        }
+    }
+
+    fn long_varint(&mut self) -> Result<u64, XplaneError> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *self.bytes.get(self.at).ok_or_else(|| self.truncated())?;
+            self.at += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return Ok(value);
+            }
+        }
+        Err(XplaneError::Malformed(format!(
+            "varint longer than 10 bytes at byte {}",
+            self.file_offset()
+        )))
+    }
 }
 
 #[cfg(test)]

@@ -6,18 +6,20 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use rankline_merge::{
-    merge, parse_duration_ns, AlignMode, Filters, MergeOptions, RankSelector, RoleSelector, Stage,
-    Window,
+    merge, parse_duration_ns, AlignMode, Filters, MergeOptions, RankSelector, RoleSelector,
+    SourceMode, Stage, Window,
 };
 
 /// Arguments of `rankline merge`.
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "INPUT is a capture folder written by `rankline capture` (manifest.json and \
-    per-rank .meta.json sidecars), a trace file (*.trace.json[.gz]), or a JAX log dir \
-    (plugins/profile/<run>/<host>.trace.json.gz beside its .xplane.pb). Ranks come from the \
-    capture, else from SGLang-style file names (<id>-TP-n[-DP-d][-PP-p][-EP-e]), else TP-0, \
+    per-rank .meta.json sidecars), a trace file (*.trace.json[.gz] or *.xplane.pb), or a JAX \
+    log dir (plugins/profile/<run>/<host>.trace.json.gz beside its .xplane.pb). Ranks come from \
+    the capture, else from SGLang-style file names (<id>-TP-n[-DP-d][-PP-p][-EP-e]), else TP-0, \
     TP-1, ... in argument order.\n\n\
+    A JAX rank's .xplane.pb is read when it has one (--source auto): it is complete (the \
+    trace.json.gz export stops at about 1,000,000 events) and has the device (TPU) planes.\n\n\
     Exit status: 0 when every rank was merged; 1 when the output was written but some ranks \
     were skipped (--keep-going) or are missing from the capture; 2 when nothing was written.\n\n\
     Examples:\n  \
@@ -42,6 +44,12 @@ pub struct Args {
     /// `clock` with the ends of collectives the ranks share.
     #[arg(long, default_value = "clock", value_parser = parse_align)]
     align: AlignMode,
+
+    /// Which file of a rank to read: `auto` (its .xplane.pb when it has
+    /// one, else its Chrome JSON trace), `xplane` (a rank without one is an
+    /// error), `json` (its trace.json.gz or Kineto trace).
+    #[arg(long, default_value = "auto", value_parser = parse_source)]
+    source: SourceMode,
 
     /// Keep only events overlapping START..END: durations after the capture
     /// start (100ms..350ms, 1.5s..) or epoch nanoseconds.
@@ -91,6 +99,10 @@ fn parse_align(text: &str) -> Result<AlignMode, String> {
     text.parse()
 }
 
+fn parse_source(text: &str) -> Result<SourceMode, String> {
+    text.parse()
+}
+
 fn parse_window(text: &str) -> Result<Window, String> {
     text.parse()
 }
@@ -124,6 +136,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         keep_going: args.keep_going,
         jobs: args.jobs,
         stop_after: args.stop_after,
+        source: args.source,
         ..MergeOptions::new(args.inputs, args.output)
     };
     let summary = merge(&options)?;

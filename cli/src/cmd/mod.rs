@@ -5,6 +5,7 @@ pub mod agent;
 pub mod capture;
 pub mod coordinator;
 pub mod demo;
+pub mod export_xprof;
 pub mod merge;
 pub mod sim_server;
 

@@ -133,8 +133,11 @@ pub struct ThreadDescriptor {
 /// One slice (BEGIN..END) or instant as the decoder saw it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Slice {
+    /// The name of the process track the slice's track is under.
     pub process: String,
     pub track: String,
+    /// The track between the process and `track`, if any (a device plane).
+    pub group: Option<String>,
     pub track_uuid: u64,
     pub name: String,
     pub category: Option<String>,
@@ -154,7 +157,8 @@ pub struct Decoded {
     pub processes: BTreeMap<u64, String>,
     /// pid of each process track.
     pub pids: BTreeMap<u64, i32>,
-    /// Every track's name (thread or lane) by uuid, with its parent uuid.
+    /// Every track's name (thread, lane, device, ...) by uuid, with its
+    /// parent uuid.
     pub tracks: BTreeMap<u64, (String, u64)>,
     pub sequences: usize,
 }
@@ -175,7 +179,6 @@ struct SequenceState {
     categories: HashMap<u64, String>,
     arg_names: HashMap<u64, String>,
     arg_values: HashMap<u64, String>,
-    last_ts: u64,
 }
 
 struct Open {
@@ -185,25 +188,49 @@ struct Open {
     args: BTreeMap<String, String>,
 }
 
+/// Each `Trace.packet` of `bytes`, decoded one at a time (so a big trace is
+/// never held decoded).
+fn for_each_packet(bytes: &[u8], mut on_packet: impl FnMut(TracePacket)) {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let key = prost::encoding::decode_varint(&mut rest).expect("a packet key");
+        assert_eq!(key, 1 << 3 | 2, "only Trace.packet fields");
+        let len = prost::encoding::decode_varint(&mut rest).expect("a packet length") as usize;
+        assert!(len <= rest.len(), "a packet runs past the end");
+        let packet = TracePacket::decode(&rest[..len]).expect("a valid TracePacket");
+        rest = &rest[len..];
+        on_packet(packet);
+    }
+}
+
 /// Decodes `bytes` and checks: every packet has a sequence; interned ids are
 /// defined before use in their sequence, after a packet that cleared the
-/// state; timestamps never go backwards within a sequence; every event's
-/// track has a descriptor whose parent is a process track; BEGIN/END balance
-/// per track with strict nesting; uuids are unique. Panics on a violation.
+/// state; timestamps never go backwards on a track (packets of one
+/// sequence need not be in time order: trace_processor sorts them); every
+/// event's track has a descriptor under a process track (directly, or
+/// through other tracks); BEGIN/END balance per track with strict nesting;
+/// uuids are unique. Panics on a violation.
 pub fn decode(bytes: &[u8]) -> Decoded {
-    let trace = Trace::decode(bytes).expect("the file is a valid Trace protobuf");
-    let mut sequences: HashMap<u32, SequenceState> = HashMap::new();
+    let mut slices = Vec::new();
+    let mut decoded = decode_with(bytes, true, |slice| slices.push(slice));
+    decoded.slices = slices;
+    decoded
+}
+
+/// [`decode`], handing each slice to `on_slice` instead of keeping it;
+/// without `args`, slices come without their annotations (faster).
+pub fn decode_with(bytes: &[u8], args: bool, mut on_slice: impl FnMut(Slice)) -> Decoded {
     let mut descriptors: HashMap<u64, TrackDescriptor> = HashMap::new();
     // Descriptors first (trace_processor reads them as it tokenizes).
-    for packet in &trace.packet {
-        if let Some(d) = &packet.track_descriptor {
+    for_each_packet(bytes, |packet| {
+        if let Some(d) = packet.track_descriptor {
             let uuid = d.uuid.expect("descriptor uuid");
             assert!(
-                descriptors.insert(uuid, d.clone()).is_none(),
+                descriptors.insert(uuid, d).is_none(),
                 "duplicate track uuid {uuid}"
             );
         }
-    }
+    });
     let mut decoded = Decoded::default();
     for (uuid, d) in &descriptors {
         if let Some(p) = &d.process {
@@ -213,16 +240,34 @@ pub fn decode(bytes: &[u8]) -> Decoded {
             decoded.pids.insert(*uuid, p.pid.expect("process pid"));
         }
     }
+    // Each track's process, and the track between them, if any.
+    let mut placement: HashMap<u64, (u64, Option<String>)> = HashMap::new();
     for (uuid, d) in &descriptors {
         if d.process.is_some() {
             continue;
         }
         let parent = d.parent_uuid.expect("a thread or lane track has a parent");
+        let mut root = parent;
+        let mut group = None;
+        for _ in 0..8 {
+            if decoded.processes.contains_key(&root) {
+                break;
+            }
+            let up = descriptors
+                .get(&root)
+                .unwrap_or_else(|| panic!("track {uuid}'s parent {root} has no descriptor"));
+            group.get_or_insert_with(|| up.name.clone().expect("group tracks are named"));
+            root = up.parent_uuid.expect("a group track has a parent");
+        }
         assert!(
-            decoded.processes.contains_key(&parent),
-            "track {uuid}'s parent is a process track"
+            decoded.processes.contains_key(&root),
+            "track {uuid} is under a process track"
         );
         if let Some(thread) = &d.thread {
+            assert_eq!(
+                parent, root,
+                "thread tracks are directly under their process"
+            );
             assert_eq!(
                 thread.pid,
                 Some(decoded.pids[&parent]),
@@ -235,9 +280,12 @@ pub fn decode(bytes: &[u8]) -> Decoded {
             .or_else(|| d.thread.as_ref().and_then(|t| t.thread_name.clone()))
             .expect("tracks are named");
         decoded.tracks.insert(*uuid, (name, parent));
+        placement.insert(*uuid, (root, group));
     }
+    let mut sequences: HashMap<u32, SequenceState> = HashMap::new();
     let mut open: HashMap<u64, Vec<Open>> = HashMap::new();
-    for packet in &trace.packet {
+    let mut last_ts: HashMap<u64, u64> = HashMap::new();
+    for_each_packet(bytes, |packet| {
         let sequence_id = packet
             .trusted_packet_sequence_id
             .expect("every packet has a sequence");
@@ -268,25 +316,24 @@ pub fn decode(bytes: &[u8]) -> Decoded {
             }
         }
         let Some(event) = &packet.track_event else {
-            continue;
+            return;
         };
         assert!(
             state.cleared && flags & 2 != 0,
             "events need the sequence's interned state"
         );
         let ts = packet.timestamp.expect("events have timestamps");
-        assert!(
-            ts >= state.last_ts,
-            "timestamps go backwards in sequence {sequence_id}"
-        );
-        state.last_ts = ts;
-        let ts = ts as i64;
         let uuid = event.track_uuid.expect("events name their track");
-        let (track_name, process_uuid) = decoded
+        let last = last_ts.entry(uuid).or_default();
+        assert!(ts >= *last, "timestamps go backwards on track {uuid}");
+        *last = ts;
+        let ts = ts as i64;
+        let (track_name, _) = decoded
             .tracks
             .get(&uuid)
             .cloned()
             .unwrap_or_else(|| panic!("track {uuid} has no descriptor"));
+        let (process_uuid, group) = placement[&uuid].clone();
         let stack = open.entry(uuid).or_default();
         match event.r#type {
             Some(1) | Some(3) => {
@@ -298,6 +345,7 @@ pub fn decode(bytes: &[u8]) -> Decoded {
                 let args = event
                     .debug_annotations
                     .iter()
+                    .filter(|_| args)
                     .map(|a| {
                         let key = state.arg_names[&a.name_iid.expect("annotation name")].clone();
                         let value = if let Some(iid) = a.string_value_iid {
@@ -322,9 +370,10 @@ pub fn decode(bytes: &[u8]) -> Decoded {
                     assert!(ts >= parent.start, "a child starts before its parent");
                 }
                 if event.r#type == Some(3) {
-                    decoded.slices.push(Slice {
+                    on_slice(Slice {
                         process: decoded.processes[&process_uuid].clone(),
                         track: track_name,
+                        group,
                         track_uuid: uuid,
                         name,
                         category,
@@ -348,9 +397,10 @@ pub fn decode(bytes: &[u8]) -> Decoded {
                     .pop()
                     .unwrap_or_else(|| panic!("END without BEGIN on {track_name}"));
                 assert!(ts >= begin.start);
-                decoded.slices.push(Slice {
+                on_slice(Slice {
                     process: decoded.processes[&process_uuid].clone(),
                     track: track_name,
+                    group,
                     track_uuid: uuid,
                     name: begin.name,
                     category: begin.category,
@@ -363,7 +413,7 @@ pub fn decode(bytes: &[u8]) -> Decoded {
             }
             other => panic!("unexpected event type {other:?}"),
         }
-    }
+    });
     for (uuid, stack) in &open {
         assert!(
             stack.is_empty(),

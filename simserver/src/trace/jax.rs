@@ -12,14 +12,13 @@
 
 use std::path::{Path, PathBuf};
 
-use rankline_xplane::messages::x_stat;
+use rankline_xplane::encode::{self, put_hostname, PlaneEncoder};
 
 use super::chrome::JsonOut;
 use super::plan::{
     device_ops, leaf_name, plan_steps, split_by, spread, Jitter, OpCounts, OpKind, Program,
     StepPlan, EDGE_NS, PYTHON_SHARES,
 };
-use super::xplane_out::{put_hostname, PlaneEncoder};
 use super::{
     collective_run_id, create_dir, write_file, EventSink, Session, Stat, StatValue, TraceFileKind,
     WriteOptions,
@@ -415,33 +414,26 @@ impl<'s> Render<'s> {
         let base = self.session.profile_start_unix_ns;
         let mut space = Vec::new();
         let mut metadata = PlaneEncoder::new(0, "/host:metadata");
-        metadata.plane_stat(
-            "jaxlib_version",
-            x_stat::Value::StrValue(JAX_VERSION.into()),
-        );
-        metadata.plane_stat("jax_version", x_stat::Value::StrValue(JAX_VERSION.into()));
+        metadata.plane_stat("jaxlib_version", encode::StatValue::Str(JAX_VERSION));
+        metadata.plane_stat("jax_version", encode::StatValue::Str(JAX_VERSION));
         metadata.finish_into(&mut space);
         for spec in &self.planes {
             let mut plane = PlaneEncoder::new(spec.id, &spec.name);
             for line in &spec.lines {
                 let mut encoder = plane.line(line.id, line.name, base);
                 self.emit(line.kind, &mut encoder);
-                encoder.finish();
+                let encoded = encoder.finish();
+                plane.add_line(encoded);
             }
             plane.finish_into(&mut space);
         }
         let mut task = PlaneEncoder::new(0, rankline_xplane::TASK_ENVIRONMENT_PLANE);
         let start = self.session.profile_start_unix_ns.max(0) as u64;
         let stop = self.session.profile_stop_unix_ns.max(0) as u64;
-        task.plane_stat("profile_start_time", x_stat::Value::Uint64Value(start));
-        task.plane_stat("profile_stop_time", x_stat::Value::Uint64Value(stop));
-        task.plane_stat(
-            "profile_options",
-            x_stat::Value::BytesValue(profile_options(
-                shape.host_tracer_level,
-                shape.python_tracer,
-            )),
-        );
+        task.plane_stat("profile_start_time", encode::StatValue::Uint(start));
+        task.plane_stat("profile_stop_time", encode::StatValue::Uint(stop));
+        let options = profile_options(shape.host_tracer_level, shape.python_tracer);
+        task.plane_stat("profile_options", encode::StatValue::Bytes(&options));
         task.finish_into(&mut space);
         put_hostname(&mut space, hostname);
         space
