@@ -168,7 +168,11 @@ pub fn xplane_problem(error: XplaneError) -> InputProblem {
 /// Nanoseconds nearest to `ps` picoseconds (the JSON export rounds the
 /// same way, to 3 decimals of a microsecond).
 fn ps_to_ns(ps: i64) -> i64 {
-    ((i128::from(ps) + 500).div_euclid(1000)) as i64
+    match ps.checked_add(500) {
+        // 64-bit division: this runs several times per event.
+        Some(rounded) => rounded.div_euclid(1000),
+        None => ((i128::from(ps) + 500).div_euclid(1000)) as i64,
+    }
 }
 
 /// Where a line's events are placed in time.
