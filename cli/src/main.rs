@@ -9,6 +9,7 @@ mod cmd;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
 
@@ -95,11 +96,29 @@ fn init_logging(verbose: u8, daemon: bool) {
         (2, _) => "debug,h2=info,tower=info,hyper=info",
         _ => "trace",
     };
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
+    let errors_only = tracing_subscriber::filter::filter_fn(|metadata| {
+        !QUIET.load(Ordering::Relaxed) || *metadata.level() == tracing::Level::ERROR
+    });
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
+        )
+        .with(errors_only)
         .init();
+}
+
+/// Set once a command's work is done and only its teardown is left.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// From now on only errors are logged: the demo's in-process servers,
+/// agents and coordinator say goodbye to each other noisily, and that is
+/// not news after its summary.
+pub fn quiet_logs() {
+    QUIET.store(true, Ordering::Relaxed);
 }

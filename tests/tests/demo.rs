@@ -4,7 +4,8 @@
 use rankline_e2e::run_rankline;
 use rankline_layout::Manifest;
 
-fn run_demo(extra: &[&str]) -> (tempfile::TempDir, String) {
+/// The demo's output folder, its stdout and its stderr.
+fn run_demo(extra: &[&str]) -> (tempfile::TempDir, String, String) {
     let out = tempfile::tempdir().unwrap();
     let mut args = vec![
         "demo",
@@ -21,7 +22,8 @@ fn run_demo(extra: &[&str]) -> (tempfile::TempDir, String) {
         "demo failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    (out, stdout)
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (out, stdout, stderr)
 }
 
 /// The capture's manifest and the merged trace the demo wrote.
@@ -40,7 +42,7 @@ fn outputs(out: &std::path::Path) -> (Manifest, std::path::PathBuf) {
 
 #[test]
 fn demo_captures_every_rank_and_merges_them_into_one_pftrace() {
-    let (out, stdout) = run_demo(&["--ranks", "3"]);
+    let (out, stdout, stderr) = run_demo(&["--ranks", "3"]);
     let (manifest, merged) = outputs(out.path());
     assert_eq!(manifest.status, "complete");
     assert_eq!(manifest.ranks.len(), 3);
@@ -53,11 +55,19 @@ fn demo_captures_every_rank_and_merges_them_into_one_pftrace() {
         stdout.contains("ui.perfetto.dev"),
         "says how to open it: {stdout}"
     );
+    // The ranks were read from their xplanes, device planes included.
+    assert!(stdout.contains("xplane: 2 planes"), "{stdout}");
+    assert!(stdout.contains("rankline export-xprof"), "{stdout}");
+    // A clean run ends quietly: its teardown is not news.
+    assert!(
+        !stderr.contains("WARN") && !stderr.contains("ERROR"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn demo_with_pd_has_prefill_and_decode_workers() {
-    let (out, _) = run_demo(&["--pd", "--ranks", "2"]);
+    let (out, _, _) = run_demo(&["--pd", "--ranks", "2"]);
     let (manifest, merged) = outputs(out.path());
     let mut roles: Vec<String> = manifest
         .ranks

@@ -192,7 +192,6 @@ enum WireType {
 
 /// A field key's number and wire type; `at` (the key's byte) is for errors.
 #[inline]
-#[inline]
 fn split_key(key: u64, at: u64) -> Result<(u32, WireType), XplaneError> {
     let number = u32::try_from(key >> 3)
         .map_err(|_| XplaneError::Malformed(format!("field number too large at byte {at}")))?;

@@ -17,6 +17,9 @@ use rankline_simserver::{DisaggregationMode, GroupConfig, SimServer, SimServerCo
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// How long the demo waits for its coordinator to save its records.
+const COORDINATOR_STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
 use super::capture::{start_and_follow, CoordinatorArg, Outcome};
 
 #[derive(Debug, clap::Args)]
@@ -53,17 +56,32 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot create the demo folder {}", out.display()))?;
     let runtime = super::runtime()?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let result = runtime.block_on(run_demo(&args, &out, stop_rx));
-    // Every server, agent and the coordinator end with the runtime.
+    let mut coordinator = None;
+    let result = runtime.block_on(run_demo(&args, &out, stop_rx, &mut coordinator));
+    crate::quiet_logs();
     stop_tx.send(true).ok();
+    // The coordinator saves its last capture records as it stops: wait for
+    // that, or a coordinator started later on this storage would resume the
+    // capture from an older record. Servers and agents end with the runtime.
+    if let Some(coordinator) = coordinator {
+        runtime.block_on(async {
+            tokio::time::timeout(COORDINATOR_STOP_TIMEOUT, coordinator)
+                .await
+                .ok()
+        });
+    }
     runtime.shutdown_timeout(Duration::from_secs(2));
     result
 }
+
+/// The embedded coordinator's task, awaited at the end.
+type CoordinatorTask = tokio::task::JoinHandle<Result<(), rankline_coordinator::CoordinatorError>>;
 
 async fn run_demo(
     args: &Args,
     out: &Path,
     stop: watch::Receiver<bool>,
+    coordinator_task: &mut Option<CoordinatorTask>,
 ) -> anyhow::Result<ExitCode> {
     let storage = out.join("captures");
     let shutdown = move || {
@@ -78,7 +96,7 @@ async fn run_demo(
     let coordinator = rankline_coordinator::Coordinator::new(CoordinatorConfig::new(
         storage.to_string_lossy().as_ref(),
     ))?;
-    tokio::spawn(coordinator.serve(listener, shutdown()));
+    *coordinator_task = Some(tokio::spawn(coordinator.serve(listener, shutdown())));
 
     let roles: Vec<Option<DisaggregationMode>> = if args.pd {
         vec![
@@ -143,12 +161,15 @@ async fn run_demo(
     print!("{}", summary.render());
     println!(
         "\nDone. Everything is under {}:\n  capture: {}\n  merged:  {}\n\
-         Merge it again, e.g. as Chrome JSON: rankline merge {} -o {}.json.gz",
+         Merge it again, e.g. as Chrome JSON: rankline merge {} -o {}.json.gz\n\
+         Open the xplanes in XProf / TensorBoard: rankline export-xprof {} --out {}",
         out.display(),
         capture_dir.display(),
         merged.display(),
         capture_dir.display(),
         out.join(&profile_id).display(),
+        capture_dir.display(),
+        out.join(format!("{profile_id}-xprof")).display(),
     );
     Ok(ExitCode::SUCCESS)
 }
