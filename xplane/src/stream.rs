@@ -68,15 +68,20 @@ pub struct EventMetadata {
     stats: Vec<u8>,
 }
 
+/// `display_name` when it is set, else `name`: what XProf shows.
+fn shown_name<'s>(name: &'s str, display_name: &'s str) -> &'s str {
+    if display_name.is_empty() {
+        name
+    } else {
+        display_name
+    }
+}
+
 impl EventMetadata {
     /// What a timeline should call the event: the display name when there
     /// is one (XProf's trace viewer does the same), else the name.
     pub fn shown_name(&self) -> &str {
-        if self.display_name.is_empty() {
-            &self.name
-        } else {
-            &self.display_name
-        }
+        shown_name(&self.name, &self.display_name)
     }
 
     /// The metadata-level stats.
@@ -650,11 +655,7 @@ impl<'a> LineView<'a> {
 
     /// The display name when there is one, else the name.
     pub fn shown_name(&self) -> &str {
-        if self.display_name.is_empty() {
-            &self.name
-        } else {
-            &self.display_name
-        }
+        shown_name(&self.name, &self.display_name)
     }
 
     /// The events in file order, each with its byte offset in the line

@@ -20,6 +20,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use object_store::aws::AmazonS3Builder;
 use object_store::{ObjectStore, PutPayload, WriteMultipart};
+use rankline_bench::machine;
 use rankline_e2e::S3Server;
 use rankline_storage::Storage;
 use serde_json::{json, Value};
@@ -340,33 +341,6 @@ fn report(args: &Args, measured: &[(UploadPath, Measured)]) -> String {
         m_up / r_up
     ));
     text
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let memory_gib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|rest| {
-                    rest.trim()
-                        .trim_end_matches("kB")
-                        .trim()
-                        .parse::<u64>()
-                        .ok()
-                })
-        })
-        .map_or(0, |kib| kib / 1024 / 1024);
-    format!("{cpu}, {cores} cores, {memory_gib} GiB RAM")
 }
 
 fn today() -> String {

@@ -1,6 +1,5 @@
 //! `rankline export-xprof`: arguments and glue for `rankline_xprof::export`.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -57,13 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let summary = super::runtime()?
         .block_on(export(&location, &options, &show_progress))
         .with_context(|| format!("exporting {} for XProf", location.url()))?;
-    let mut stdout = std::io::stdout().lock();
-    if args.json {
-        serde_json::to_writer_pretty(&mut stdout, &summary).context("writing the summary")?;
-        writeln!(stdout)?;
-    } else {
-        write!(stdout, "{}", summary.render())?;
-    }
+    super::print_summary(args.json, &summary, || summary.render())?;
     if summary.hosts.is_empty() {
         anyhow::bail!("no xplane could be exported (see above)");
     }

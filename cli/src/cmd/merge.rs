@@ -1,10 +1,8 @@
 //! `rankline merge`: arguments and glue for `rankline_merge::merge`.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use rankline_merge::{
     merge, parse_duration_ns, AlignMode, Filters, MergeOptions, RankSelector, RoleSelector,
     SourceMode, Stage, Window,
@@ -140,13 +138,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ..MergeOptions::new(args.inputs, args.output)
     };
     let summary = merge(&options)?;
-    let mut stdout = std::io::stdout().lock();
-    if args.json {
-        serde_json::to_writer_pretty(&mut stdout, &summary).context("writing the summary")?;
-        writeln!(stdout)?;
-    } else {
-        write!(stdout, "{}", summary.render())?;
-    }
+    super::print_summary(args.json, &summary, || summary.render())?;
     Ok(if summary.complete() {
         ExitCode::SUCCESS
     } else {

@@ -15,3 +15,22 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()?)
 }
+
+/// Writes a command's summary on stdout: pretty JSON with `--json`, else
+/// its text.
+pub fn print_summary<T: serde::Serialize>(
+    json: bool,
+    summary: &T,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut stdout, summary)
+            .map_err(|e| anyhow::anyhow!("cannot write the summary: {e}"))?;
+        writeln!(stdout)?;
+    } else {
+        write!(stdout, "{}", text())?;
+    }
+    Ok(())
+}
