@@ -159,8 +159,12 @@ impl MergeSummary {
                 if let Some(x) = &rank.stats.xplane {
                     let _ = writeln!(
                         out,
-                        "  {} xplane: {} planes, {} lines, {} events ({} aggregated events skipped)",
-                        rank.rank, x.planes, x.lines, x.events, x.aggregated
+                        "  {} xplane: {}, {}, {} ({} skipped)",
+                        rank.rank,
+                        counted(x.planes, "plane"),
+                        counted(x.lines, "line"),
+                        counted(x.events, "event"),
+                        counted(x.aggregated, "aggregated event"),
                     );
                 }
             }
@@ -227,6 +231,11 @@ fn human_bytes(bytes: u64) -> String {
         b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
         b => format!("{b} B"),
     }
+}
+
+/// `1 plane`, `3 planes`.
+fn counted(n: u64, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]

@@ -488,7 +488,7 @@ fn source_modes_pick_the_file_and_refuse_what_is_missing() {
     assert_eq!(sources, [SourceKind::Xplane, SourceKind::Json]);
     let text = summary.render();
     assert!(
-        text.contains("xplane: 1 planes, 2 lines, 6 events (1 aggregated events skipped)"),
+        text.contains("xplane: 1 plane, 2 lines, 6 events (1 aggregated event skipped)"),
         "{text}"
     );
 
