@@ -25,6 +25,25 @@ const FILE_BUFFER: usize = 256 << 10;
 /// size: they are copied into every event of that metadata, and some (HLO
 /// protos) are tens of kilobytes.
 const MAX_METADATA_STAT_BYTES: usize = 4096;
+/// Limits far past any real profile, so a damaged or hostile file fails
+/// with a clear error instead of growing the index or the metadata without
+/// bound (each costs memory for a few bytes of input).
+const MAX_PLANES: usize = 1 << 16;
+const MAX_LINES: usize = 1 << 20;
+const MAX_METADATA_ENTRIES: usize = 1 << 22;
+/// Names longer than this are not read (a placeholder says how long).
+const MAX_NAME_BYTES: u64 = 64 << 10;
+/// A stat name or metadata stat longer than this is skipped unread.
+const MAX_METADATA_ENTRY_BYTES: u64 = 16 << 20;
+
+fn within_limit(count: usize, limit: usize, what: &str) -> Result<(), XplaneError> {
+    if count > limit {
+        return Err(XplaneError::Malformed(format!(
+            "more than {limit} {what}: more than any profiler writes; the file is damaged"
+        )));
+    }
+    Ok(())
+}
 
 /// `len` bytes at byte `start` of the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +172,7 @@ impl<R: Read + Seek> XSpaceFile<R> {
 
     fn index(&mut self) -> Result<SpaceIndex, XplaneError> {
         let mut index = SpaceIndex::default();
+        let mut lines = 0;
         while self.reader.position() < self.len {
             let Some(field) = self.reader.next_field()? else {
                 break;
@@ -162,8 +182,17 @@ impl<R: Read + Seek> XSpaceFile<R> {
             };
             let range = self.payload(len)?;
             match field.number {
-                1 => index.planes.push(self.index_plane(range)?),
-                4 => index.hostnames.push(self.read_string(len)?),
+                1 => {
+                    let plane = self.index_plane(range)?;
+                    lines += plane.lines.len();
+                    index.planes.push(plane);
+                    within_limit(index.planes.len(), MAX_PLANES, "planes")?;
+                    within_limit(lines, MAX_LINES, "lines")?;
+                }
+                4 => {
+                    index.hostnames.push(self.read_string(len)?);
+                    within_limit(index.hostnames.len(), MAX_PLANES, "hostnames")?;
+                }
                 _ => self.reader.seek_past(len)?,
             }
         }
@@ -263,6 +292,10 @@ impl<R: Read + Seek> XSpaceFile<R> {
     }
 
     fn read_string(&mut self, len: u64) -> Result<String, XplaneError> {
+        if len > MAX_NAME_BYTES {
+            self.reader.seek_past(len)?;
+            return Ok(format!("<a name of {len} bytes>"));
+        }
         let bytes = self.reader.read_bytes(len)?;
         Ok(match String::from_utf8(bytes) {
             Ok(text) => text,
@@ -275,6 +308,7 @@ impl<R: Read + Seek> XSpaceFile<R> {
     /// Byte-heavy parts (an event metadata's `metadata` blob) are skipped.
     pub fn read_metadata(&mut self, plane: &PlaneIndex) -> Result<PlaneMetadata, XplaneError> {
         let mut metadata = PlaneMetadata::default();
+        let mut entries = 0;
         for &run in &plane.metadata {
             self.reader.seek_to(run.start)?;
             while self.reader.position() < run.end() {
@@ -283,6 +317,13 @@ impl<R: Read + Seek> XSpaceFile<R> {
                     continue;
                 };
                 let entry = self.payload_within(len, run)?;
+                entries += 1;
+                within_limit(entries, MAX_METADATA_ENTRIES, "metadata entries in a plane")?;
+                if len > MAX_METADATA_ENTRY_BYTES && field.number != PLANE_EVENT_METADATA {
+                    // A stat name or plane stat this big is damage.
+                    self.reader.seek_past(len)?;
+                    continue;
+                }
                 match field.number {
                     PLANE_EVENT_METADATA => {
                         let (id, event) = self.read_event_metadata(entry)?;
@@ -331,6 +372,9 @@ impl<R: Read + Seek> XSpaceFile<R> {
                         match field.number {
                             2 => event.name = self.read_string(n)?,
                             4 => event.display_name = self.read_string(n)?,
+                            METADATA_STATS_FIELD if n > MAX_METADATA_ENTRY_BYTES => {
+                                self.reader.seek_past(n)?;
+                            }
                             METADATA_STATS_FIELD => {
                                 let bytes = self.reader.read_bytes(n)?;
                                 let bytes = bounded_stat(&bytes, payload.start)?;
@@ -910,6 +954,25 @@ mod tests {
         let metadata = file.read_metadata(&index.planes[0]).unwrap();
         let long = metadata.events[&1].stats().next().unwrap().unwrap();
         assert_eq!(long.value, StatValue::Str(b"<10000 bytes>"));
+    }
+
+    #[test]
+    fn damage_that_would_grow_memory_is_a_clear_error() {
+        // Empty planes cost two bytes each in the file and far more in an
+        // index: past any real count, the file is refused.
+        let planes = [0x0a, 0x00].repeat(MAX_PLANES + 1);
+        let error = XSpaceFile::open(Cursor::new(planes)).err().unwrap();
+        assert!(error.to_string().contains("planes"), "{error}");
+
+        // A name that claims megabytes is not read into memory.
+        let mut named = vec![0x0a];
+        let mut plane = vec![0x12];
+        put_varint(&mut plane, MAX_NAME_BYTES + 1);
+        plane.extend(std::iter::repeat_n(b'x', MAX_NAME_BYTES as usize + 1));
+        put_varint(&mut named, plane.len() as u64);
+        named.extend(plane);
+        let (_, index) = XSpaceFile::open(Cursor::new(named)).unwrap();
+        assert!(index.planes[0].name.starts_with("<a name of"));
     }
 
     /// Appends a field with an unknown number and each wire type.

@@ -11,6 +11,10 @@ use crate::XplaneError;
 /// The plane JAX puts session-wide stats on.
 pub const TASK_ENVIRONMENT_PLANE: &str = "Task Environment";
 
+/// The largest plane name or Task Environment stat read; bigger fields are
+/// skipped unread.
+const MAX_SMALL_FIELD: u64 = 64 << 10;
+
 /// Line timestamps below this many nanoseconds (about March 1973) are not
 /// epoch instants.
 pub const RELATIVE_LINE_TIMESTAMP_BELOW_NS: i64 = 100_000_000_000_000_000;
@@ -84,6 +88,12 @@ pub fn read_profile_times<R: Read>(reader: R) -> Result<ProfileTimes, XplaneErro
             let WireValue::Len(n) = f.value else {
                 continue;
             };
+            // Plane names and Task Environment stats are small; anything
+            // bigger is some other plane's (or damage) and is skipped.
+            if n > MAX_SMALL_FIELD && matches!(f.number, 2 | 5 | 6) {
+                plane.skip(n)?;
+                continue;
+            }
             match f.number {
                 2 => {
                     let text = String::from_utf8_lossy(&plane.read_bytes(n)?).into_owned();

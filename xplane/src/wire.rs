@@ -69,15 +69,17 @@ impl<R: Read> FieldReader<R> {
         Ok(Some(Field { number, value }))
     }
 
-    /// Reads a length-delimited payload into memory.
+    /// Reads a length-delimited payload into memory. The buffer grows as
+    /// bytes arrive, so a damaged length that claims gigabytes costs only
+    /// what the input really holds.
     pub fn read_bytes(&mut self, len: u64) -> Result<Vec<u8>, XplaneError> {
-        let len = usize::try_from(len)
-            .map_err(|_| XplaneError::Malformed(format!("field of {len} bytes")))?;
-        let mut buf = Vec::new();
-        buf.try_reserve_exact(len)
-            .map_err(|_| XplaneError::Malformed(format!("field of {len} bytes")))?;
-        buf.resize(len, 0);
-        self.read_exact(&mut buf)?;
+        const FIRST_RESERVE: u64 = 1 << 20;
+        let mut buf = Vec::with_capacity(len.min(FIRST_RESERVE) as usize);
+        let read = (&mut self.inner).take(len).read_to_end(&mut buf)? as u64;
+        self.consumed += read;
+        if read < len {
+            return Err(truncated(self.consumed));
+        }
         Ok(buf)
     }
 

@@ -138,7 +138,7 @@ pub async fn export(
     let out = options
         .out
         .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("{}-xprof", plan.capture_id)));
+        .unwrap_or_else(|| PathBuf::from(format!("{}-xprof", plan::name_safe(&plan.capture_id))));
     let run_dir = out.join("plugins").join("profile").join(&run);
     let index = out.join(format!("rankline-xprof-{run}.json"));
     refuse_other_capture(&index, &out, &run, &plan.capture_id)?;

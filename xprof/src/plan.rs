@@ -61,7 +61,7 @@ impl Plan {
                 ))
                 .ok()
         });
-        stamp.unwrap_or_else(|| self.capture_id.clone())
+        stamp.unwrap_or_else(|| name_safe(&self.capture_id))
     }
 
     /// Why no rank had an xplane, for the error.
@@ -382,6 +382,7 @@ impl HostNames {
         if let Some(short) = short.filter(|s| !s.is_empty()) {
             name = format!("{name}.{short}");
         }
+        let name = name_safe(&name);
         let mut unique = name.clone();
         let mut n = 2;
         while !self.taken.insert(unique.clone()) {
@@ -404,6 +405,20 @@ fn file_safe(text: &str) -> String {
             }
         })
         .collect()
+}
+
+/// `text` as one folder or file name that stays where it is put: only
+/// [`file_safe`] characters, no leading `.` (no `..`, no hidden file).
+/// Manifests and sidecars are input: a hostile one must not place files
+/// outside the output folder.
+pub(crate) fn name_safe(text: &str) -> String {
+    let safe = file_safe(text);
+    let kept = safe.trim_start_matches('.');
+    if kept.is_empty() {
+        "unnamed".to_string()
+    } else {
+        kept.to_string()
+    }
 }
 
 #[cfg(test)]
@@ -429,6 +444,28 @@ mod tests {
         assert_eq!(
             names.assign(None, None, "cap/odd,name.xplane.pb"),
             "odd-name"
+        );
+    }
+
+    #[test]
+    fn names_from_input_cannot_leave_their_folder() {
+        assert_eq!(name_safe("../escape"), "-escape");
+        assert_eq!(name_safe("/etc/x"), "-etc-x");
+        assert_eq!(name_safe(".."), "unnamed");
+        assert_eq!(name_safe(".hidden"), "hidden");
+        assert_eq!(
+            name_safe("rl-20261123-021555-39ab"),
+            "rl-20261123-021555-39ab"
+        );
+        let mut names = HostNames::default();
+        let hostile = RankCoords {
+            role: "../../x".into(),
+            ..RankCoords::unified(0, 0)
+        };
+        let name = names.assign(Some(&hostile), Some("../h,ost"), "k");
+        assert!(
+            !name.starts_with('.') && !name.contains(['/', ',']),
+            "{name}"
         );
     }
 

@@ -364,3 +364,39 @@ async fn an_empty_remote_prefix_is_not_found() {
     .unwrap_err();
     assert!(matches!(error, ExportError::NotFound { .. }), "{error}");
 }
+
+/// A manifest is input: names in it must not place files outside the run
+/// folder, whatever they say.
+#[tokio::test]
+async fn hostile_names_in_a_manifest_stay_inside_the_run_folder() {
+    let storage = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let location = local_capture(storage.path(), "cap1", &mixed_capture());
+    let manifest_path = storage.path().join("cap1/manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    for rank in manifest["ranks"].as_array_mut().unwrap() {
+        rank["identity"]["role"] = "../../../../escaped".into();
+        rank["identity"]["host"] = "../up,and/away".into();
+        // Without a sidecar the manifest's identity is all there is.
+        rank["objects"]["meta"] = serde_json::Value::Null;
+    }
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+
+    let export_dir = out.path().join("x");
+    let summary = export(&location, &options(&export_dir), &quiet)
+        .await
+        .unwrap();
+    let run_dir = export_dir.join("plugins/profile").join(&summary.run);
+    assert_eq!(summary.hosts.len(), 3);
+    for host in &summary.hosts {
+        assert_eq!(host.path.parent(), Some(run_dir.as_path()), "{}", host.host);
+        assert!(!host.host.starts_with('.'), "{}", host.host);
+        assert!(!host.host.contains(['/', ',']), "{}", host.host);
+    }
+    let outside: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(outside, ["x"], "nothing written beside the export");
+}
