@@ -75,6 +75,7 @@ pub fn discover(inputs: &[String], filters: &Filters, fetch_xplanes: bool) -> Di
                             error.input = url;
                         }
                     }
+                    found.warnings.extend(fetched.warnings.iter().cloned());
                     found.fetched.push(fetched);
                 }
                 Err(error) => found.unusable.push(error),

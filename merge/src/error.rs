@@ -12,8 +12,10 @@ pub enum MergeError {
     #[error("{0}")]
     Options(String),
     /// One input is unusable; without `--keep-going` that ends the merge.
-    #[error(transparent)]
-    Input(#[from] InputError),
+    /// The hint lives here, not in [`InputError`]: a rank skipped with
+    /// `--keep-going` is reported by its `InputError` alone.
+    #[error("{0}; or pass --keep-going to merge the other ranks")]
+    Input(InputError),
     /// Every rank was filtered out or skipped.
     #[error("nothing to merge: {0}")]
     NothingToMerge(String),
@@ -24,6 +26,12 @@ pub enum MergeError {
         #[source]
         source: io::Error,
     },
+}
+
+impl From<InputError> for MergeError {
+    fn from(error: InputError) -> Self {
+        MergeError::Input(error)
+    }
 }
 
 /// One input (a file, folder or URL) that cannot be read as a trace.
@@ -66,19 +74,15 @@ pub enum InputProblem {
     Empty,
     #[error(
         "corrupt gzip data ({0}): the file is damaged or was copied while being written; \
-         copy it again, or pass --keep-going to merge the other ranks"
+         copy it again"
     )]
     CorruptGzip(String),
     #[error(
         "truncated JSON: the input ends after {events} trace events, inside the \
-         traceEvents array; it was probably cut off while being written or copied \
-         (pass --keep-going to merge the other ranks)"
+         traceEvents array; it was probably cut off while being written or copied"
     )]
     Truncated { events: u64 },
-    #[error(
-        "invalid JSON at byte {offset} of the decompressed trace ({message}); \
-         pass --keep-going to merge the other ranks"
-    )]
+    #[error("invalid JSON at byte {offset} of the decompressed trace ({message})")]
     Syntax { offset: u64, message: String },
     #[error(
         "not a Chrome trace: {0}; rankline merges Chrome JSON traces \
@@ -93,8 +97,7 @@ pub enum InputProblem {
     NoTraces(String),
     #[error(
         "not a readable .xplane.pb ({0}): the file is damaged or was copied while being \
-         written; copy it again, merge its trace.json.gz with --source json, or pass \
-         --keep-going to merge the other ranks"
+         written; copy it again, or merge its trace.json.gz with --source json"
     )]
     Xplane(String),
     #[error(

@@ -2,7 +2,7 @@
 //! the trace parsers run on arbitrary bytes, end to end, in memory. Hidden
 //! from the documented API; they exist so that no input can panic merge.
 
-use std::io::{self, Cursor};
+use std::io::Cursor;
 use std::ops::ControlFlow;
 use std::sync::Mutex;
 
@@ -11,21 +11,12 @@ use crate::events::EventFilter;
 use crate::json_out::JsonRank;
 use crate::json_scan;
 use crate::number;
-use crate::output::{ChunkSink, TextOutput};
+use crate::output::TextOutput;
 use crate::packets::SequenceInfo;
 use crate::pftrace::Timeline;
 use crate::source::decompressed;
 use crate::timebase::RankTime;
 use crate::xplane_in::{self, OpenXplane};
-
-impl ChunkSink for Mutex<Vec<u8>> {
-    fn write_chunk(&self, bytes: &[u8]) -> io::Result<()> {
-        self.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(bytes);
-        Ok(())
-    }
-}
 
 /// Reads `bytes` (plain or gzipped) as a Chrome trace, touching every
 /// field the outputs use. Returns how many elements were read.

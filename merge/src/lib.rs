@@ -44,6 +44,7 @@ use std::io::{self, Read};
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::Instant as Clock;
 
 use rayon::prelude::*;
@@ -340,7 +341,19 @@ impl Run<'_> {
         path: &Path,
     ) -> Result<Converted<'static>, MergeError> {
         let out = OutputFile::create(path).map_err(output_error(path))?;
-        let results = self.each(work, |w| self.pftrace_rank(w, 0, &out));
+        let results = self.each(work, |w| match w.source.kind {
+            // Parsed whole before its first packet is written.
+            SourceKind::Json => self.pftrace_rank(w, 0, &out),
+            // Written as it is read: a damaged line further on must not
+            // leave the lines before it in the output.
+            SourceKind::Xplane => {
+                let stage = Mutex::new(out.stage(output::PACKET_STAGE_IN_MEMORY));
+                let stats = self.pftrace_rank(w, 0, &stage)?;
+                let stage = stage.into_inner().unwrap_or_else(|e| e.into_inner());
+                out.append(stage).map_err(RankFailure::Output)?;
+                Ok(stats)
+            }
+        });
         Ok((results, Some(Box::new(move || out.commit()))))
     }
 
@@ -403,7 +416,7 @@ impl Run<'_> {
         };
         let results = self.each(work, |w| {
             let file = std::fs::File::create(member_file(w)).map_err(RankFailure::Output)?;
-            self.pftrace_rank(w, w.time.aligned_base(), &std::sync::Mutex::new(file))
+            self.pftrace_rank(w, w.time.aligned_base(), &Mutex::new(file))
         });
         let files: Vec<(&Work, std::path::PathBuf)> = work
             .iter()

@@ -1,7 +1,9 @@
 //! Where converted ranks go: one output file shared by the rank workers.
 //!
 //! `.pftrace` pieces are appended as they come (packets of different
-//! sequences may interleave). `.json` / `.json.gz` ranks are staged whole and
+//! sequences may interleave), except those of a rank that can still fail
+//! after its first piece. Those, and `.json` / `.json.gz` ranks, are staged
+//! (in memory up to a size, then in an unnamed file beside the output) and
 //! appended when the rank succeeded, so a rank that fails halfway leaves
 //! nothing behind. Gzip output is compressed in parallel the way pigz does
 //! it: each piece is a raw deflate stream ended by a sync flush (byte
@@ -16,8 +18,11 @@ use std::sync::Mutex;
 use flate2::{Compress, Compression, FlushCompress};
 use tempfile::{NamedTempFile, SpooledTempFile};
 
-/// Staged rank output stays in memory up to this size, then spills to disk.
+/// Staged rank text stays in memory up to this size, then spills to disk.
 const SPOOL_IN_MEMORY: usize = 32 << 20;
+/// Staged packets (an xplane rank's, written as it is read) spill past
+/// this: its memory bound counts on about one output chunk, not more.
+pub const PACKET_STAGE_IN_MEMORY: usize = 4 << 20;
 /// gzip member header: magic, deflate, no flags, no mtime, no extra flags,
 /// unknown OS.
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
@@ -35,6 +40,9 @@ pub struct OutputFile {
     file: Mutex<File>,
     temp: tempfile::TempPath,
     path: PathBuf,
+    /// Where staged ranks spill: beside the output, where there is room
+    /// for it.
+    dir: PathBuf,
 }
 
 impl OutputFile {
@@ -49,7 +57,21 @@ impl OutputFile {
             file: Mutex::new(file),
             temp,
             path: path.to_path_buf(),
+            dir: dir.to_path_buf(),
         })
+    }
+
+    /// A stage for one rank's output, to [`append`](Self::append) once the
+    /// rank succeeded: in memory up to `in_memory` bytes, then in an
+    /// unnamed file beside the output.
+    pub fn stage(&self, in_memory: usize) -> SpooledTempFile {
+        SpooledTempFile::new_in(in_memory, &self.dir)
+    }
+
+    /// Appends a stage's contents to the output.
+    pub fn append(&self, mut stage: SpooledTempFile) -> io::Result<()> {
+        stage.seek(SeekFrom::Start(0))?;
+        self.with_file(|file| io::copy(&mut stage, file).map(drop))
     }
 
     /// Moves the finished file into place; returns its size.
@@ -79,7 +101,8 @@ impl ChunkSink for OutputFile {
     }
 }
 
-impl ChunkSink for Mutex<File> {
+/// A rank's own file (a Perfetto archive member) or stage.
+impl<W: Write + Send> ChunkSink for Mutex<W> {
     fn write_chunk(&self, bytes: &[u8]) -> io::Result<()> {
         self.lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -119,7 +142,7 @@ impl TextOutput {
     /// A stage for one rank's text.
     pub fn stage(&self) -> Stage {
         Stage {
-            spool: SpooledTempFile::new(SPOOL_IN_MEMORY),
+            spool: self.out.stage(SPOOL_IN_MEMORY),
             deflate: self
                 .gzip
                 .as_ref()
@@ -139,20 +162,18 @@ impl TextOutput {
 
     /// Appends a finished stage to the output.
     pub fn commit_stage(&self, stage: Stage) -> io::Result<()> {
-        let (mut spool, crc, len) = stage.finish()?;
-        spool.seek(SeekFrom::Start(0))?;
+        let (spool, crc, len) = stage.finish()?;
+        // Held while appending: the CRCs combine in the file's order.
         let mut gzip = self
             .gzip
             .as_ref()
             .map(|g| g.lock().unwrap_or_else(|e| e.into_inner()));
-        self.out.with_file(|file| {
-            io::copy(&mut spool, file)?;
-            if let Some(state) = gzip.as_mut() {
-                state.crc.combine(&crc);
-                state.len += len;
-            }
-            Ok(())
-        })
+        self.out.append(spool)?;
+        if let Some(state) = gzip.as_mut() {
+            state.crc.combine(&crc);
+            state.len += len;
+        }
+        Ok(())
     }
 
     /// Ends the gzip member (if any) and moves the file into place.

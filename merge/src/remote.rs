@@ -6,11 +6,13 @@
 //! With a manifest, only the selected ranks' files are fetched: a rank's
 //! `.xplane.pb` when it will be read (`--source auto` or `xplane`), or when
 //! its sidecar has no time base. Without one, every sidecar, trace and
-//! xplane under the URL is fetched.
+//! xplane under the URL is fetched. An xplane the manifest lists but the
+//! storage lacks is a warning, not a failure of the whole URL: its rank is
+//! read without it (from its JSON trace, under `--source auto`).
 
 use std::path::{Path, PathBuf};
 
-use futures::stream::{self, TryStreamExt};
+use futures::stream::{self, StreamExt, TryStreamExt};
 use rankline_layout::{Manifest, Sidecar, TimeBaseSource, MANIFEST_NAME};
 use rankline_storage::{Storage, StorageError};
 
@@ -26,6 +28,8 @@ pub struct Fetched {
     pub dir: tempfile::TempDir,
     /// The URL as given, without a trailing `/`.
     pub url: String,
+    /// Listed objects that were not found (ranks are read without them).
+    pub warnings: Vec<String>,
 }
 
 impl Fetched {
@@ -67,7 +71,7 @@ pub fn fetch(url: &str, filters: &Filters, xplanes: bool) -> Result<Fetched, Inp
         .tempdir()
         .map_err(|e| problem(InputProblem::Unreadable(e)))?;
     let local = dir.path().to_path_buf();
-    std::thread::scope(|scope| {
+    let absent = std::thread::scope(|scope| {
         scope
             .spawn(|| {
                 let runtime = tokio::runtime::Builder::new_current_thread()
@@ -85,7 +89,16 @@ pub fn fetch(url: &str, filters: &Filters, xplanes: bool) -> Result<Fetched, Inp
                 )))
             })
     })?;
-    Ok(Fetched { dir, url })
+    let warnings = absent
+        .iter()
+        .map(|key| {
+            format!(
+                "{url}/{key} is listed in {MANIFEST_NAME} but not found in the storage: its \
+                 rank is merged without it (from its JSON trace, under --source auto)"
+            )
+        })
+        .collect();
+    Ok(Fetched { dir, url, warnings })
 }
 
 fn storage_problem(url: &str, error: FetchError) -> InputError {
@@ -114,12 +127,14 @@ impl From<StorageError> for FetchError {
     }
 }
 
+/// Fetches what merging needs into `local`; returns the listed xplanes
+/// that are not in the storage.
 async fn fetch_into(
     storage: &Storage,
     local: &Path,
     filters: &Filters,
     xplanes: bool,
-) -> Result<(), FetchError> {
+) -> Result<Vec<String>, FetchError> {
     match storage.get_bytes(MANIFEST_NAME).await {
         Ok(bytes) => {
             let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
@@ -130,19 +145,20 @@ async fn fetch_into(
             std::fs::write(local.join(MANIFEST_NAME), &bytes).map_err(io_layout)?;
             fetch_capture(storage, local, &manifest, filters, xplanes).await
         }
-        Err(e) if e.is_not_found() => fetch_listing(storage, local).await,
+        Err(e) if e.is_not_found() => fetch_listing(storage, local).await.map(|()| Vec::new()),
         Err(e) => Err(e.into()),
     }
 }
 
-/// The selected ranks' sidecars and traces, and the xplanes needed.
+/// The selected ranks' sidecars and traces, and the xplanes needed; returns
+/// the xplanes the storage lacks.
 async fn fetch_capture(
     storage: &Storage,
     local: &Path,
     manifest: &Manifest,
     filters: &Filters,
     xplanes: bool,
-) -> Result<(), FetchError> {
+) -> Result<Vec<String>, FetchError> {
     let inside = |key: &str| -> String {
         key.strip_prefix(&manifest.profile_id)
             .and_then(|rest| rest.strip_prefix('/'))
@@ -160,7 +176,7 @@ async fn fetch_capture(
         .map(inside)
         .collect();
     download_all(storage, local, &sidecars).await?;
-    let mut wanted = Vec::new();
+    let (mut wanted, mut xplane_keys) = (Vec::new(), Vec::new());
     for rank in ranks {
         wanted.extend(rank.objects.trace.as_deref().map(inside));
         let has_time_base = rank
@@ -172,10 +188,14 @@ async fn fetch_capture(
             .is_some_and(|s| s.time_base.source != TimeBaseSource::None);
         let read = xplanes || rank.objects.trace.is_none();
         if let (true, Some(xplane)) = (read || !has_time_base, &rank.objects.xplane) {
-            wanted.push(inside(xplane));
+            xplane_keys.push(inside(xplane));
         }
     }
-    download_all(storage, local, &wanted).await
+    let ((), absent) = futures::try_join!(
+        download_all(storage, local, &wanted),
+        download_present(storage, local, &xplane_keys)
+    )?;
+    Ok(absent)
 }
 
 /// No manifest: every sidecar, trace and xplane under the URL.
@@ -199,17 +219,42 @@ async fn fetch_listing(storage: &Storage, local: &Path) -> Result<(), FetchError
     download_all(storage, local, &keys).await
 }
 
+/// Downloads every key, several at once; one that is missing fails them.
 async fn download_all(storage: &Storage, local: &Path, keys: &[String]) -> Result<(), FetchError> {
     stream::iter(keys.iter().map(Ok::<_, FetchError>))
-        .try_for_each_concurrent(PARALLEL_DOWNLOADS, |key| async move {
-            let target = key_path(local, key)?;
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent).map_err(io_layout)?;
-            }
-            storage.download_to(key, &target).await?;
-            Ok(())
-        })
+        .try_for_each_concurrent(PARALLEL_DOWNLOADS, |key| download(storage, local, key))
         .await
+}
+
+/// Downloads the keys that exist, several at once; returns the others.
+async fn download_present(
+    storage: &Storage,
+    local: &Path,
+    keys: &[String],
+) -> Result<Vec<String>, FetchError> {
+    let found: Vec<Option<String>> = stream::iter(keys)
+        .map(|key| async move {
+            match download(storage, local, key).await {
+                Ok(()) => Ok(None),
+                Err(FetchError::Storage(e)) if e.is_not_found() => Ok(Some(key.clone())),
+                Err(e) => Err(e),
+            }
+        })
+        .buffer_unordered(PARALLEL_DOWNLOADS)
+        .try_collect()
+        .await?;
+    let mut absent: Vec<String> = found.into_iter().flatten().collect();
+    absent.sort();
+    Ok(absent)
+}
+
+async fn download(storage: &Storage, local: &Path, key: &str) -> Result<(), FetchError> {
+    let target = key_path(local, key)?;
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent).map_err(io_layout)?;
+    }
+    storage.download_to(key, &target).await?;
+    Ok(())
 }
 
 /// Where a key is mirrored; keys that would leave the folder are refused.

@@ -54,9 +54,9 @@ use crate::timebase::RankTime;
 const HOST_PLANE: &str = "/host:CPU";
 /// Byte values longer than this are summarized, not shown in hex.
 const MAX_HEX_BYTES: usize = 16;
-/// Stands for `long_name` among an event metadata's stat ids (it is not
-/// one of them, and no event stat has it).
-const LONG_NAME_ID: i64 = i64::MIN;
+/// The annotation that shows an event's name when its display name hides
+/// it.
+const LONG_NAME: &str = "long_name";
 
 /// Why converting an xplane rank stopped.
 pub enum XplaneFailure {
@@ -175,6 +175,20 @@ fn ps_to_ns(ps: i64) -> i64 {
     }
 }
 
+/// An event's start and duration in ns from its offset and duration in ps.
+/// The end is rounded from the exact end, not the rounded start plus the
+/// rounded duration, so that back-to-back events stay back to back.
+fn span_ns(offset_ps: i64, duration_ps: i64) -> (i64, i64) {
+    let start = ps_to_ns(offset_ps);
+    let duration_ps = duration_ps.max(0);
+    let end = match offset_ps.checked_add(duration_ps) {
+        Some(end_ps) => ps_to_ns(end_ps),
+        // Both halves fit in an i64 once divided.
+        None => ((i128::from(offset_ps) + i128::from(duration_ps) + 500).div_euclid(1000)) as i64,
+    };
+    (start, end - start)
+}
+
 /// Where a line's events are placed in time.
 #[derive(Clone, Copy)]
 struct LineTime<'t> {
@@ -190,11 +204,8 @@ impl LineTime<'_> {
             EventKind::Span { offset_ps } => offset_ps,
             EventKind::Aggregate { .. } => return Err(reason::AGGREGATED),
         };
-        let host = self
-            .start_ns
-            .checked_add(ps_to_ns(offset_ps))
-            .ok_or(reason::BAD_TS)?;
-        let duration = ps_to_ns(event.duration_ps).max(0);
+        let (offset, duration) = span_ns(offset_ps, event.duration_ps);
+        let host = self.start_ns.checked_add(offset).ok_or(reason::BAD_TS)?;
         let relative = host.checked_sub(self.time.base_ns).ok_or(reason::BAD_TS)?;
         let start = self.time.aligned(relative).ok_or(reason::BAD_TS)?;
         let end = relative
@@ -262,10 +273,12 @@ struct EventName {
     /// Named like a Python-tracer event (`$file.py:N func`).
     python: bool,
     /// The metadata's own stats (and `long_name` when the display name
-    /// hides the name), as encoded annotations.
+    /// hides the name and no stat has that name), as encoded annotations,
+    /// one per name.
     extra: Vec<u8>,
-    /// The stat ids in `extra`: an event's own stat of the same id wins.
-    extra_ids: Vec<i64>,
+    /// The iids of the names in `extra`: an event's own stat of the same
+    /// name wins.
+    extra_keys: Vec<u32>,
 }
 
 /// One plane being converted.
@@ -318,7 +331,7 @@ pub fn write_pftrace(
         host_threads: 0,
         stats: RankStats::default(),
         args: Vec::new(),
-        own_ids: Vec::new(),
+        own_keys: Vec::new(),
         placed: Vec::new(),
     };
     writer.out.interned([]).map_err(XplaneFailure::Output)?;
@@ -397,8 +410,8 @@ struct Writer<'a, 's> {
     stats: RankStats,
     /// One event's annotations.
     args: Vec<u8>,
-    /// The stat ids of the event being written.
-    own_ids: Vec<i64>,
+    /// The iids of the stat names of the event being written.
+    own_keys: Vec<u32>,
     /// An out-of-order line's events, sorted.
     placed: Vec<Placed>,
 }
@@ -591,25 +604,30 @@ impl Writer<'_, '_> {
             iid,
             python: EventFilter::is_python(shown, None),
             extra: Vec::new(),
-            extra_ids: Vec::new(),
+            extra_keys: Vec::new(),
         };
-        if let Some(long_name) = long_name {
-            self.annotations.put(
-                &mut name.extra,
-                "long_name",
-                AnnotationValue::Text(long_name),
-                &mut remember,
-            );
-            name.extra_ids.push(LONG_NAME_ID);
-        }
         let mut text = String::new();
         for stat in stats.into_iter().flatten() {
             let stat = stat?;
             let key = stat_key(metadata, stat.metadata_id);
+            let key_iid = self.annotations.key_iid(&key, &mut remember);
+            drop_earlier(&mut name.extra, &mut name.extra_keys, key_iid);
             let value = stat_value(metadata, &stat, &mut text);
             self.annotations
                 .put(&mut name.extra, &key, value, &mut remember);
-            name.extra_ids.push(stat.metadata_id);
+            name.extra_keys.push(key_iid);
+        }
+        if let Some(long_name) = long_name {
+            let key_iid = self.annotations.key_iid(LONG_NAME, &mut remember);
+            if !name.extra_keys.contains(&key_iid) {
+                self.annotations.put(
+                    &mut name.extra,
+                    LONG_NAME,
+                    AnnotationValue::Text(long_name),
+                    &mut remember,
+                );
+                name.extra_keys.push(key_iid);
+            }
         }
         Ok(name)
     }
@@ -633,23 +651,24 @@ impl Writer<'_, '_> {
         }
         let uuid = tracks.uuids[lane as usize];
         self.args.clear();
-        let mut own_ids = std::mem::take(&mut self.own_ids);
-        own_ids.clear();
+        let mut own_keys = std::mem::take(&mut self.own_keys);
+        own_keys.clear();
         let mut text = String::new();
         for stat in event.stats() {
             let stat = stat?;
             let (key_iid, value, text_iid) = self.interned_stat(plane, metadata, &stat, &mut text);
+            drop_earlier(&mut self.args, &mut own_keys, key_iid);
             self.annotations
                 .put_interned(&mut self.args, key_iid, value, text_iid);
-            own_ids.push(stat.metadata_id);
+            own_keys.push(key_iid);
         }
         let name = self.event_name(plane, metadata, event.metadata_id)?;
-        if own_ids.iter().any(|id| name.extra_ids.contains(id)) {
-            append_without(&mut self.args, &name.extra, &name.extra_ids, &own_ids);
+        if own_keys.iter().any(|key| name.extra_keys.contains(key)) {
+            append_without(&mut self.args, &name.extra, &name.extra_keys, &own_keys);
         } else {
             self.args.extend_from_slice(&name.extra);
         }
-        self.own_ids = own_ids;
+        self.own_keys = own_keys;
         let name_iid = name.iid;
         // Strings first seen here (the first pass interns nearly all) must
         // precede the event that uses them.
@@ -767,17 +786,31 @@ struct LineTracks {
     uuids: Vec<u64>,
 }
 
-/// Appends the annotations of `extra` (one per id of `extra_ids`, in
-/// order) whose id is not in `skip`.
-fn append_without(out: &mut Vec<u8>, extra: &[u8], extra_ids: &[i64], skip: &[i64]) {
+/// Appends the annotations of `extra` (one per name iid of `extra_keys`,
+/// in order) whose name is not in `skip`.
+fn append_without(out: &mut Vec<u8>, extra: &[u8], extra_keys: &[u32], skip: &[u32]) {
     let mut at = 0;
-    for id in extra_ids {
+    for key in extra_keys {
         let len = annotation_len(&extra[at..]);
-        if !skip.contains(id) {
+        if !skip.contains(key) {
             out.extend_from_slice(&extra[at..at + len]);
         }
         at += len;
     }
+}
+
+/// Removes the annotation named `key` from `annotations` (encoded one after
+/// another, their names' iids in `keys`), if there is one: of two stats
+/// with one name the later wins, as in XProf's JSON export (the real
+/// fixtures' host events carry `_src` twice).
+fn drop_earlier(annotations: &mut Vec<u8>, keys: &mut Vec<u32>, key: u32) {
+    let Some(earlier) = keys.iter().position(|&k| k == key) else {
+        return;
+    };
+    let start = (0..earlier).fold(0, |at, _| at + annotation_len(&annotations[at..]));
+    let len = annotation_len(&annotations[start..]);
+    annotations.drain(start..start + len);
+    keys.remove(earlier);
 }
 
 /// The length of the `debug_annotations` field at the start of `bytes`.
@@ -849,13 +882,9 @@ pub fn for_each_element(
                         continue;
                     }
                 };
-                let start = line_start.saturating_add(ps_to_ns(offset_ps));
-                text.span(
-                    *pid,
-                    tid,
-                    start.saturating_sub(time.base_ns),
-                    ps_to_ns(event.duration_ps),
-                );
+                let (offset, duration) = span_ns(offset_ps, event.duration_ps);
+                let start = line_start.saturating_add(offset);
+                text.span(*pid, tid, start.saturating_sub(time.base_ns), duration);
                 text.name(metadata, event.metadata_id);
                 text.args(metadata, &event)?;
                 emit(&text)?;
@@ -1001,6 +1030,9 @@ mod tests {
         assert_eq!(ps_to_ns(1_500), 2);
         assert_eq!(ps_to_ns(-1_500), -1);
         assert_eq!(ps_to_ns(i64::MAX), i64::MAX / 1000 + 1);
+        assert_eq!(span_ns(1_500, 1_500), (2, 1), "ends at 3 ns, not 2 + 2");
+        assert_eq!(span_ns(1_000, -5), (1, 0));
+        assert_eq!(span_ns(i64::MAX, i64::MAX).1, i64::MAX / 1000 + 1);
     }
 
     #[test]

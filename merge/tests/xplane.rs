@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -272,6 +272,59 @@ fn span(metadata_id: i64, offset_ns: i64, duration_ns: i64, stats: Vec<XStat>) -
 
 const START: i64 = 1_795_384_060_465_391_136;
 
+/// A plane's `stat_metadata`: names by id.
+fn stat_names(names: &[(i64, &str)]) -> HashMap<i64, XStatMetadata> {
+    names
+        .iter()
+        .map(|&(id, name)| {
+            let meta = XStatMetadata {
+                id,
+                name: name.into(),
+                description: String::new(),
+            };
+            (id, meta)
+        })
+        .collect()
+}
+
+/// The plane that holds the session's `profile_start_time` (`START`).
+fn task_environment() -> XPlane {
+    XPlane {
+        id: 9,
+        name: "Task Environment".into(),
+        stat_metadata: stat_names(&[(1, "profile_start_time")]),
+        stats: vec![stat(1, x_stat::Value::Uint64Value(START as u64))],
+        ..Default::default()
+    }
+}
+
+/// A `/device:TPU:0` plane with `lines`, whose events are all named `op`
+/// (metadata id 1) and whose stat 12 is `flops`.
+fn device_plane(lines: Vec<XLine>) -> XPlane {
+    let op = XEventMetadata {
+        id: 1,
+        name: "op".into(),
+        ..Default::default()
+    };
+    XPlane {
+        id: 1,
+        name: "/device:TPU:0".into(),
+        lines,
+        event_metadata: [(1, op)].into(),
+        stat_metadata: stat_names(&[(12, "flops")]),
+        ..Default::default()
+    }
+}
+
+/// A protobuf length-delimited field.
+fn length_delimited(field: u32, bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    prost::encoding::encode_key(field, prost::encoding::WireType::LengthDelimited, &mut out);
+    prost::encoding::encode_varint(bytes.len() as u64, &mut out);
+    out.extend_from_slice(bytes);
+    out
+}
+
 /// A device plane whose `XLA Ops` line is out of order and overlaps, with
 /// display names, metadata stats, an aggregate, a Python-named event, and a
 /// second line stamped in epoch ns; then `Task Environment`.
@@ -305,23 +358,13 @@ fn hand_made_space() -> XSpace {
             (id, meta)
         })
         .collect();
-    let stat_metadata = [
+    let stat_metadata = stat_names(&[
         (10, "hlo_op"),
         (11, "run_id"),
         (12, "flops"),
         (13, "all-reduce.3"),
         (14, "blob"),
-    ]
-    .into_iter()
-    .map(|(id, name)| {
-        let meta = XStatMetadata {
-            id,
-            name: name.into(),
-            description: String::new(),
-        };
-        (id, meta)
-    })
-    .collect();
+    ]);
     let ops = XLine {
         id: 3,
         name: "XLA Ops".into(),
@@ -362,23 +405,6 @@ fn hand_made_space() -> XSpace {
         events: vec![span(1, 0, 10, vec![])],
         ..Default::default()
     };
-    let task = XPlane {
-        id: 9,
-        name: "Task Environment".into(),
-        stat_metadata: [(1, "profile_start_time")]
-            .into_iter()
-            .map(|(id, name)| {
-                let meta = XStatMetadata {
-                    id,
-                    name: name.into(),
-                    description: String::new(),
-                };
-                (id, meta)
-            })
-            .collect(),
-        stats: vec![stat(1, x_stat::Value::Uint64Value(START as u64))],
-        ..Default::default()
-    };
     XSpace {
         planes: vec![
             XPlane {
@@ -389,7 +415,7 @@ fn hand_made_space() -> XSpace {
                 stat_metadata,
                 ..Default::default()
             },
-            task,
+            task_environment(),
         ],
         hostnames: vec!["tpu-vm".into()],
         ..Default::default()
@@ -600,4 +626,199 @@ fn capture_urls_fetch_the_xplanes_they_read() {
             assert_eq!(rank.stats.events_out, 201, "{input}");
         }
     }
+}
+
+#[test]
+fn a_rank_that_breaks_midway_leaves_nothing_behind_with_keep_going() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_hand_made(dir.path());
+    // Enough events on the first line that its packets fill several output
+    // chunks before the broken second line is reached.
+    let events = (0..200_000)
+        .map(|i| span(1, i * 20, 10, vec![stat(12, x_stat::Value::Uint64Value(7))]))
+        .collect();
+    let first = XLine {
+        id: 1,
+        name: "XLA Ops".into(),
+        timestamp_ns: 1_000,
+        events,
+        ..Default::default()
+    };
+    let mut plane = device_plane(vec![first]).encode_to_vec();
+    // An event with a field of wire type 3 (a group, which no writer uses).
+    let broken_event = [0x08, 0x01, 0x10, 0x05, 0x23];
+    let mut broken_line = XLine {
+        id: 2,
+        name: "Steps".into(),
+        timestamp_ns: 1_000,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    broken_line.extend(length_delimited(4, &broken_event));
+    plane.extend(length_delimited(3, &broken_line));
+    let mut space = length_delimited(1, &plane);
+    space.extend(
+        XSpace {
+            planes: vec![task_environment()],
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    );
+    let broken = dir.path().join("broken-TP-3.xplane.pb");
+    fs::write(&broken, space).unwrap();
+    let inputs = vec![good.display().to_string(), broken.display().to_string()];
+    let out = dir.path().join("o.pftrace");
+
+    let error = merge(&MergeOptions::new(inputs.clone(), &out)).unwrap_err();
+    assert!(matches!(error, MergeError::Input(_)), "{error}");
+    assert!(error.to_string().contains("--keep-going"), "{error}");
+
+    let mut options = MergeOptions::new(inputs, &out);
+    options.keep_going = true;
+    options.jobs = Some(1);
+    let summary = merge(&options).unwrap();
+    assert_eq!(summary.ranks.len(), 1);
+    assert_eq!(summary.skipped[0].rank.as_deref(), Some("TP-3-EP-0"));
+    let why = &summary.skipped[0].error;
+    assert!(why.contains("broken-TP-3.xplane.pb"), "{why}");
+    assert!(
+        !why.contains("--keep-going"),
+        "it was passed already: {why}"
+    );
+    let decoded = decode(&fs::read(&out).unwrap());
+    assert_eq!(decoded.sequences, 1, "only the good rank's packets");
+    assert_eq!(decoded.processes.len(), 1);
+    assert_eq!(
+        decoded.slices.len() as u64,
+        summary.ranks[0].stats.events_out
+    );
+    let left = fs::read_dir(dir.path()).unwrap().count();
+    assert_eq!(left, 3, "the inputs and the output, no staging file");
+}
+
+#[test]
+fn back_to_back_events_stay_back_to_back_after_rounding() {
+    let at_ps = |offset_ps: i64, duration_ps: i64| XEvent {
+        metadata_id: 1,
+        data: Some(x_event::Data::OffsetPs(offset_ps)),
+        duration_ps,
+        stats: vec![],
+    };
+    // 1.5 ns lasting 1.5 ns ends at 3 ns, where the next one starts:
+    // rounding the offset and the duration apart would end it at 4.
+    let line = XLine {
+        id: 1,
+        name: "XLA Ops".into(),
+        timestamp_ns: 1_000,
+        events: vec![at_ps(1_500, 1_500), at_ps(3_000, 1_000)],
+        ..Default::default()
+    };
+    let space = XSpace {
+        planes: vec![device_plane(vec![line]), task_environment()],
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("tpu-vm.xplane.pb");
+    fs::write(&input, space.encode_to_vec()).unwrap();
+    let (_, decoded) = merge_with(&[input], &dir.path().join("o.pftrace"), SourceMode::Auto);
+    let mut spans: Vec<(i64, i64, &str)> = decoded
+        .slices
+        .iter()
+        .map(|s| {
+            (
+                s.start - START - 1_000,
+                s.end - START - 1_000,
+                s.track.as_str(),
+            )
+        })
+        .collect();
+    spans.sort();
+    assert_eq!(spans, [(2, 3, "XLA Ops"), (3, 4, "XLA Ops")]);
+}
+
+#[test]
+fn an_annotation_appears_once_and_the_events_own_stat_wins() {
+    let add = XEventMetadata {
+        id: 1,
+        name: "%add.5 = f32[] add(%a, %b)".into(),
+        display_name: "add.5".into(),
+        stats: vec![
+            stat(12, x_stat::Value::Uint64Value(3)),
+            stat(15, x_stat::Value::StrValue("the metadata's".into())),
+        ],
+        ..Default::default()
+    };
+    let line = XLine {
+        id: 1,
+        name: "XLA Ops".into(),
+        timestamp_ns: 1_000,
+        events: vec![
+            span(
+                1,
+                0,
+                10,
+                vec![
+                    stat(15, x_stat::Value::StrValue("the event's".into())),
+                    stat(12, x_stat::Value::Uint64Value(1)),
+                    // Twice, as XProf writes `_src`: the later one wins.
+                    stat(12, x_stat::Value::Uint64Value(2)),
+                ],
+            ),
+            span(1, 20, 10, vec![]),
+        ],
+        ..Default::default()
+    };
+    let mut plane = device_plane(vec![line]);
+    plane.event_metadata = [(1, add)].into();
+    plane.stat_metadata = stat_names(&[(12, "flops"), (15, "long_name")]);
+    let space = XSpace {
+        planes: vec![plane, task_environment()],
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("tpu-vm.xplane.pb");
+    fs::write(&input, space.encode_to_vec()).unwrap();
+    // The decoder refuses a slice with two annotations of one name.
+    let (_, decoded) = merge_with(&[input], &dir.path().join("o.pftrace"), SourceMode::Auto);
+    let mut slices: Vec<&Slice> = decoded.slices.iter().collect();
+    slices.sort_by_key(|s| s.start);
+    assert_eq!(slices[0].args["long_name"], "the event's");
+    assert_eq!(slices[0].args["flops"], "2");
+    assert_eq!(slices[1].args["long_name"], "the metadata's");
+    assert_eq!(slices[1].args["flops"], "3");
+}
+
+#[test]
+fn a_capture_url_whose_xplane_is_gone_reads_that_ranks_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = capture_with_xplane(dir.path());
+    let key = rankline_layout::RankKey::new("cap1", &rankline_layout::RankCoords::unified(0, 0));
+    fs::remove_file(dir.path().join(key.xplane())).unwrap();
+    let url = format!("file://{}", capture.display());
+    let out = dir.path().join("o.pftrace");
+
+    let summary = merge(&MergeOptions::new(vec![url.clone()], &out)).unwrap();
+    let rank = &summary.ranks[0];
+    assert_eq!(rank.source, SourceKind::Json);
+    assert_eq!(rank.stats.events_out, 201);
+    assert!(
+        summary
+            .warnings
+            .iter()
+            .any(|w| w.contains("cap1-TP-0-EP-0.xplane.pb") && w.contains("not found")),
+        "{:?}",
+        summary.warnings
+    );
+
+    let mut options = MergeOptions::new(vec![url], &out);
+    options.source = SourceMode::Xplane;
+    let Err(MergeError::Input(error)) = merge(&options) else {
+        panic!("--source xplane refuses the rank without its xplane");
+    };
+    assert!(matches!(error.problem, InputProblem::NoXplane), "{error}");
+    options.keep_going = true;
+    assert!(matches!(
+        merge(&options),
+        Err(MergeError::NothingToMerge(_))
+    ));
 }

@@ -365,7 +365,14 @@ pub fn decode_with(bytes: &[u8], args: bool, mut on_slice: impl FnMut(Slice)) ->
                         };
                         (key, value)
                     })
-                    .collect();
+                    .fold(BTreeMap::new(), |mut args, (key, value)| {
+                        assert!(
+                            !args.contains_key(&key),
+                            "{name}: two annotations named {key}"
+                        );
+                        args.insert(key, value);
+                        args
+                    });
                 if let Some(parent) = stack.last() {
                     assert!(ts >= parent.start, "a child starts before its parent");
                 }
