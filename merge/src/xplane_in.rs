@@ -975,26 +975,39 @@ impl ElementText {
         if stats.peek().is_none() {
             return Ok(());
         }
+        // Each key once, the later stat winning (real host events carry
+        // `_src` twice), as XProf's own export does.
+        let mut args: Vec<(String, Vec<u8>)> = Vec::new();
+        for stat in stats {
+            let stat = stat?;
+            let key = stat_key(metadata, stat.metadata_id).into_owned();
+            let mut value = Vec::new();
+            // Strings, as XProf's JSON export writes every arg.
+            match stat_value(metadata, &stat, &mut self.scratch) {
+                AnnotationValue::Bool(b) => {
+                    push_json_string(&mut value, if b { "true" } else { "false" })
+                }
+                AnnotationValue::Int(v) => {
+                    push_json_string(&mut value, itoa::Buffer::new().format(v))
+                }
+                AnnotationValue::Uint(v) => {
+                    push_json_string(&mut value, itoa::Buffer::new().format(v))
+                }
+                AnnotationValue::Double(v) => push_json_string(&mut value, &v.to_string()),
+                AnnotationValue::Text(text) => push_json_string(&mut value, text),
+            }
+            args.retain(|(seen, _)| *seen != key);
+            args.push((key, value));
+        }
         let start = self.buf.len();
         self.buf.push(b'{');
-        for (i, stat) in stats.enumerate() {
-            let stat = stat?;
+        for (i, (key, value)) in args.iter().enumerate() {
             if i > 0 {
                 self.buf.push(b',');
             }
-            let key = stat_key(metadata, stat.metadata_id);
-            let value = stat_value(metadata, &stat, &mut self.scratch);
-            let out = &mut self.buf;
-            push_json_string(out, &key);
-            out.push(b':');
-            // Strings, as XProf's JSON export writes every arg.
-            match value {
-                AnnotationValue::Bool(b) => push_json_string(out, if b { "true" } else { "false" }),
-                AnnotationValue::Int(v) => push_json_string(out, itoa::Buffer::new().format(v)),
-                AnnotationValue::Uint(v) => push_json_string(out, itoa::Buffer::new().format(v)),
-                AnnotationValue::Double(v) => push_json_string(out, &v.to_string()),
-                AnnotationValue::Text(text) => push_json_string(out, text),
-            }
+            push_json_string(&mut self.buf, key);
+            self.buf.push(b':');
+            self.buf.extend_from_slice(value);
         }
         self.buf.push(b'}');
         self.fields[6] = Some((start, self.buf.len()));

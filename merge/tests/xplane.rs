@@ -822,3 +822,62 @@ fn a_capture_url_whose_xplane_is_gone_reads_that_ranks_json() {
         Err(MergeError::NothingToMerge(_))
     ));
 }
+
+/// An object's members in order, duplicates kept (serde_json's `Value`
+/// would keep only the last).
+struct Members(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Keys;
+        impl<'de> serde::de::Visitor<'de> for Keys {
+            type Value = Members;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Members, A::Error> {
+                let mut keys = Vec::new();
+                while let Some((key, _)) = map.next_entry::<String, serde::de::IgnoredAny>()? {
+                    keys.push(key);
+                }
+                Ok(Members(keys))
+            }
+        }
+        deserializer.deserialize_map(Keys)
+    }
+}
+
+#[test]
+fn json_output_from_an_xplane_names_each_arg_once() {
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("single.json");
+    let options = MergeOptions::new(
+        vec![fixtures().join("jax_single").display().to_string()],
+        &path,
+    );
+    let summary = merge(&options).unwrap();
+    assert_eq!(summary.ranks[0].source, SourceKind::Xplane);
+    #[derive(serde::Deserialize)]
+    struct Event {
+        args: Option<Members>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Trace {
+        #[serde(rename = "traceEvents")]
+        trace_events: Vec<Event>,
+    }
+    let trace: Trace = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    let mut with_src = 0;
+    for event in &trace.trace_events {
+        let Some(Members(keys)) = &event.args else {
+            continue;
+        };
+        let unique: BTreeSet<&String> = keys.iter().collect();
+        assert_eq!(unique.len(), keys.len(), "{keys:?}");
+        with_src += usize::from(unique.contains(&"_src".to_string()));
+    }
+    assert!(with_src > 0, "host events keep their (last) `_src`");
+}
