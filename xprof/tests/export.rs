@@ -37,6 +37,24 @@ fn run_files(out: &Path, run: &str) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
+/// Stores `objects` in `storage` and exports capture `cap1` from there; the
+/// output folder lives as long as the returned guard.
+async fn export_stored(
+    storage: Storage,
+    objects: &[(String, Vec<u8>)],
+) -> (ExportSummary, tempfile::TempDir) {
+    put_all(&storage, objects).await;
+    let out = tempfile::tempdir().unwrap();
+    let summary = export(
+        &CaptureLocation::new(storage, "cap1"),
+        &options(out.path()),
+        &quiet,
+    )
+    .await
+    .unwrap();
+    (summary, out)
+}
+
 fn local_capture(root: &Path, id: &str, ranks: &[TestRank]) -> CaptureLocation {
     let folder = write_folder(root, id, &capture_objects(id, ranks));
     CaptureLocation::resolve(folder.to_str().unwrap(), "/nonexistent").unwrap()
@@ -214,15 +232,7 @@ async fn a_missing_xplane_object_is_a_failed_host() {
         .into_iter()
         .filter(|(key, _)| key != "cap1/decode-0/cap1-TP-0-EP-0.xplane.pb")
         .collect();
-    put_all(&storage, &objects).await;
-    let out = tempfile::tempdir().unwrap();
-    let summary = export(
-        &CaptureLocation::new(storage, "cap1"),
-        &options(out.path()),
-        &quiet,
-    )
-    .await
-    .unwrap();
+    let (summary, _out) = export_stored(storage, &objects).await;
     assert_eq!(summary.failed.len(), 1);
     assert_eq!(
         summary.failed[0].reason,
@@ -241,15 +251,7 @@ async fn without_a_manifest_the_folder_is_listed() {
         .filter(|(key, _)| key != "cap1/decode-0/cap1-TP-0-EP-0.meta.json")
         .collect();
     objects.push(("cap1/vm.xplane.pb".into(), fixture_xplane(1)));
-    put_all(&storage, &objects).await;
-    let out = tempfile::tempdir().unwrap();
-    let summary = export(
-        &CaptureLocation::new(storage, "cap1"),
-        &options(out.path()),
-        &quiet,
-    )
-    .await
-    .unwrap();
+    let (summary, _out) = export_stored(storage, &objects).await;
 
     assert_eq!(summary.capture_id, "cap1");
     assert_eq!(summary.run, RUN, "the earliest start a sidecar recorded");
