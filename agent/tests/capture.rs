@@ -74,13 +74,14 @@ fn check_stored(storage: &Path, update: &RankUpdate) -> Sidecar {
 
 #[tokio::test]
 async fn a_full_capture_stores_both_files_then_the_sidecar() {
-    let spool = tempfile::tempdir().unwrap();
-    let storage = tempfile::tempdir().unwrap();
-    let server = FakeServer::start("testhost").await;
-    let mut coordinator = FakeCoordinator::start().await;
-    let agent = RunningAgent::spawn(agent_config(&coordinator.url(), &server.url, spool.path()));
-
-    let hello = coordinator.wait_hello().await;
+    let Rig {
+        spool,
+        storage,
+        server,
+        mut coordinator,
+        agent,
+        hello,
+    } = rig().await;
     let identity = hello.identity.unwrap();
     assert_eq!(identity.host, "testhost");
     assert!(identity.trigger);
@@ -201,12 +202,14 @@ async fn num_steps_without_status_route_survives_the_500_of_a_late_stop() {
 
 #[tokio::test]
 async fn num_steps_with_status_route_needs_no_stop() {
-    let spool = tempfile::tempdir().unwrap();
-    let storage = tempfile::tempdir().unwrap();
-    let server = FakeServer::start("testhost").await;
-    let mut coordinator = FakeCoordinator::start().await;
-    let _agent = RunningAgent::spawn(agent_config(&coordinator.url(), &server.url, spool.path()));
-    coordinator.wait_hello().await;
+    let Rig {
+        spool: _spool,
+        storage,
+        server,
+        mut coordinator,
+        agent: _agent,
+        ..
+    } = rig().await;
 
     coordinator.start_capture("steps2", num_steps(2), storage.path(), LEAD);
     let stopping = coordinator.wait_state("steps2", RankState::Stopping).await;
@@ -246,13 +249,15 @@ async fn a_server_that_is_down_fails_the_rank_with_a_reason() {
 
 #[tokio::test]
 async fn a_500_on_start_says_a_profile_is_probably_running() {
-    let spool = tempfile::tempdir().unwrap();
-    let storage = tempfile::tempdir().unwrap();
-    let server = FakeServer::start("testhost").await;
+    let Rig {
+        spool: _spool,
+        storage,
+        server,
+        mut coordinator,
+        agent: _agent,
+        ..
+    } = rig().await;
     *server.state.on_start.lock().unwrap() = OnStart::Fail500;
-    let mut coordinator = FakeCoordinator::start().await;
-    let _agent = RunningAgent::spawn(agent_config(&coordinator.url(), &server.url, spool.path()));
-    coordinator.wait_hello().await;
 
     coordinator.start_capture("busy-server", duration(200), storage.path(), LEAD);
     let last = coordinator.wait_final("busy-server").await;
@@ -264,13 +269,15 @@ async fn a_500_on_start_says_a_profile_is_probably_running() {
 
 #[tokio::test]
 async fn a_hanging_server_fails_the_rank_by_timeout() {
-    let spool = tempfile::tempdir().unwrap();
-    let storage = tempfile::tempdir().unwrap();
-    let server = FakeServer::start("testhost").await;
+    let Rig {
+        spool: _spool,
+        storage,
+        server,
+        mut coordinator,
+        agent: _agent,
+        ..
+    } = rig().await;
     *server.state.on_start.lock().unwrap() = OnStart::Hang;
-    let mut coordinator = FakeCoordinator::start().await;
-    let _agent = RunningAgent::spawn(agent_config(&coordinator.url(), &server.url, spool.path()));
-    coordinator.wait_hello().await;
 
     let settings = CaptureSettings {
         timeout_ms: 1_000,
@@ -285,12 +292,14 @@ async fn a_hanging_server_fails_the_rank_by_timeout() {
 
 #[tokio::test]
 async fn a_second_start_is_refused_while_a_capture_runs() {
-    let spool = tempfile::tempdir().unwrap();
-    let storage = tempfile::tempdir().unwrap();
-    let server = FakeServer::start("testhost").await;
-    let mut coordinator = FakeCoordinator::start().await;
-    let _agent = RunningAgent::spawn(agent_config(&coordinator.url(), &server.url, spool.path()));
-    coordinator.wait_hello().await;
+    let Rig {
+        spool: _spool,
+        storage,
+        server: _server,
+        mut coordinator,
+        agent: _agent,
+        ..
+    } = rig().await;
 
     coordinator.start_capture("first", CaptureSettings::default(), storage.path(), LEAD);
     coordinator.wait_state("first", RankState::Profiling).await;
@@ -404,12 +413,14 @@ async fn a_kineto_tmp_file_is_never_picked_up() {
 
 #[tokio::test]
 async fn a_shutdown_mid_capture_reports_it_and_leaves_the_server_idle() {
-    let spool = tempfile::tempdir().unwrap();
-    let storage = tempfile::tempdir().unwrap();
-    let server = FakeServer::start("testhost").await;
-    let mut coordinator = FakeCoordinator::start().await;
-    let agent = RunningAgent::spawn(agent_config(&coordinator.url(), &server.url, spool.path()));
-    coordinator.wait_hello().await;
+    let Rig {
+        spool: _spool,
+        storage,
+        server,
+        mut coordinator,
+        agent,
+        ..
+    } = rig().await;
 
     coordinator.start_capture("cut", CaptureSettings::default(), storage.path(), LEAD);
     coordinator.wait_state("cut", RankState::Profiling).await;

@@ -59,12 +59,14 @@ fn assert_stored(storage: &Path, spool: &Path, update: &RankUpdate) {
 
 #[tokio::test]
 async fn failing_storage_is_retried_past_the_deadline_until_it_takes_the_files() {
-    let spool = tempfile::tempdir().unwrap();
-    let storage = tempfile::tempdir().unwrap();
-    let server = FakeServer::start("testhost").await;
-    let mut coordinator = FakeCoordinator::start().await;
-    let _agent = RunningAgent::spawn(agent_config(&coordinator.url(), &server.url, spool.path()));
-    coordinator.wait_hello().await;
+    let Rig {
+        spool,
+        storage,
+        server: _server,
+        mut coordinator,
+        agent: _agent,
+        ..
+    } = rig().await;
 
     let blocker = block_storage(storage.path(), "retry");
     coordinator.start_capture("retry", short(200, 1_000), storage.path(), LEAD);
@@ -97,12 +99,14 @@ async fn failing_storage_is_retried_past_the_deadline_until_it_takes_the_files()
 
 #[tokio::test]
 async fn an_agent_started_again_finishes_the_upload_its_predecessor_left() {
-    let spool = tempfile::tempdir().unwrap();
-    let storage = tempfile::tempdir().unwrap();
-    let server = FakeServer::start("testhost").await;
-    let mut coordinator = FakeCoordinator::start().await;
-    let first = RunningAgent::spawn(agent_config(&coordinator.url(), &server.url, spool.path()));
-    coordinator.wait_hello().await;
+    let Rig {
+        spool,
+        storage,
+        server,
+        mut coordinator,
+        agent: first,
+        ..
+    } = rig().await;
 
     let blocker = block_storage(storage.path(), "resume");
     coordinator.start_capture("resume", short(200, 0), storage.path(), LEAD);
@@ -147,12 +151,14 @@ async fn an_agent_started_again_finishes_the_upload_its_predecessor_left() {
 
 #[tokio::test]
 async fn a_capture_cut_off_before_its_upload_is_reported_failed_after_a_restart() {
-    let spool = tempfile::tempdir().unwrap();
-    let storage = tempfile::tempdir().unwrap();
-    let server = FakeServer::start("testhost").await;
-    let mut coordinator = FakeCoordinator::start().await;
-    let first = RunningAgent::spawn(agent_config(&coordinator.url(), &server.url, spool.path()));
-    coordinator.wait_hello().await;
+    let Rig {
+        spool,
+        storage,
+        server,
+        mut coordinator,
+        agent: first,
+        ..
+    } = rig().await;
     coordinator.start_capture("cut", CaptureSettings::default(), storage.path(), LEAD);
     coordinator.wait_state("cut", RankState::Profiling).await;
     // What kill -9 leaves: a journal that says `profiling`. A graceful stop

@@ -161,10 +161,7 @@ async fn a_silent_agent_is_lost_and_the_capture_still_ends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_update_rewrites_the_manifest_with_the_truth() {
-    let coordinator = TestCoordinator::start().await;
-    let who = identity("h0", Role::Unified, 0, 0);
-    let mut agent = FakeAgent::join(&coordinator.url, who.clone()).await;
-    let mut control = coordinator.control().await;
+    let (coordinator, who, mut agent, mut control) = with_one_agent().await;
     let mut events = start_capture(&mut control, request("late", &[], steps(3))).await;
     agent.expect_start().await;
     agent.update("late", RankState::Uploading, "").await;
@@ -192,9 +189,7 @@ async fn a_late_update_rewrites_the_manifest_with_the_truth() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn profile_ids_must_be_valid_and_unused() {
-    let coordinator = TestCoordinator::start().await;
-    let mut agent = FakeAgent::join(&coordinator.url, identity("h0", Role::Unified, 0, 0)).await;
-    let mut control = coordinator.control().await;
+    let (coordinator, _, mut agent, mut control) = with_one_agent().await;
 
     let invalid = refused(&mut control, request("../escape", &[], steps(1))).await;
     assert_eq!(invalid.code(), Code::InvalidArgument);
@@ -283,9 +278,7 @@ async fn selections_pick_agents_and_say_what_exists_when_nothing_matches() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_in_a_running_capture_cannot_start_another() {
-    let coordinator = TestCoordinator::start().await;
-    let mut agent = FakeAgent::join(&coordinator.url, identity("h0", Role::Unified, 0, 0)).await;
-    let mut control = coordinator.control().await;
+    let (coordinator, _, mut agent, mut control) = with_one_agent().await;
     let mut events = start_capture(
         &mut control,
         request("first", &[], CaptureSettings::default()),
@@ -360,9 +353,7 @@ async fn stop_is_forwarded_to_every_unfinished_rank() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rank_past_its_deadline_fails_and_its_agent_is_told_to_stop() {
-    let coordinator = TestCoordinator::start().await;
-    let mut agent = FakeAgent::join(&coordinator.url, identity("h0", Role::Unified, 0, 0)).await;
-    let mut control = coordinator.control().await;
+    let (coordinator, _, mut agent, mut control) = with_one_agent().await;
     let settings = CaptureSettings {
         num_steps: Some(3),
         timeout_ms: 200,

@@ -187,10 +187,7 @@ async fn a_rank_whose_agent_never_comes_back_ends_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_back_without_the_capture_loses_its_rank_at_once() {
-    let coordinator = TestCoordinator::start().await;
-    let forgetful = identity("h0", Role::Unified, 0, 0);
-    let mut agent = FakeAgent::join(&coordinator.url, forgetful.clone()).await;
-    let mut control = coordinator.control().await;
+    let (coordinator, forgetful, mut agent, mut control) = with_one_agent().await;
     let _events = start_capture(
         &mut control,
         request("forgotten", &[], CaptureSettings::default()),
@@ -223,10 +220,7 @@ async fn an_agent_back_without_the_capture_loses_its_rank_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadlines_still_apply_after_a_restart() {
-    let coordinator = TestCoordinator::start().await;
-    let who = identity("h0", Role::Unified, 0, 0);
-    let mut agent = FakeAgent::join(&coordinator.url, who.clone()).await;
-    let mut control = coordinator.control().await;
+    let (coordinator, who, mut agent, mut control) = with_one_agent().await;
     let settings = CaptureSettings {
         num_steps: Some(3),
         timeout_ms: 300,
@@ -267,9 +261,7 @@ async fn deadlines_still_apply_after_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finished_captures_are_listed_after_a_restart_and_their_ids_stay_taken() {
-    let coordinator = TestCoordinator::start().await;
-    let mut agent = FakeAgent::join(&coordinator.url, identity("h0", Role::Unified, 0, 0)).await;
-    let mut control = coordinator.control().await;
+    let (coordinator, _, mut agent, mut control) = with_one_agent().await;
     let mut events = start_capture(&mut control, request("done", &[], steps(1))).await;
     agent.expect_start().await;
     agent.run_to_ok("done").await;
@@ -300,9 +292,7 @@ async fn finished_captures_are_listed_after_a_restart_and_their_ids_stay_taken()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_record_is_set_aside_and_the_coordinator_still_starts() {
-    let coordinator = TestCoordinator::start().await;
-    let mut agent = FakeAgent::join(&coordinator.url, identity("h0", Role::Unified, 0, 0)).await;
-    let mut control = coordinator.control().await;
+    let (coordinator, _, mut agent, mut control) = with_one_agent().await;
     let mut events = start_capture(&mut control, request("intact", &[], steps(1))).await;
     agent.expect_start().await;
     agent.run_to_ok("intact").await;

@@ -640,6 +640,35 @@ impl Drop for RunningAgent {
 }
 
 /// An agent config for tests: given URLs, a spool, host `testhost`.
+/// One agent beside a fake server, joined to a fake coordinator, with a
+/// spool and a storage folder: how most tests begin.
+pub struct Rig {
+    pub spool: tempfile::TempDir,
+    pub storage: tempfile::TempDir,
+    pub server: FakeServer,
+    pub coordinator: FakeCoordinator,
+    pub agent: RunningAgent,
+    pub hello: AgentHello,
+}
+
+/// Starts a [`Rig`] and waits for the agent's hello.
+pub async fn rig() -> Rig {
+    let spool = tempfile::tempdir().unwrap();
+    let storage = tempfile::tempdir().unwrap();
+    let server = FakeServer::start("testhost").await;
+    let mut coordinator = FakeCoordinator::start().await;
+    let agent = RunningAgent::spawn(agent_config(&coordinator.url(), &server.url, spool.path()));
+    let hello = coordinator.wait_hello().await;
+    Rig {
+        spool,
+        storage,
+        server,
+        coordinator,
+        agent,
+        hello,
+    }
+}
+
 pub fn agent_config(coordinator: &str, server: &str, spool: &Path) -> AgentConfig {
     AgentConfig {
         coordinator_url: coordinator.into(),

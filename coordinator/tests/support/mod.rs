@@ -356,6 +356,16 @@ pub fn request(
     }
 }
 
+/// A coordinator with one unified agent (`h0`, TP-0) joined, and a
+/// Control client: the start of most tests.
+pub async fn with_one_agent() -> (TestCoordinator, AgentIdentity, FakeAgent, client::Client) {
+    let coordinator = TestCoordinator::start().await;
+    let who = identity("h0", Role::Unified, 0, 0);
+    let agent = FakeAgent::join(&coordinator.url, who.clone()).await;
+    let control = coordinator.control().await;
+    (coordinator, who, agent, control)
+}
+
 /// Starts a capture the coordinator must accept; its event stream.
 pub async fn start_capture(
     control: &mut client::Client,
