@@ -74,22 +74,16 @@ fn check_stored(storage: &Path, update: &RankUpdate) -> Sidecar {
 
 #[tokio::test]
 async fn a_full_capture_stores_both_files_then_the_sidecar() {
-    let Rig {
-        spool,
-        storage,
-        server,
-        mut coordinator,
-        agent,
-        hello,
-    } = rig().await;
-    let identity = hello.identity.unwrap();
+    let mut rig = rig().await;
+    let identity = rig.hello.identity.unwrap();
     assert_eq!(identity.host, "testhost");
     assert!(identity.trigger);
 
-    coordinator.start_capture("cap1", duration(300), storage.path(), LEAD);
+    rig.coordinator
+        .start_capture("cap1", duration(300), rig.storage.path(), LEAD);
     let mut states = Vec::new();
     let last = loop {
-        let update = coordinator.next_update("cap1").await;
+        let update = rig.coordinator.next_update("cap1").await;
         if states.last() != Some(&update.state()) {
             states.push(update.state());
         }
@@ -110,7 +104,7 @@ async fn a_full_capture_stores_both_files_then_the_sidecar() {
         "{}",
         last.detail
     );
-    let sidecar = check_stored(storage.path(), &last);
+    let sidecar = check_stored(rig.storage.path(), &last);
     let keys: Vec<&str> = last.objects.iter().map(|o| o.key.as_str()).collect();
     assert_eq!(
         keys,
@@ -120,12 +114,12 @@ async fn a_full_capture_stores_both_files_then_the_sidecar() {
             "cap1/cap1-TP-0-EP-0.meta.json"
         ]
     );
-    assert_eq!(server.calls(), ["start", "stop"]);
+    assert_eq!(rig.server.calls(), ["start", "stop"]);
 
-    // The server was told to write into the agent's own spool, where the files stay.
-    let output_dir = spool.path().join("captures/cap1/unified-0");
+    // The rig.server was told to write into the rig.agent's own rig.spool, where the files stay.
+    let output_dir = rig.spool.path().join("captures/cap1/unified-0");
     assert_eq!(
-        server.start_body()["output_dir"],
+        rig.server.start_body()["output_dir"],
         output_dir.to_str().unwrap()
     );
     let source = output_dir.join("plugins/profile/2026_11_22_21_52_13/testhost.trace.json.gz");
@@ -156,7 +150,7 @@ async fn a_full_capture_stores_both_files_then_the_sidecar() {
 
     let journal: serde_json::Value = serde_json::from_slice(
         &std::fs::read(
-            spool
+            rig.spool
                 .path()
                 .join("agents/testhost_unified-0_TP-0-EP-0/captures/cap1.json"),
         )
@@ -166,7 +160,7 @@ async fn a_full_capture_stores_both_files_then_the_sidecar() {
     assert_eq!(journal["state"], "ok");
     assert_eq!(journal["sidecar_written"], true);
     assert_eq!(journal["files"][1]["uploaded"], true);
-    agent.shut_down().await;
+    rig.agent.shut_down().await;
 }
 
 #[tokio::test]
@@ -202,26 +196,27 @@ async fn num_steps_without_status_route_survives_the_500_of_a_late_stop() {
 
 #[tokio::test]
 async fn num_steps_with_status_route_needs_no_stop() {
-    let Rig {
-        spool: _spool,
-        storage,
-        server,
-        mut coordinator,
-        agent: _agent,
-        ..
-    } = rig().await;
+    let mut rig = rig().await;
 
-    coordinator.start_capture("steps2", num_steps(2), storage.path(), LEAD);
-    let stopping = coordinator.wait_state("steps2", RankState::Stopping).await;
+    rig.coordinator
+        .start_capture("steps2", num_steps(2), rig.storage.path(), LEAD);
+    let stopping = rig
+        .coordinator
+        .wait_state("steps2", RankState::Stopping)
+        .await;
     assert!(
         stopping.detail.contains("stopped by itself"),
         "{}",
         stopping.detail
     );
-    server.release_files();
-    let last = coordinator.wait_final("steps2").await;
-    let sidecar = check_stored(storage.path(), &last);
-    assert_eq!(server.calls(), ["start"], "no stop after an automatic stop");
+    rig.server.release_files();
+    let last = rig.coordinator.wait_final("steps2").await;
+    let sidecar = check_stored(rig.storage.path(), &last);
+    assert_eq!(
+        rig.server.calls(),
+        ["start"],
+        "no stop after an automatic stop"
+    );
     assert_eq!(sidecar.stop_requested_unix_ns, None);
     assert!(sidecar.stop_observed_unix_ns.is_some());
 }
@@ -249,42 +244,34 @@ async fn a_server_that_is_down_fails_the_rank_with_a_reason() {
 
 #[tokio::test]
 async fn a_500_on_start_says_a_profile_is_probably_running() {
-    let Rig {
-        spool: _spool,
-        storage,
-        server,
-        mut coordinator,
-        agent: _agent,
-        ..
-    } = rig().await;
-    *server.state.on_start.lock().unwrap() = OnStart::Fail500;
+    let mut rig = rig().await;
+    *rig.server.state.on_start.lock().unwrap() = OnStart::Fail500;
 
-    coordinator.start_capture("busy-server", duration(200), storage.path(), LEAD);
-    let last = coordinator.wait_final("busy-server").await;
+    rig.coordinator
+        .start_capture("busy-server", duration(200), rig.storage.path(), LEAD);
+    let last = rig.coordinator.wait_final("busy-server").await;
     assert_eq!(last.state(), RankState::Failed);
     assert!(last.detail.contains("already running"), "{}", last.detail);
     assert!(last.detail.contains("/stop_profile"), "{}", last.detail);
-    assert_eq!(server.calls(), ["start"], "the other profile is left alone");
+    assert_eq!(
+        rig.server.calls(),
+        ["start"],
+        "the other profile is left alone"
+    );
 }
 
 #[tokio::test]
 async fn a_hanging_server_fails_the_rank_by_timeout() {
-    let Rig {
-        spool: _spool,
-        storage,
-        server,
-        mut coordinator,
-        agent: _agent,
-        ..
-    } = rig().await;
-    *server.state.on_start.lock().unwrap() = OnStart::Hang;
+    let mut rig = rig().await;
+    *rig.server.state.on_start.lock().unwrap() = OnStart::Hang;
 
     let settings = CaptureSettings {
         timeout_ms: 1_000,
         ..duration(200)
     };
-    coordinator.start_capture("hang", settings, storage.path(), LEAD);
-    let last = coordinator.wait_final("hang").await;
+    rig.coordinator
+        .start_capture("hang", settings, rig.storage.path(), LEAD);
+    let last = rig.coordinator.wait_final("hang").await;
     assert_eq!(last.state(), RankState::Failed);
     assert!(last.detail.contains("timed out"), "{}", last.detail);
     assert!(last.detail.contains("/start_profile"), "{}", last.detail);
@@ -292,19 +279,20 @@ async fn a_hanging_server_fails_the_rank_by_timeout() {
 
 #[tokio::test]
 async fn a_second_start_is_refused_while_a_capture_runs() {
-    let Rig {
-        spool: _spool,
-        storage,
-        server: _server,
-        mut coordinator,
-        agent: _agent,
-        ..
-    } = rig().await;
+    let mut rig = rig().await;
 
-    coordinator.start_capture("first", CaptureSettings::default(), storage.path(), LEAD);
-    coordinator.wait_state("first", RankState::Profiling).await;
-    coordinator.start_capture("second", duration(100), storage.path(), LEAD);
-    let refused = coordinator.wait_final("second").await;
+    rig.coordinator.start_capture(
+        "first",
+        CaptureSettings::default(),
+        rig.storage.path(),
+        LEAD,
+    );
+    rig.coordinator
+        .wait_state("first", RankState::Profiling)
+        .await;
+    rig.coordinator
+        .start_capture("second", duration(100), rig.storage.path(), LEAD);
+    let refused = rig.coordinator.wait_final("second").await;
     assert_eq!(refused.state(), RankState::Failed);
     assert!(
         refused.detail.contains("busy with first"),
@@ -312,9 +300,9 @@ async fn a_second_start_is_refused_while_a_capture_runs() {
         refused.detail
     );
 
-    coordinator.stop_capture("first");
-    let first = coordinator.wait_final("first").await;
-    check_stored(storage.path(), &first);
+    rig.coordinator.stop_capture("first");
+    let first = rig.coordinator.wait_final("first").await;
+    check_stored(rig.storage.path(), &first);
 }
 
 #[tokio::test]
@@ -413,23 +401,19 @@ async fn a_kineto_tmp_file_is_never_picked_up() {
 
 #[tokio::test]
 async fn a_shutdown_mid_capture_reports_it_and_leaves_the_server_idle() {
-    let Rig {
-        spool: _spool,
-        storage,
-        server,
-        mut coordinator,
-        agent,
-        ..
-    } = rig().await;
+    let mut rig = rig().await;
 
-    coordinator.start_capture("cut", CaptureSettings::default(), storage.path(), LEAD);
-    coordinator.wait_state("cut", RankState::Profiling).await;
-    agent.shut_down().await;
-    let last = coordinator.wait_final("cut").await;
+    rig.coordinator
+        .start_capture("cut", CaptureSettings::default(), rig.storage.path(), LEAD);
+    rig.coordinator
+        .wait_state("cut", RankState::Profiling)
+        .await;
+    rig.agent.shut_down().await;
+    let last = rig.coordinator.wait_final("cut").await;
     assert_eq!(last.state(), RankState::Failed);
     assert!(last.detail.contains("shut down"), "{}", last.detail);
     tokio::time::timeout(WAIT, async {
-        while server.calls() != ["start", "stop"] {
+        while rig.server.calls() != ["start", "stop"] {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })

@@ -59,19 +59,16 @@ fn assert_stored(storage: &Path, spool: &Path, update: &RankUpdate) {
 
 #[tokio::test]
 async fn failing_storage_is_retried_past_the_deadline_until_it_takes_the_files() {
-    let Rig {
-        spool,
-        storage,
-        server: _server,
-        mut coordinator,
-        agent: _agent,
-        ..
-    } = rig().await;
+    let mut rig = rig().await;
 
-    let blocker = block_storage(storage.path(), "retry");
-    coordinator.start_capture("retry", short(200, 1_000), storage.path(), LEAD);
+    let blocker = block_storage(rig.storage.path(), "retry");
+    rig.coordinator
+        .start_capture("retry", short(200, 1_000), rig.storage.path(), LEAD);
     let retrying = loop {
-        let update = coordinator.wait_state("retry", RankState::Uploading).await;
+        let update = rig
+            .coordinator
+            .wait_state("retry", RankState::Uploading)
+            .await;
         assert_eq!(update.state(), RankState::Uploading, "{}", update.detail);
         if update.detail.contains("attempts so far") {
             break update;
@@ -84,46 +81,51 @@ async fn failing_storage_is_retried_past_the_deadline_until_it_takes_the_files()
     );
     // Well past the capture's deadline, the upload is still being tried.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    assert_eq!(journal(spool.path(), "retry")["state"], "uploading");
+    assert_eq!(journal(rig.spool.path(), "retry")["state"], "uploading");
 
     // The agent takes the next capture meanwhile: the upload does not hold it.
-    coordinator.start_capture("next", short(200, 0), storage.path(), LEAD);
-    let next = coordinator.wait_state("next", RankState::Profiling).await;
+    rig.coordinator
+        .start_capture("next", short(200, 0), rig.storage.path(), LEAD);
+    let next = rig
+        .coordinator
+        .wait_state("next", RankState::Profiling)
+        .await;
     assert_eq!(next.state(), RankState::Profiling, "{}", next.detail);
 
     std::fs::remove_file(&blocker).unwrap();
-    let finals = coordinator.wait_finals_of(&["retry", "next"]).await;
-    assert_stored(storage.path(), spool.path(), &finals["retry"]);
-    assert_stored(storage.path(), spool.path(), &finals["next"]);
+    let finals = rig.coordinator.wait_finals_of(&["retry", "next"]).await;
+    assert_stored(rig.storage.path(), rig.spool.path(), &finals["retry"]);
+    assert_stored(rig.storage.path(), rig.spool.path(), &finals["next"]);
 }
 
 #[tokio::test]
 async fn an_agent_started_again_finishes_the_upload_its_predecessor_left() {
-    let Rig {
-        spool,
-        storage,
-        server,
-        mut coordinator,
-        agent: first,
-        ..
-    } = rig().await;
+    let mut rig = rig().await;
 
-    let blocker = block_storage(storage.path(), "resume");
-    coordinator.start_capture("resume", short(200, 0), storage.path(), LEAD);
+    let blocker = block_storage(rig.storage.path(), "resume");
+    rig.coordinator
+        .start_capture("resume", short(200, 0), rig.storage.path(), LEAD);
     loop {
-        let update = coordinator.wait_state("resume", RankState::Uploading).await;
+        let update = rig
+            .coordinator
+            .wait_state("resume", RankState::Uploading)
+            .await;
         if update.detail.contains("attempts so far") {
             break;
         }
     }
-    first.shut_down().await;
-    let interrupted = journal(spool.path(), "resume");
+    rig.agent.shut_down().await;
+    let interrupted = journal(rig.spool.path(), "resume");
     assert_eq!(interrupted["state"], "uploading");
     assert_eq!(interrupted["files"][0]["uploaded"], false);
     std::fs::remove_file(&blocker).unwrap();
 
-    let _second = RunningAgent::spawn(agent_config(&coordinator.url(), &server.url, spool.path()));
-    let hello = coordinator.wait_hello().await;
+    let _second = RunningAgent::spawn(agent_config(
+        &rig.coordinator.url(),
+        &rig.server.url,
+        rig.spool.path(),
+    ));
+    let hello = rig.coordinator.wait_hello().await;
     let reported: Vec<_> = hello
         .in_flight
         .iter()
@@ -139,11 +141,11 @@ async fn an_agent_started_again_finishes_the_upload_its_predecessor_left() {
     // The upload may even be done by the time the hello goes out.
     let last = match hello.in_flight.into_iter().next() {
         Some(done) if done.state() == RankState::Ok => done,
-        _ => coordinator.wait_final("resume").await,
+        _ => rig.coordinator.wait_final("resume").await,
     };
-    assert_stored(storage.path(), spool.path(), &last);
+    assert_stored(rig.storage.path(), rig.spool.path(), &last);
     assert_eq!(
-        server.calls(),
+        rig.server.calls(),
         ["start", "stop"],
         "the server is not asked again"
     );
@@ -151,25 +153,25 @@ async fn an_agent_started_again_finishes_the_upload_its_predecessor_left() {
 
 #[tokio::test]
 async fn a_capture_cut_off_before_its_upload_is_reported_failed_after_a_restart() {
-    let Rig {
-        spool,
-        storage,
-        server,
-        mut coordinator,
-        agent: first,
-        ..
-    } = rig().await;
-    coordinator.start_capture("cut", CaptureSettings::default(), storage.path(), LEAD);
-    coordinator.wait_state("cut", RankState::Profiling).await;
+    let mut rig = rig().await;
+    rig.coordinator
+        .start_capture("cut", CaptureSettings::default(), rig.storage.path(), LEAD);
+    rig.coordinator
+        .wait_state("cut", RankState::Profiling)
+        .await;
     // What kill -9 leaves: a journal that says `profiling`. A graceful stop
     // would fail the capture itself, so the journal is put back as it was.
-    let path = spool.path().join(JOURNALS).join("cut.json");
+    let path = rig.spool.path().join(JOURNALS).join("cut.json");
     let profiling = std::fs::read(&path).unwrap();
-    first.shut_down().await;
+    rig.agent.shut_down().await;
     std::fs::write(&path, profiling).unwrap();
 
-    let _second = RunningAgent::spawn(agent_config(&coordinator.url(), &server.url, spool.path()));
-    let hello = coordinator.wait_hello().await;
+    let _second = RunningAgent::spawn(agent_config(
+        &rig.coordinator.url(),
+        &rig.server.url,
+        rig.spool.path(),
+    ));
+    let hello = rig.coordinator.wait_hello().await;
     let cut = hello
         .in_flight
         .iter()
@@ -181,7 +183,7 @@ async fn a_capture_cut_off_before_its_upload_is_reported_failed_after_a_restart(
         "{}",
         cut.detail
     );
-    assert_eq!(journal(spool.path(), "cut")["state"], "failed");
+    assert_eq!(journal(rig.spool.path(), "cut")["state"], "failed");
 }
 
 #[tokio::test]

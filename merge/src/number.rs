@@ -28,21 +28,22 @@ pub fn decimal_text_scaled(text: &str, exp10: i64) -> Option<i64> {
     short_plain_decimal(bytes, exp10).or_else(|| any_decimal(bytes, exp10))
 }
 
+/// An optional `-` or `+` at `bytes[*i]`, stepped over: true for `-`.
+fn sign(bytes: &[u8], i: &mut usize) -> bool {
+    match bytes.get(*i) {
+        Some(&c @ (b'-' | b'+')) => {
+            *i += 1;
+            c == b'-'
+        }
+        _ => false,
+    }
+}
+
 /// Any JSON number (and a few lenient forms: `+1`, `.5`), in u128
 /// arithmetic with up to 36 significant digits.
 fn any_decimal(bytes: &[u8], exp10: i64) -> Option<i64> {
     let mut i = 0;
-    let negative = match bytes.first() {
-        Some(b'-') => {
-            i += 1;
-            true
-        }
-        Some(b'+') => {
-            i += 1;
-            false
-        }
-        _ => false,
-    };
+    let negative = sign(bytes, &mut i);
     let mut mantissa: u128 = 0;
     let mut kept_digits = 0u32;
     // Decimal exponent of the mantissa's last kept digit.
@@ -89,17 +90,7 @@ fn any_decimal(bytes: &[u8], exp10: i64) -> Option<i64> {
     }
     if matches!(bytes.get(i), Some(b'e' | b'E')) {
         i += 1;
-        let exp_negative = match bytes.get(i) {
-            Some(b'-') => {
-                i += 1;
-                true
-            }
-            Some(b'+') => {
-                i += 1;
-                false
-            }
-            _ => false,
-        };
+        let exp_negative = sign(bytes, &mut i);
         let start = i;
         let mut exp: i64 = 0;
         while let Some(&b) = bytes.get(i) {
