@@ -354,11 +354,7 @@ async fn stop_is_forwarded_to_every_unfinished_rank() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rank_past_its_deadline_fails_and_its_agent_is_told_to_stop() {
     let (coordinator, _, mut agent, mut control) = with_one_agent().await;
-    let settings = CaptureSettings {
-        num_steps: Some(3),
-        timeout_ms: 200,
-        ..Default::default()
-    };
+    let settings = steps_within(3, 200);
     let mut events = start_capture(&mut control, request("slow", &[], settings)).await;
     agent.expect_start().await;
     agent.update("slow", RankState::Armed, "").await;

@@ -221,11 +221,7 @@ async fn an_agent_back_without_the_capture_loses_its_rank_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadlines_still_apply_after_a_restart() {
     let (coordinator, who, mut agent, mut control) = with_one_agent().await;
-    let settings = CaptureSettings {
-        num_steps: Some(3),
-        timeout_ms: 300,
-        ..Default::default()
-    };
+    let settings = steps_within(3, 300);
     let _events = start_capture(&mut control, request("overdue", &[], settings)).await;
     agent.expect_start().await;
     agent.update("overdue", RankState::Armed, "").await;

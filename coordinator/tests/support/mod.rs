@@ -379,6 +379,14 @@ pub async fn refused(control: &mut client::Client, request: CaptureRequest) -> t
     control.capture(request).await.unwrap_err()
 }
 
+/// `num_steps`, with a deadline `timeout_ms` after the start.
+pub fn steps_within(num_steps: u32, timeout_ms: u64) -> CaptureSettings {
+    CaptureSettings {
+        timeout_ms,
+        ..steps(num_steps)
+    }
+}
+
 pub fn steps(num_steps: u32) -> CaptureSettings {
     CaptureSettings {
         num_steps: Some(num_steps),
