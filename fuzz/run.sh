@@ -19,7 +19,7 @@ if [ ${#targets[@]} -eq 0 ]; then
 fi
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
 export RUSTC_BOOTSTRAP=1
-fixtures=../../shared/fixtures/real-jax
+fixtures=../tests/fixtures/real-jax
 for target in "${targets[@]}"; do
     mkdir -p "corpus/$target"
     case "$target" in

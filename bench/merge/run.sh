@@ -98,7 +98,7 @@ load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 jax_dir="$work/with-empty-element"
 mkdir -p "$jax_dir"
 i=0
-for trace in "$repo"/../shared/fixtures/real-jax/jax_multi2/proc*/plugins/profile/*/vm.trace.json.gz; do
+for trace in "$repo"/tests/fixtures/real-jax/jax_multi2/proc*/plugins/profile/*/vm.trace.json.gz; do
     cp "$trace" "$jax_dir/jax-TP-$i.trace.json.gz"; i=$((i + 1))
 done
 python3 "$work/run_merger.py" "$work/profile_merger.py" "$jax_dir" jax > "$work/jax_merger.out" 2>&1

@@ -19,7 +19,7 @@ fn text(bytes: &[u8]) -> String {
 
 fn multi2() -> Vec<String> {
     let root =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/real-jax/jax_multi2");
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/real-jax/jax_multi2");
     ["proc0", "proc1"]
         .iter()
         .map(|p| root.join(p).display().to_string())

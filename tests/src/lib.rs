@@ -56,10 +56,10 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-/// `../shared/fixtures/real-jax/<rest>` beside the checkout.
+/// `tests/fixtures/real-jax/<rest>`: real JAX and sglang-jax output.
 pub fn fixture(rest: &str) -> PathBuf {
     workspace_root()
-        .join("../shared/fixtures/real-jax")
+        .join("tests/fixtures/real-jax")
         .join(rest)
 }
 

@@ -210,7 +210,7 @@ mod tests {
     fn reads_the_real_jax_fixture() {
         let dir = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/fixtures/real-jax/jax_multi4/proc0/plugins/profile/2026_11_22_21_47_40/vm.xplane.pb"
+            "/../tests/fixtures/real-jax/jax_multi4/proc0/plugins/profile/2026_11_22_21_47_40/vm.xplane.pb"
         );
         let Ok(file) = std::fs::File::open(dir) else {
             panic!("fixture missing: {dir}");

@@ -434,7 +434,7 @@ pub fn decode_with(bytes: &[u8], args: bool, mut on_slice: impl FnMut(Slice)) ->
 
 /// The real fixtures shared with the other crates.
 pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/real-jax")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/real-jax")
 }
 
 /// The only `plugins/profile/<run>/` folder under a JAX log dir.

@@ -54,7 +54,7 @@ impl TestRank {
 /// A real JAX xplane: `jax_multi2/proc<n>`'s.
 pub fn fixture_xplane(proc: usize) -> Vec<u8> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/real-jax/jax_multi2")
+        .join("../tests/fixtures/real-jax/jax_multi2")
         .join(format!(
             "proc{proc}/plugins/profile/2026_11_22_21_47_17/vm.xplane.pb"
         ));
