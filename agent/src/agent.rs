@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rankline_proto::AgentIdentity;
@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::book::CaptureBook;
+use crate::claim::{self, FileClaim};
 use crate::clock::ClockSync;
 use crate::config::{kind_word, AgentConfig, ModeChoice};
 use crate::discovery::{resolve_identity, Discovered};
@@ -42,6 +43,10 @@ pub enum AgentError {
     },
     #[error("cannot tell this machine's host name ({0}); pass --host")]
     Host(String),
+    #[error("refusing to start: {0}")]
+    Claimed(String),
+    #[error("cannot tell which ranks to serve: {0}")]
+    Ranks(String),
 }
 
 /// What every part of a running agent shares.
@@ -62,6 +67,36 @@ pub(crate) struct Shared {
     pub upload_slot: Semaphore,
     /// Ends the link, after the captures' last updates are queued.
     pub stop_link: CancellationToken,
+    /// This rank's claim on its server files, or why it has none (a
+    /// capture then fails with that reason).
+    pub claim: Mutex<Result<FileClaim, String>>,
+}
+
+impl Shared {
+    /// Takes the claim of the current identity's files, keeping the one
+    /// held when it is the same; returns why it could not.
+    pub(crate) fn refresh_claim(&self) -> Result<(), String> {
+        let identity = self.identity.borrow().clone();
+        let wanted = claim::claim_path(&self.config.spool, &identity);
+        let mut held = self.claim.lock().unwrap_or_else(|e| e.into_inner());
+        if held.as_ref().is_ok_and(|claim| claim.path() == wanted) {
+            return Ok(());
+        }
+        // The old claim goes first: the new one may be the same file.
+        *held = Err(String::new());
+        *held = claim::claim(&self.config.spool, &identity);
+        held.as_ref().map(drop).map_err(Clone::clone)
+    }
+
+    /// Why this rank holds no claim on its files, if it holds none.
+    pub(crate) fn claim_problem(&self) -> Option<String> {
+        self.claim
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .err()
+            .cloned()
+    }
 }
 
 /// A rankline agent.
@@ -82,6 +117,10 @@ impl Agent {
         // of identity later means joining again, and a command sent to the
         // old stream in that moment would be lost.
         let _ = tokio::time::timeout(FIRST_DISCOVERY_WAIT, first_answered).await;
+        if let Err(reason) = shared.refresh_claim() {
+            discovery.abort();
+            return Err(AgentError::Claimed(reason));
+        }
         // Before the first hello, so it reports what a killed predecessor left.
         upload::resume(&shared);
         let link = tokio::spawn(link::run(Arc::clone(&shared), updates));
@@ -101,6 +140,9 @@ impl Agent {
         .await;
         shared.stop_link.cancel();
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, link).await;
+        // Tasks still holding `shared` must not keep the files claimed.
+        *shared.claim.lock().unwrap_or_else(|e| e.into_inner()) =
+            Err("the agent stopped".to_string());
         Ok(())
     }
 }
@@ -118,12 +160,14 @@ fn prepare(
         url: config.coordinator_url.clone(),
         reason,
     })?;
-    tonic::transport::Endpoint::from_shared(config.coordinator_url.clone()).map_err(|e| {
-        AgentError::CoordinatorUrl {
+    // Also refuses an http:// URL when TLS settings were given.
+    config
+        .coordinator_security
+        .endpoint(&config.coordinator_url)
+        .map_err(|e| AgentError::CoordinatorUrl {
             url: config.coordinator_url.clone(),
             reason: e.to_string(),
-        }
-    })?;
+        })?;
     check_url(&config.server_url).map_err(|reason| AgentError::ServerUrl {
         url: config.server_url.clone(),
         reason,
@@ -152,16 +196,7 @@ fn prepare(
         return Err(AgentError::Host("it is empty".to_string()));
     }
     let timing = &config.timing;
-    let server = ServerApi::new(
-        &config.server_url,
-        timing.connect_timeout,
-        timing.server_request_timeout,
-        timing.stop_request_timeout,
-    )
-    .map_err(|e| AgentError::ServerUrl {
-        url: config.server_url.clone(),
-        reason: e.to_string(),
-    })?;
+    let server = server_api(&config)?;
     let clock = ClockSync::new(timing.clock_burst_probes, timing.clock_probe_timeout);
     let identity = resolve_identity(&config, &host, None);
     let (book, updates) = CaptureBook::new();
@@ -175,9 +210,26 @@ fn prepare(
         uploads: TaskTracker::new(),
         upload_slot: Semaphore::new(1),
         stop_link: CancellationToken::new(),
+        claim: Mutex::new(Err("the files are not claimed yet".to_string())),
     };
     log_identity(&shared.identity.borrow(), "starting");
     Ok((Arc::new(shared), updates))
+}
+
+/// The client of the server the config names.
+pub(crate) fn server_api(config: &AgentConfig) -> Result<ServerApi, AgentError> {
+    let timing = &config.timing;
+    ServerApi::new(
+        &config.server_url,
+        timing.connect_timeout,
+        timing.server_request_timeout,
+        timing.stop_request_timeout,
+        config.server_api_key.clone(),
+    )
+    .map_err(|e| AgentError::ServerUrl {
+        url: config.server_url.clone(),
+        reason: e.to_string(),
+    })
 }
 
 fn check_url(url: &str) -> Result<(), String> {
@@ -219,14 +271,15 @@ async fn discover_until_found(shared: Arc<Shared>, first_answer: oneshot::Sender
     let mut attempts: u32 = 0;
     loop {
         let outcome = shared.server.discover().await;
+        if let Ok(discovered) = &outcome {
+            // Before the first hello waits no more: it should carry this.
+            apply_discovery(&shared, discovered);
+        }
         if let Some(first) = first_answer.take() {
             let _ = first.send(());
         }
         match outcome {
-            Ok(discovered) => {
-                apply_discovery(&shared, &discovered);
-                return;
-            }
+            Ok(_) => return,
             Err(error) => {
                 attempts += 1;
                 if attempts == 1 {
@@ -257,6 +310,9 @@ fn apply_discovery(shared: &Arc<Shared>, discovered: &Discovered) {
     });
     if changed {
         log_identity(&shared.identity.borrow(), "identity after discovery");
+        if let Err(reason) = shared.refresh_claim() {
+            tracing::error!("{reason}; captures on this rank fail until that is fixed");
+        }
         // The journals of a previous run live under the agent's id.
         upload::resume(shared);
     }

@@ -123,9 +123,15 @@ impl CaptureBook {
         }
     }
 
-    /// Whether `profile_id` is running or recently finished here.
+    /// Whether `profile_id` is running (claimed, even before its first
+    /// update) or recently finished here.
     pub fn knows(&self, profile_id: &str) -> bool {
-        self.lock().captures.contains_key(profile_id)
+        let inner = self.lock();
+        inner.captures.contains_key(profile_id)
+            || inner
+                .active
+                .as_ref()
+                .is_some_and(|(id, _)| id == profile_id)
     }
 
     /// Sends an update again without changing the record.

@@ -24,9 +24,9 @@ use crate::agent::Shared;
 use crate::book::Refusal;
 use crate::clock::BurstEstimate;
 use crate::config::kind_word;
-use crate::files::{FoundFile, RankFilesSpec, Scan, StabilityCheck};
+use crate::files::{ForeignFilesCheck, FoundFile, RankFilesSpec, Scan, StabilityCheck};
 use crate::server::{start_body, ProfileStatus, ServerError, StopOutcome};
-use crate::spool::{self, CaptureRecord, Journal, JournalFile, JOURNAL_FORMAT};
+use crate::spool::{self, CaptureInstants, CaptureRecord, Journal, JournalFile, JOURNAL_FORMAT};
 use crate::time_base::{self, TraceTimes};
 use crate::upload;
 
@@ -61,6 +61,15 @@ pub enum CaptureError {
         available: String,
         spool: PathBuf,
     },
+    #[error(
+        "the server wrote only files that are not this rank's into {dir}: found {found}; this rank expects {expected}; {advice}"
+    )]
+    ForeignFiles {
+        dir: PathBuf,
+        found: String,
+        expected: String,
+        advice: String,
+    },
     #[error(transparent)]
     Server(#[from] ServerError),
     #[error(
@@ -94,6 +103,14 @@ pub(crate) fn start(shared: &Arc<Shared>, command: StartCapture) {
         ));
         return;
     }
+    if let Some(reason) = shared.claim_problem() {
+        if !shared.book.knows(&profile_id) {
+            shared
+                .book
+                .publish(rank_update(&profile_id, RankState::Failed, reason));
+        }
+        return;
+    }
     let stop = match shared.book.claim(&profile_id) {
         Ok(stop) => stop,
         Err(Refusal::Busy(running)) => {
@@ -113,6 +130,37 @@ pub(crate) fn start(shared: &Arc<Shared>, command: StartCapture) {
     };
     let run = CaptureRun::new(Arc::clone(shared), command, stop);
     tokio::spawn(run.run());
+}
+
+/// A journal a restarted agent cannot go on from, and why.
+pub(crate) type Unresumable = (Box<Journal>, String);
+
+/// Goes on with a capture a killed predecessor left in `journal`, from the
+/// state it records; `Err` gives the journal back with the reason it
+/// cannot (the caller fails the rank with it).
+pub(crate) fn resume(shared: &Arc<Shared>, journal: Journal) -> Result<(), Unresumable> {
+    let profile_id = journal.record.profile_id.clone();
+    let stop = match shared.book.claim(&profile_id) {
+        Ok(stop) => stop,
+        Err(Refusal::Busy(running)) => {
+            return Err((
+                Box::new(journal),
+                format!("the agent was busy with {running} when it restarted"),
+            ))
+        }
+        Err(Refusal::Known(_)) => return Ok(()),
+    };
+    match CaptureRun::resume(Arc::clone(shared), journal, stop) {
+        Ok(run) => {
+            tracing::info!(%profile_id, state = run.state.word(), "resuming the capture from its journal");
+            tokio::spawn(run.run());
+            Ok(())
+        }
+        Err(refused) => {
+            shared.book.release(&profile_id);
+            Err(refused)
+        }
+    }
 }
 
 pub(crate) fn rank_update(profile_id: &str, state: RankState, detail: String) -> RankUpdate {
@@ -150,9 +198,6 @@ struct CaptureRun {
     state: RankState,
     /// What the capture waits for right now, for a timeout's message.
     waiting_for: String,
-    start_requested_ns: Option<i64>,
-    stop_requested_ns: Option<i64>,
-    stop_observed_ns: Option<i64>,
     /// A start reached (or may have reached) the server and no stop was sent:
     /// a failure must not leave the server profiling.
     server_may_profile: bool,
@@ -161,9 +206,14 @@ struct CaptureRun {
 
 impl CaptureRun {
     fn new(shared: Arc<Shared>, command: StartCapture, stop: watch::Receiver<bool>) -> CaptureRun {
+        let start_command = hex::encode(prost::Message::encode_to_vec(&command));
         let identity = shared.identity.borrow().clone();
         let coords = identity.rank_coords();
-        let output_dir = spool::output_dir(&shared.config.spool, &command.profile_id, &coords);
+        // vLLM writes into its own fixed dir, whatever the start says.
+        let output_dir = match (identity.server_kind(), &shared.config.profiler_dir) {
+            (ServerKind::Vllm, Some(dir)) => dir.clone(),
+            _ => spool::output_dir(&shared.config.spool, &command.profile_id, &coords),
+        };
         let key = RankKey::new(&command.profile_id, &coords);
         let journal = Journal::new(
             &shared.config.spool,
@@ -182,6 +232,8 @@ impl CaptureRun {
                 sidecar_size: None,
                 sidecar_sha256: None,
                 updated_unix_ns: 0,
+                start_command: Some(start_command),
+                instants: CaptureInstants::default(),
             },
         );
         CaptureRun {
@@ -197,12 +249,54 @@ impl CaptureRun {
             journal,
             state: RankState::Pending,
             waiting_for: "the start instant".to_string(),
-            start_requested_ns: None,
-            stop_requested_ns: None,
-            stop_observed_ns: None,
             server_may_profile: false,
             clock_before: None,
         }
+    }
+
+    /// Rebuilds a capture a killed predecessor left in `journal`, to go on
+    /// from the state it records. `Err` says why it cannot go on.
+    fn resume(
+        shared: Arc<Shared>,
+        journal: Journal,
+        stop: watch::Receiver<bool>,
+    ) -> Result<CaptureRun, Unresumable> {
+        let command = journal
+            .record
+            .start_command
+            .as_deref()
+            .and_then(|text| hex::decode(text).ok())
+            .and_then(|bytes| <StartCapture as prost::Message>::decode(bytes.as_slice()).ok());
+        let Some(command) = command else {
+            let reason =
+                "its journal, written by an older agent, does not hold the capture's settings";
+            return Err((Box::new(journal), reason.to_string()));
+        };
+        let Some(state) = RankState::from_word(&journal.record.state) else {
+            let reason = format!(
+                "its journal names an unknown state {:?}",
+                journal.record.state
+            );
+            return Err((Box::new(journal), reason));
+        };
+        let mut run = CaptureRun::new(shared, command, stop);
+        if run.output_dir != journal.record.output_dir {
+            let reason = format!(
+                "its journal's output folder {} is not where this agent's flags put it ({}): were --spool or the rank flags changed?",
+                journal.record.output_dir.display(),
+                run.output_dir.display()
+            );
+            return Err((Box::new(journal), reason));
+        }
+        let before_start = matches!(state, RankState::Pending | RankState::Armed);
+        if before_start && run.identity.trigger && nanos_until(run.local_start_ns()).is_zero() {
+            let reason = "the start instant passed while it was down, so the server was never started; capture again";
+            return Err((Box::new(journal), reason.to_string()));
+        }
+        run.journal = journal;
+        run.state = state;
+        run.server_may_profile = run.identity.trigger && state == RankState::Profiling;
+        Ok(run)
     }
 
     /// From the start instant to complete files in the spool: the capture's
@@ -230,8 +324,10 @@ impl CaptureRun {
 
     async fn run(mut self) {
         let budget = self.budget();
-        let lead = nanos_until(self.local_start_ns());
-        let deadline = Instant::now() + lead + budget;
+        let budget_ns = i64::try_from(budget.as_nanos()).unwrap_or(i64::MAX);
+        // From the start instant, so a resumed capture keeps its deadline.
+        let deadline =
+            Instant::now() + nanos_until(self.local_start_ns().saturating_add(budget_ns));
         let shutdown = self.shared.stop_captures.clone();
         let end = tokio::select! {
             result = tokio::time::timeout_at(deadline, self.pipeline()) => match result {
@@ -269,12 +365,44 @@ impl CaptureRun {
         self.fail(detail);
     }
 
+    /// The capture's steps from the state it is in: a new capture starts
+    /// at `pending`, a resumed one where its predecessor was killed.
     async fn pipeline(&mut self) -> Result<(), CaptureError> {
+        match (self.state, self.identity.trigger) {
+            (RankState::Pending | RankState::Armed, _) => self.arm_and_start().await?,
+            (RankState::Profiling, true) => {
+                self.enter(
+                    RankState::Profiling,
+                    "resumed after the agent restarted: the server is still profiling".to_string(),
+                );
+                self.wait_for_stop().await?;
+            }
+            // A stop that may not have reached the server is sent again
+            // (a 500 then means it had stopped).
+            (RankState::Stopping, true) => {
+                self.request_stop("resumed after the agent restarted")
+                    .await?
+            }
+            (state, _) => self.enter(
+                state,
+                format!(
+                    "resumed after the agent restarted: waiting for this rank's files in {}",
+                    self.output_dir.display()
+                ),
+            ),
+        }
+        let files = self.collect().await?;
+        let clock_after = self.shared.clock.burst(None).await;
+        self.prepare_upload(files, clock_after).await;
+        Ok(())
+    }
+
+    async fn arm_and_start(&mut self) -> Result<(), CaptureError> {
         self.arm().await?;
         if self.identity.trigger {
             self.profile().await?;
         } else {
-            self.start_requested_ns = Some(self.local_start_ns());
+            self.journal.record.instants.start_requested_unix_ns = Some(self.local_start_ns());
             let detail = format!(
                 "collect-only: waiting for host '{}' to write its files into {}",
                 self.identity.host,
@@ -282,9 +410,6 @@ impl CaptureRun {
             );
             self.enter(RankState::Profiling, detail);
         }
-        let files = self.collect().await?;
-        let clock_after = self.shared.clock.burst(None).await;
-        self.prepare_upload(files, clock_after).await;
         Ok(())
     }
 
@@ -352,7 +477,7 @@ impl CaptureRun {
         let body = start_body(&self.settings, &self.output_dir);
         let scheduled_ns = self.local_start_ns();
         let sent_ns = unix_now_ns();
-        self.start_requested_ns = Some(sent_ns);
+        self.journal.record.instants.start_requested_unix_ns = Some(sent_ns);
         match server.start_profile(&body).await {
             Ok(()) => self.server_may_profile = true,
             Err(error) if error.status() == Some(500) => {
@@ -379,11 +504,21 @@ impl CaptureRun {
     /// after `num_steps`, or a StopCapture, whichever comes first.
     async fn wait_for_stop(&mut self) -> Result<(), CaptureError> {
         let poll = self.shared.config.timing.poll_interval;
-        let window_end = self
-            .settings
-            .duration_ms
-            .filter(|ms| *ms > 0)
-            .map(|ms| Instant::now() + Duration::from_millis(ms));
+        // From when the start was sent, so a resumed capture keeps its window.
+        let started_ns = self
+            .journal
+            .record
+            .instants
+            .start_requested_unix_ns
+            .unwrap_or_else(unix_now_ns);
+        let window_end = self.settings.duration_ms.filter(|ms| *ms > 0).map(|ms| {
+            let end_ns = started_ns.saturating_add(
+                i64::try_from(ms)
+                    .unwrap_or(i64::MAX / 2)
+                    .saturating_mul(1_000_000),
+            );
+            Instant::now() + nanos_until(end_ns)
+        });
         let num_steps = self.settings.num_steps;
         self.waiting_for = match (window_end, num_steps) {
             (Some(_), _) => "the end of the profiling window".to_string(),
@@ -406,7 +541,7 @@ impl CaptureRun {
                 _ = tokio::time::sleep(poll), if num_steps.is_some() => {
                     if self.stopped_by_itself(&mut status_route, &mut status_failures).await? {
                         self.server_may_profile = false;
-                        self.stop_observed_ns = Some(unix_now_ns());
+                        self.journal.record.instants.stop_observed_unix_ns = Some(unix_now_ns());
                         let detail = format!(
                             "the server stopped by itself after num_steps={}",
                             num_steps.unwrap_or_default()
@@ -464,7 +599,7 @@ impl CaptureRun {
             "the answer to POST {}/stop_profile (the server writes its files before answering)",
             server.base_url()
         );
-        self.stop_requested_ns = Some(unix_now_ns());
+        self.journal.record.instants.stop_requested_unix_ns = Some(unix_now_ns());
         self.server_may_profile = false;
         if server.stop_profile().await? == StopOutcome::WasNotProfiling {
             // The bare 500 a stop gets after num_steps stopped the profile: expected.
@@ -473,7 +608,7 @@ impl CaptureRun {
                 "the server was no longer profiling when asked to stop (500): it had stopped by itself"
             );
         }
-        self.stop_observed_ns = Some(unix_now_ns());
+        self.journal.record.instants.stop_observed_unix_ns = Some(unix_now_ns());
         Ok(())
     }
 
@@ -482,6 +617,7 @@ impl CaptureRun {
             kind: self.identity.server_kind(),
             host: self.identity.host.clone(),
             coords: self.coords.clone(),
+            since_unix_ms: self.local_start_ns() / 1_000_000,
         }
     }
 
@@ -507,10 +643,19 @@ impl CaptureRun {
         let poll = self.shared.config.timing.poll_interval;
         let mut stability = StabilityCheck::default();
         let mut full = FullSpoolCheck::default();
+        let mut foreign = ForeignFilesCheck::default();
+        let grace = self.shared.config.timing.foreign_files_grace;
         loop {
             let scan = self.scan_files()?;
+            // A trigger's server has written its files once it is collecting;
+            // a collector sees them come at any time.
+            if self.state == RankState::Collecting || !self.identity.trigger {
+                if let Some(names) = foreign.observe(&self.output_dir, &scan, grace) {
+                    return Err(self.foreign_files(names));
+                }
+            }
             if self.state == RankState::Profiling && !scan.files.is_empty() {
-                self.stop_observed_ns = Some(unix_now_ns());
+                self.journal.record.instants.stop_observed_unix_ns = Some(unix_now_ns());
                 let detail = format!("files appear in {}", self.output_dir.display());
                 self.enter(RankState::Collecting, detail);
             }
@@ -530,6 +675,54 @@ impl CaptureRun {
                 }
             }
             tokio::time::sleep(poll).await;
+        }
+    }
+
+    /// Only other hosts' or ranks' files came: say which, what was
+    /// expected, and the flag that makes them match.
+    fn foreign_files(&self, names: Vec<String>) -> CaptureError {
+        let (expected, advice) = match self.identity.server_kind() {
+            ServerKind::Sglang => (
+                format!("*-{}.trace.json.gz", self.coords.rank_label()),
+                "set --tp-rank / --ep-rank / --dp-rank / --pp-rank (or --ranks) to the ranks this host's server writes, or let the agent read them from /get_server_info by leaving them out".to_string(),
+            ),
+            ServerKind::Vllm => (
+                format!(
+                    "dp{}_pp{}_tp{}_dcp0_ep{}_rank<n>.<ms>.pt.trace.json.gz",
+                    self.coords.dp_rank.unwrap_or(0),
+                    self.coords.pp_rank.unwrap_or(0),
+                    self.coords.tp_rank,
+                    self.coords.ep_rank
+                ),
+                "set --tp-rank / --ep-rank / --dp-rank / --pp-rank to this worker's ranks".to_string(),
+            ),
+            ServerKind::SglangJax | ServerKind::Unspecified => {
+                let mut hosts: Vec<String> = names
+                    .iter()
+                    .filter_map(|name| {
+                        let file = name.rsplit('/').next()?;
+                        file.strip_suffix(".xplane.pb")
+                            .or_else(|| file.strip_suffix(".trace.json.gz"))
+                            .map(str::to_string)
+                    })
+                    .collect();
+                hosts.dedup();
+                let host = &self.identity.host;
+                (
+                    format!("{host}.trace.json.gz and {host}.xplane.pb (named after host '{host}')"),
+                    format!(
+                        "the server names its files after the host name it sees; if that is {}, run this agent with --host {} (or RANKLINE_HOST)",
+                        hosts.iter().map(|h| format!("'{h}'")).collect::<Vec<_>>().join(" or "),
+                        hosts.first().map_or("<name>", String::as_str)
+                    ),
+                )
+            }
+        };
+        CaptureError::ForeignFiles {
+            dir: self.output_dir.clone(),
+            found: names.join(", "),
+            expected,
+            advice,
         }
     }
 
@@ -578,6 +771,10 @@ impl CaptureRun {
             ServerKind::Sglang => format!(
                 "a complete *-{}.trace.json.gz (no .tmp) in {dir}",
                 self.coords.rank_label()
+            ),
+            ServerKind::Vllm => format!(
+                "a *_tp{}_*.pt.trace.json.gz exported after the start in {dir} (vLLM's profiler dir; --profiler-dir must be the server's VLLM_TORCH_PROFILER_DIR)",
+                self.coords.tp_rank
             ),
             ServerKind::SglangJax | ServerKind::Unspecified => format!(
                 "both {host}.trace.json.gz and {host}.xplane.pb under {dir}/plugins/profile/",
@@ -650,9 +847,14 @@ impl CaptureRun {
                 node_rank: identity.node_rank,
                 labels: identity.labels.clone().into_iter().collect(),
             },
-            start_requested_unix_ns: self.start_requested_ns.unwrap_or_default(),
-            stop_requested_unix_ns: self.stop_requested_ns,
-            stop_observed_unix_ns: self.stop_observed_ns,
+            start_requested_unix_ns: self
+                .journal
+                .record
+                .instants
+                .start_requested_unix_ns
+                .unwrap_or_default(),
+            stop_requested_unix_ns: self.journal.record.instants.stop_requested_unix_ns,
+            stop_observed_unix_ns: self.journal.record.instants.stop_observed_unix_ns,
             time_base: times.time_base,
             profile_stop_unix_ns: times.profile_stop_unix_ns,
             clock: self

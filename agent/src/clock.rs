@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use rankline_layout::{ClockFit, ClockSampleRecord};
 use rankline_proto::agent_link_client::AgentLinkClient;
+use rankline_proto::security::SecureChannel;
 use rankline_proto::{unix_now_ns, ClockEstimate, ClockProbeRequest};
 use tokio::time::Instant;
-use tonic::transport::Channel;
 
 /// Drift is only trusted when the two bursts' bounds make it this certain.
 const MAX_DRIFT_UNCERTAINTY_PPM: f64 = 20.0;
@@ -212,7 +212,7 @@ impl ClockTracker {
 #[derive(Debug)]
 pub struct ClockSync {
     tracker: Mutex<ClockTracker>,
-    client: Mutex<Option<AgentLinkClient<Channel>>>,
+    client: Mutex<Option<AgentLinkClient<SecureChannel>>>,
     /// Bursts never overlap: concurrent probes would inflate each other's round trips.
     burst_lock: tokio::sync::Mutex<()>,
     probes: usize,
@@ -231,7 +231,7 @@ impl ClockSync {
     }
 
     /// Called by the link when a session starts (`Some`) or ends (`None`).
-    pub fn set_client(&self, client: Option<AgentLinkClient<Channel>>) {
+    pub fn set_client(&self, client: Option<AgentLinkClient<SecureChannel>>) {
         *self.client.lock().unwrap_or_else(|e| e.into_inner()) = client;
     }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use rankline_proto::security::{ClientSecurity, Secret};
 use rankline_proto::{Role, ServerKind};
 
 use crate::spool::Retention;
@@ -36,6 +37,8 @@ pub enum KindChoice {
     Auto,
     SglangJax,
     Sglang,
+    /// vLLM: needs the server's profiler dir (`profiler_dir`).
+    Vllm,
 }
 
 impl KindChoice {
@@ -45,6 +48,7 @@ impl KindChoice {
             KindChoice::Auto => None,
             KindChoice::SglangJax => Some(ServerKind::SglangJax),
             KindChoice::Sglang => Some(ServerKind::Sglang),
+            KindChoice::Vllm => Some(ServerKind::Vllm),
         }
     }
 }
@@ -53,6 +57,7 @@ impl KindChoice {
 pub fn kind_word(kind: ServerKind) -> &'static str {
     match kind {
         ServerKind::Sglang => "sglang",
+        ServerKind::Vllm => "vllm",
         ServerKind::Unspecified | ServerKind::SglangJax => "sglang-jax",
     }
 }
@@ -80,11 +85,19 @@ pub struct AgentConfig {
     pub kind: KindChoice,
     /// Captures are written below `<spool>/captures/<profile_id>/`.
     pub spool: PathBuf,
+    /// vLLM: the dir its profiler writes into (the server's
+    /// `VLLM_TORCH_PROFILER_DIR`); requests cannot choose one.
+    pub profiler_dir: Option<PathBuf>,
     /// `None`: `<host>/<role>-<worker>/<rank label>`.
     pub agent_id: Option<String>,
     /// How many finished captures keep their files in the spool.
     pub retention: Retention,
     pub timing: Timing,
+    /// The token and TLS settings for the coordinator link.
+    pub coordinator_security: ClientSecurity,
+    /// Sent as `Authorization: Bearer` on every call to the server (SGLang's
+    /// `--api-key` / `--admin-api-key`).
+    pub server_api_key: Option<Secret>,
 }
 
 impl Default for AgentConfig {
@@ -103,9 +116,12 @@ impl Default for AgentConfig {
             mode: ModeChoice::Auto,
             kind: KindChoice::Auto,
             spool: PathBuf::from(DEFAULT_SPOOL),
+            profiler_dir: None,
             agent_id: None,
             retention: Retention::default(),
             timing: Timing::default(),
+            coordinator_security: ClientSecurity::default(),
+            server_api_key: None,
         }
     }
 }
@@ -129,6 +145,10 @@ pub struct Timing {
     /// (the same budget the coordinator gives the upload too; the agent's
     /// upload goes on past it until storage holds the files).
     pub files_and_upload_budget: Duration,
+    /// How long files that are not this rank's may sit complete and
+    /// unchanged, with none of this rank's, before the rank fails for a
+    /// host name or rank flags that do not match what the server writes.
+    pub foreign_files_grace: Duration,
     /// Longest wait between two discovery attempts while the server is down.
     pub discovery_retry_max: Duration,
     /// Reconnect backoff: first delay and cap (jitter is added).
@@ -157,6 +177,7 @@ impl Default for Timing {
             poll_interval: Duration::from_millis(200),
             default_profiling_budget: Duration::from_secs(60),
             files_and_upload_budget: Duration::from_secs(120),
+            foreign_files_grace: Duration::from_secs(10),
             discovery_retry_max: Duration::from_secs(5),
             reconnect_initial: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),

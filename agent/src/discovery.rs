@@ -42,6 +42,8 @@ pub struct ServerFacts {
     pub role: Option<Role>,
     pub node_rank: Option<u32>,
     pub nnodes: Option<u32>,
+    pub tp_size: Option<u32>,
+    pub ep_size: Option<u32>,
     /// The kind and the hint it was read from.
     pub kind: Option<(ServerKind, String)>,
 }
@@ -65,6 +67,8 @@ impl ServerFacts {
             role,
             node_rank: number("node_rank"),
             nnodes: number("nnodes"),
+            tp_size: number("tp_size"),
+            ep_size: number("ep_size"),
             kind: kind_hint(info),
         }
     }
@@ -106,6 +110,9 @@ impl fmt::Display for Discovered {
                 }
                 if let Some(n) = facts.nnodes {
                     parts.push(format!("nnodes={n}"));
+                }
+                if let Some(n) = facts.tp_size {
+                    parts.push(format!("tp_size={n}"));
                 }
                 match &facts.kind {
                     Some((kind, hint)) => parts.push(format!("kind={} ({hint})", kind_word(*kind))),
@@ -152,7 +159,10 @@ pub fn resolve_identity(
         // fails with "server down", which is what the user needs to hear.
         ModeChoice::Auto => match discovered {
             None => true,
-            Some(Discovered::SecondaryNode) => false,
+            // vLLM has no /get_server_info: its 404 says nothing about nodes.
+            Some(Discovered::SecondaryNode) => {
+                server_kind == ServerKind::Vllm && first_rank_of_server(server_kind, &coords)
+            }
             Some(Discovered::ApiNode(facts)) => {
                 facts.node_rank.unwrap_or(0) == 0 && first_rank_of_server(server_kind, &coords)
             }
@@ -184,11 +194,30 @@ pub fn resolve_identity(
     }
 }
 
+impl ServerFacts {
+    /// The (TP, EP) ranks whose files this host's server writes: every TP
+    /// rank of this node for SGLang (one file each), the host itself for
+    /// sglang-jax (one pair of files for all its chips, the rank being the
+    /// node's).
+    pub fn ranks_on_host(&self, kind: ServerKind) -> Vec<(u32, u32)> {
+        let node = self.node_rank.unwrap_or(0);
+        if kind != ServerKind::Sglang {
+            return vec![(node, 0)];
+        }
+        let tp_size = self.tp_size.unwrap_or(1).max(1);
+        let per_node = (tp_size / self.nnodes.unwrap_or(1).max(1)).max(1);
+        let ep_size = self.ep_size.unwrap_or(1);
+        (node * per_node..(node + 1) * per_node)
+            .map(|tp| (tp, rankline_layout::sglang_ep_rank(tp, tp_size, ep_size)))
+            .collect()
+    }
+}
+
 /// An SGLang server has one agent per rank process but one HTTP API: only
 /// the agent of its first rank (TP 0 of pipeline stage 0) triggers it. A JAX
 /// host has one agent, which triggers when the host serves the API.
 fn first_rank_of_server(kind: ServerKind, coords: &RankCoords) -> bool {
-    kind != ServerKind::Sglang || (coords.tp_rank == 0 && coords.pp_rank.unwrap_or(0) == 0)
+    kind == ServerKind::SglangJax || (coords.tp_rank == 0 && coords.pp_rank.unwrap_or(0) == 0)
 }
 
 #[cfg(test)]
@@ -218,6 +247,20 @@ mod tests {
         let facts = ServerFacts::from_server_info(&string_null);
         assert_eq!(facts.role, Some(Role::Unified));
         assert_eq!(facts.kind, None);
+    }
+
+    #[test]
+    fn an_sglang_host_has_its_nodes_tp_ranks_and_a_jax_host_one() {
+        let facts = ServerFacts::from_server_info(&json!({
+            "tp_size": 8, "ep_size": 2, "nnodes": 2, "node_rank": 1, "device": "cuda"
+        }));
+        assert_eq!(
+            facts.ranks_on_host(ServerKind::Sglang),
+            [(4, 1), (5, 1), (6, 1), (7, 1)]
+        );
+        assert_eq!(facts.ranks_on_host(ServerKind::SglangJax), [(1, 0)]);
+        let single = ServerFacts::from_server_info(&json!({"tp_size": 2}));
+        assert_eq!(single.ranks_on_host(ServerKind::Sglang), [(0, 0), (1, 0)]);
     }
 
     #[test]

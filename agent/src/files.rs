@@ -39,6 +39,8 @@ pub struct Scan {
     pub files: Vec<FoundFile>,
     /// Every expected file is there and none is still being written.
     pub all_present: bool,
+    /// A file of this rank is still being written (an SGLang `.tmp`).
+    pub ours_pending: bool,
     /// Names of other trace-like files seen, to tell a user whose `--host`
     /// or ranks do not match what the server wrote.
     pub others: Vec<String>,
@@ -51,6 +53,9 @@ pub struct RankFilesSpec {
     pub kind: ServerKind,
     pub host: String,
     pub coords: RankCoords,
+    /// vLLM: only files exported at or after this instant (epoch ms, this
+    /// host's clock) belong to the capture.
+    pub since_unix_ms: i64,
 }
 
 impl RankFilesSpec {
@@ -59,6 +64,7 @@ impl RankFilesSpec {
     pub fn scan(&self, output_dir: &Path) -> io::Result<Scan> {
         match self.kind {
             ServerKind::Sglang => self.scan_kineto(output_dir),
+            ServerKind::Vllm => crate::vllm::scan(output_dir, &self.coords, self.since_unix_ms),
             ServerKind::SglangJax | ServerKind::Unspecified => self.scan_jax(output_dir),
         }
     }
@@ -97,17 +103,19 @@ impl RankFilesSpec {
             if !files.is_empty() {
                 files.sort_by_key(|f| f.kind == FileKind::Xplane);
                 let all_present = files.len() == 2;
+                others.sort();
                 return Ok(Scan {
                     files,
                     all_present,
+                    ours_pending: false,
                     others,
                 });
             }
         }
+        others.sort();
         Ok(Scan {
-            files: Vec::new(),
-            all_present: false,
             others,
+            ..Scan::default()
         })
     }
 
@@ -150,6 +158,7 @@ impl RankFilesSpec {
         others.sort();
         Ok(Scan {
             all_present: !files.is_empty() && !pending,
+            ours_pending: pending,
             files,
             others,
         })
@@ -158,7 +167,7 @@ impl RankFilesSpec {
 
 /// Names of a folder's entries that are folders (`want_folders`) or
 /// regular files, with file sizes; an absent folder is empty.
-fn list_dir(dir: &Path, want_folders: bool) -> io::Result<Vec<(String, u64)>> {
+pub(crate) fn list_dir(dir: &Path, want_folders: bool) -> io::Result<Vec<(String, u64)>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -200,6 +209,51 @@ impl StabilityCheck {
     }
 }
 
+/// Notices files that are not this rank's sitting complete and unchanged
+/// while none of the rank's own is there: the server writes under another
+/// host name or other ranks than the agent expects.
+#[derive(Debug, Default)]
+pub struct ForeignFilesCheck {
+    seen: Option<(Vec<(String, u64)>, std::time::Instant)>,
+}
+
+impl ForeignFilesCheck {
+    /// Feeds one scan of `output_dir`; returns the foreign files' names once
+    /// they stayed the same (names and sizes, none a `.tmp`) for `grace`
+    /// with nothing of this rank's beside them.
+    pub fn observe(
+        &mut self,
+        output_dir: &Path,
+        scan: &Scan,
+        grace: std::time::Duration,
+    ) -> Option<Vec<String>> {
+        let foreign: Vec<(String, u64)> = scan
+            .others
+            .iter()
+            .map(|name| {
+                let size = std::fs::metadata(output_dir.join(name)).map_or(0, |m| m.len());
+                (name.clone(), size)
+            })
+            .collect();
+        let quiet = scan.files.is_empty()
+            && !scan.ours_pending
+            && !foreign.is_empty()
+            && !foreign.iter().any(|(name, _)| name.ends_with(".tmp"));
+        if !quiet {
+            self.seen = None;
+            return None;
+        }
+        match &self.seen {
+            Some((before, since)) if *before == foreign => (since.elapsed() >= grace)
+                .then(|| foreign.into_iter().map(|(name, _)| name).collect()),
+            _ => {
+                self.seen = Some((foreign, std::time::Instant::now()));
+                None
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +268,7 @@ mod tests {
             kind: ServerKind::SglangJax,
             host: host.into(),
             coords: RankCoords::unified(0, 0),
+            since_unix_ms: 0,
         }
     }
 
@@ -272,6 +327,7 @@ mod tests {
                 ep_rank: 1,
                 ..RankCoords::unified(1, 0)
             },
+            since_unix_ms: 0,
         };
         write(&dir.path().join("1763850000.5-TP-0-EP-0.trace.json.gz"), 5);
         write(
@@ -304,6 +360,7 @@ mod tests {
             kind: ServerKind::Sglang,
             host: "h".into(),
             coords: RankCoords::unified(0, 0),
+            since_unix_ms: 0,
         };
         write(
             &dir.path()
@@ -334,6 +391,41 @@ mod tests {
     }
 
     #[test]
+    fn foreign_files_count_only_when_complete_and_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let session = dir.path().join("plugins/profile/2026_11_22_21_52_13");
+        write(&session.join("other.trace.json.gz"), 10);
+        write(&session.join("other.xplane.pb"), 10);
+        let spec = jax_spec("vm");
+        let mut check = ForeignFilesCheck::default();
+        let none = std::time::Duration::ZERO;
+        let scan = spec.scan(dir.path()).unwrap();
+        assert_eq!(check.observe(dir.path(), &scan, none), None, "first sight");
+        assert_eq!(
+            check.observe(dir.path(), &scan, none),
+            Some(vec![
+                "plugins/profile/2026_11_22_21_52_13/other.trace.json.gz".to_string(),
+                "plugins/profile/2026_11_22_21_52_13/other.xplane.pb".to_string()
+            ])
+        );
+        write(&session.join("other.xplane.pb"), 20);
+        let scan = spec.scan(dir.path()).unwrap();
+        assert_eq!(
+            check.observe(dir.path(), &scan, none),
+            None,
+            "still growing"
+        );
+        write(&session.join("vm.trace.json.gz"), 5);
+        let scan = spec.scan(dir.path()).unwrap();
+        assert_eq!(check.observe(dir.path(), &scan, none), None);
+        assert_eq!(
+            check.observe(dir.path(), &scan, none),
+            None,
+            "one of its own is there"
+        );
+    }
+
+    #[test]
     fn stable_means_the_same_sizes_twice() {
         let file = |size| FoundFile {
             kind: FileKind::Trace,
@@ -344,7 +436,7 @@ mod tests {
         let scan = |size| Scan {
             files: vec![file(size)],
             all_present: true,
-            others: vec![],
+            ..Scan::default()
         };
         let mut check = StabilityCheck::default();
         assert_eq!(check.observe(scan(10)), None);

@@ -25,15 +25,18 @@
 mod agent;
 mod book;
 mod capture;
+pub mod claim;
 pub mod clock;
 mod config;
 pub mod discovery;
 pub mod files;
+mod host;
 mod link;
 pub mod server;
 pub mod spool;
 pub mod time_base;
 mod upload;
+mod vllm;
 
 pub use agent::{Agent, AgentError};
 pub use capture::CaptureError;
@@ -41,4 +44,5 @@ pub use config::{
     kind_word, AgentConfig, KindChoice, ModeChoice, Timing, DEFAULT_COORDINATOR_URL,
     DEFAULT_SERVER_URL, DEFAULT_SPOOL,
 };
+pub use host::{run_ranks, RankChoice};
 pub use spool::Retention;

@@ -14,11 +14,11 @@ use rankline_proto::{
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::agent::Shared;
 use crate::capture;
 use rankline_proto::error_chain;
+use rankline_proto::security::{refusal_advice, SecureChannel};
 use rankline_storage::Backoff;
 
 /// Heartbeat interval when the Welcome names none.
@@ -59,8 +59,15 @@ pub(crate) async fn run(shared: Arc<Shared>, mut updates: mpsc::UnboundedReceive
                 }
                 failures += 1;
                 let delay = backoff.next_delay();
-                // Say it loudly once, then quietly while the outage lasts.
-                if failures == 1 || failures % 20 == 0 {
+                // Say it loudly once, then quietly while the outage lasts;
+                // a refusal (credentials, a taken rank) needs a person.
+                if reason.starts_with("Join refused") && (failures == 1 || failures % 20 == 0) {
+                    tracing::error!(
+                        coordinator = %shared.config.coordinator_url,
+                        attempt = failures,
+                        "the coordinator refused this agent: {reason}; retrying in {delay:?}"
+                    );
+                } else if failures == 1 || failures % 20 == 0 {
                     tracing::warn!(
                         coordinator = %shared.config.coordinator_url,
                         attempt = failures,
@@ -78,19 +85,31 @@ pub(crate) async fn run(shared: Arc<Shared>, mut updates: mpsc::UnboundedReceive
     }
 }
 
-async fn connect(shared: &Shared) -> Result<Channel, String> {
+async fn connect(shared: &Shared) -> Result<SecureChannel, String> {
     let timing = &shared.config.timing;
-    let endpoint = Endpoint::from_shared(shared.config.coordinator_url.clone())
+    let security = &shared.config.coordinator_security;
+    let endpoint = security
+        .endpoint(&shared.config.coordinator_url)
         .map_err(|e| format!("bad coordinator URL: {e}"))?
         .connect_timeout(timing.connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true);
-    tokio::time::timeout(timing.connect_timeout, endpoint.connect())
+    let channel = tokio::time::timeout(timing.connect_timeout, endpoint.connect())
         .await
         .map_err(|_| format!("no connection within {:?}", timing.connect_timeout))?
-        .map_err(|e| error_chain(&e))
+        .map_err(|e| error_chain(&e))?;
+    Ok(security.wrap(channel))
+}
+
+/// Why the coordinator refused the join, with what to do when it is about
+/// credentials.
+fn refused(what: &str, status: &tonic::Status) -> String {
+    match refusal_advice(status) {
+        Some(advice) => format!("{what}: {advice}"),
+        None => format!("{what}: {}", status.message()),
+    }
 }
 
 async fn session(
@@ -125,7 +144,7 @@ async fn session(
         let mut inbound = client
             .join(ReceiverStream::new(outgoing))
             .await
-            .map_err(|status| format!("Join refused: {}", status.message()))?
+            .map_err(|status| refused("Join refused", &status))?
             .into_inner();
         match inbound.message().await {
             Ok(Some(first)) => match first.kind {
@@ -133,7 +152,7 @@ async fn session(
                 _ => Err("the coordinator's first message was not a Welcome".to_string()),
             },
             Ok(None) => Err("the coordinator closed the stream before its Welcome".to_string()),
-            Err(status) => Err(format!("Join failed: {}", status.message())),
+            Err(status) => Err(refused("Join refused", &status)),
         }
     });
     let (mut inbound, welcome) = tokio::select! {
@@ -188,7 +207,7 @@ async fn session(
                 },
                 Err(status) => break SessionEnd::Broken {
                     welcomed: true,
-                    reason: format!("stream broke: {}", status.message()),
+                    reason: refused("stream broke", &status),
                 },
             },
             Some(update) = updates.recv() => {

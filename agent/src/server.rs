@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use rankline_proto::security::Secret;
 use rankline_proto::CaptureSettings;
 use serde_json::{Map, Value};
 use thiserror::Error;
@@ -29,6 +30,18 @@ pub enum ServerError {
         call: &'static str,
         after: Duration,
     },
+    #[error(
+        "the server at {url} refused {call} with HTTP {status}: it requires an API key{}. Give \
+         the agent the server's key (SGLang's --api-key or --admin-api-key) with \
+         --server-api-key-file PATH or the RANKLINE_SERVER_API_KEY variable",
+        if *.sent_key { " and refused the one this agent sent" } else { " and this agent sent none" }
+    )]
+    Unauthorized {
+        url: String,
+        call: &'static str,
+        status: u16,
+        sent_key: bool,
+    },
     #[error("the server at {url} answered {call} with HTTP {status}: {body}")]
     Status {
         url: String,
@@ -42,7 +55,9 @@ impl ServerError {
     /// The HTTP status of an answer that came back with an error code.
     pub fn status(&self) -> Option<u16> {
         match self {
-            ServerError::Status { status, .. } => Some(*status),
+            ServerError::Status { status, .. } | ServerError::Unauthorized { status, .. } => {
+                Some(*status)
+            }
             _ => None,
         }
     }
@@ -73,6 +88,8 @@ pub struct ServerApi {
     http: reqwest::Client,
     request_timeout: Duration,
     stop_timeout: Duration,
+    /// Sent as `Authorization: Bearer` with every call.
+    api_key: Option<Secret>,
 }
 
 impl ServerApi {
@@ -81,6 +98,7 @@ impl ServerApi {
         connect_timeout: Duration,
         request_timeout: Duration,
         stop_timeout: Duration,
+        api_key: Option<Secret>,
     ) -> Result<ServerApi, reqwest::Error> {
         let http = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
@@ -95,6 +113,7 @@ impl ServerApi {
             http,
             request_timeout,
             stop_timeout,
+            api_key,
         })
     }
 
@@ -213,6 +232,10 @@ impl ServerApi {
         if let Some(body) = body {
             request = request.json(&body);
         }
+        if let Some(key) = &self.api_key {
+            // reqwest marks the header sensitive: it stays out of its logs.
+            request = request.bearer_auth(key.expose());
+        }
         let failed = |error: reqwest::Error| {
             if error.is_timeout() {
                 ServerError::Timeout {
@@ -233,6 +256,15 @@ impl ServerApi {
         let text = response.text().await.map_err(failed)?;
         if status.is_success() {
             Ok(text)
+        } else if status == reqwest::StatusCode::UNAUTHORIZED
+            || status == reqwest::StatusCode::FORBIDDEN
+        {
+            Err(ServerError::Unauthorized {
+                url: self.base.clone(),
+                call,
+                status: status.as_u16(),
+                sent_key: self.api_key.is_some(),
+            })
         } else {
             Err(ServerError::Status {
                 url: self.base.clone(),

@@ -83,6 +83,21 @@ pub struct CaptureRecord {
     #[serde(default)]
     pub sidecar_sha256: Option<String>,
     pub updated_unix_ns: i64,
+    /// The `StartCapture` as received (prost bytes, hex) and the instants
+    /// the capture reached so far: what a restarted agent needs to go on
+    /// from any state. Absent in journals of older agents.
+    #[serde(default)]
+    pub start_command: Option<String>,
+    #[serde(default)]
+    pub instants: CaptureInstants,
+}
+
+/// When the capture's steps happened, on this host's clock (epoch ns).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureInstants {
+    pub start_requested_unix_ns: Option<i64>,
+    pub stop_requested_unix_ns: Option<i64>,
+    pub stop_observed_unix_ns: Option<i64>,
 }
 
 impl CaptureRecord {
@@ -331,6 +346,8 @@ mod tests {
             sidecar_size: None,
             sidecar_sha256: None,
             updated_unix_ns: 0,
+            start_command: None,
+            instants: CaptureInstants::default(),
         }
     }
 

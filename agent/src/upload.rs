@@ -18,13 +18,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rankline_layout::{FileRecord, Sidecar};
-use rankline_proto::{unix_now_ns, RankState, RankUpdate, StoredObject};
+use rankline_proto::{unix_now_ns, AgentIdentity, RankState, RankUpdate, StoredObject};
 use rankline_storage::{Storage, StorageError, StoredFile};
 use tokio::time::Instant;
 
 use crate::agent::Shared;
 use crate::book::FINISHED_RETENTION;
-use crate::capture::{rank_update, CaptureError};
+use crate::capture::{self, rank_update, CaptureError};
 use crate::spool::{self, human_bytes, Journal, JournalFile, JournalScan};
 use rankline_storage::Backoff;
 
@@ -68,8 +68,8 @@ pub(crate) fn start(shared: Arc<Shared>, journal: Journal, resumed: bool) {
 }
 
 /// Takes over what a previous run of this agent left in its journals:
-/// uploads are resumed, a capture cut off before its upload is failed with
-/// the reason, and captures that ended in the last minutes are reported
+/// uploads are resumed, a capture cut off before its upload goes on from
+/// the state it was in (or fails with the reason it cannot), and captures that ended in the last minutes are reported
 /// again (their final update may never have reached the coordinator).
 /// Captures this run already knows are left alone, so calling it again
 /// (after discovery changed the agent's id) is harmless.
@@ -89,7 +89,7 @@ pub(crate) fn resume(shared: &Arc<Shared>) {
     for (path, error) in unreadable {
         tracing::warn!(path = %path.display(), %error, "cannot read a capture journal; it and the files it names are left alone");
     }
-    for mut journal in journals {
+    for journal in journals {
         let record = &journal.record;
         if shared.book.knows(&record.profile_id) {
             continue;
@@ -97,30 +97,43 @@ pub(crate) fn resume(shared: &Arc<Shared>) {
         match record.state.as_str() {
             "ok" | "failed" => report_again(shared, &journal),
             "uploading" if record.sidecar.is_some() => start(Arc::clone(shared), journal, true),
-            state => {
-                let mut detail = format!(
-                    "the agent restarted (it was killed or crashed) while this capture was {state}; files written so far stay in {}",
-                    record.output_dir.display()
-                );
-                if identity.trigger && matches!(state, "profiling" | "stopping") {
-                    let server = shared.server.clone();
-                    tokio::spawn(async move { server.stop_profile().await });
-                    detail.push_str(
-                        "; rankline sent /stop_profile so the server is not left profiling",
-                    );
+            _ => {
+                if let Err((journal, reason)) = capture::resume(shared, journal) {
+                    fail_unresumable(shared, &identity, journal, &reason);
                 }
-                tracing::warn!(profile_id = %record.profile_id, "capture failed: {detail}");
-                let update = rank_update(&record.profile_id, RankState::Failed, detail.clone());
-                journal.record.state = RankState::Failed.word().to_string();
-                journal.record.detail = detail;
-                if let Err(error) = journal.save() {
-                    tracing::warn!(path = %journal.path().display(), %error, "cannot write the capture journal");
-                }
-                shared.book.publish(update);
             }
         }
     }
     prune(shared, &identity.agent_id);
+}
+
+/// A capture cut off by a restart that cannot go on: failed with the
+/// reason, and the server not left profiling.
+fn fail_unresumable(
+    shared: &Shared,
+    identity: &AgentIdentity,
+    mut journal: Box<Journal>,
+    reason: &str,
+) {
+    let record = &journal.record;
+    let state = record.state.clone();
+    let mut detail = format!(
+        "the agent restarted (it was killed or crashed) while this capture was {state} and cannot go on: {reason}; files written so far stay in {}",
+        record.output_dir.display()
+    );
+    if identity.trigger && matches!(state.as_str(), "armed" | "profiling" | "stopping") {
+        let server = shared.server.clone();
+        tokio::spawn(async move { server.stop_profile().await });
+        detail.push_str("; rankline sent /stop_profile so the server is not left profiling");
+    }
+    tracing::warn!(profile_id = %record.profile_id, "capture failed: {detail}");
+    let update = rank_update(&record.profile_id, RankState::Failed, detail.clone());
+    journal.record.state = RankState::Failed.word().to_string();
+    journal.record.detail = detail;
+    if let Err(error) = journal.save() {
+        tracing::warn!(path = %journal.path().display(), %error, "cannot write the capture journal");
+    }
+    shared.book.publish(update);
 }
 
 /// Reports a capture that ended shortly before the restart once more.

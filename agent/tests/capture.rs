@@ -420,3 +420,65 @@ async fn a_shutdown_mid_capture_reports_it_and_leaves_the_server_idle() {
     .await
     .expect("the agent stops the profile it started");
 }
+
+#[tokio::test]
+async fn files_under_another_host_name_fail_the_rank_once_complete_not_at_the_timeout() {
+    let spool = tempfile::tempdir().unwrap();
+    let storage = tempfile::tempdir().unwrap();
+    // The server's machine calls itself "realname"; the agent was told "testhost".
+    let server = FakeServer::start("realname").await;
+    let mut coordinator = FakeCoordinator::start().await;
+    let _agent = RunningAgent::spawn(agent_config(&coordinator.url(), &server.url, spool.path()));
+    coordinator.wait_hello().await;
+
+    // A deadline far beyond the test's wait: only an early report passes.
+    let settings = CaptureSettings {
+        timeout_ms: 600_000,
+        ..duration(200)
+    };
+    coordinator.start_capture("foreign", settings, storage.path(), LEAD);
+    let last = coordinator.wait_final("foreign").await;
+    assert_eq!(last.state(), RankState::Failed, "{}", last.detail);
+    for words in [
+        "realname.trace.json.gz",
+        "realname.xplane.pb",
+        "named after host 'testhost'",
+        "--host realname",
+    ] {
+        assert!(last.detail.contains(words), "{words:?} in {}", last.detail);
+    }
+    assert!(!last.detail.contains("timed out"), "{}", last.detail);
+}
+
+#[tokio::test]
+async fn a_second_agent_on_the_same_files_is_refused_at_start() {
+    let spool = tempfile::tempdir().unwrap();
+    let server = FakeServer::start("testhost").await;
+    let other_server = FakeServer::start("testhost").await;
+    let mut coordinator = FakeCoordinator::start().await;
+    let first = RunningAgent::spawn(agent_config(&coordinator.url(), &server.url, spool.path()));
+    coordinator.wait_hello().await;
+
+    // Another server with the same host name and the same spool, another rank.
+    let second = rankline_agent::AgentConfig {
+        tp_rank: 1,
+        ..agent_config(&coordinator.url(), &other_server.url, spool.path())
+    };
+    let refused = tokio::time::timeout(
+        WAIT,
+        rankline_agent::Agent::run(second.clone(), std::future::pending()),
+    )
+    .await
+    .expect("refused at start, not left running")
+    .expect_err("the files are the first agent's");
+    let message = refused.to_string();
+    for words in ["testhost/unified-0/TP-0-EP-0", "--spool", "host 'testhost'"] {
+        assert!(message.contains(words), "{words:?} in {message}");
+    }
+
+    // Once the first agent is gone its files are free.
+    first.shut_down().await;
+    let _second = RunningAgent::spawn(second);
+    let hello = coordinator.wait_hello().await;
+    assert_eq!(hello.identity.unwrap().tp_rank, 1);
+}

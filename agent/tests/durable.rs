@@ -151,20 +151,25 @@ async fn an_agent_started_again_finishes_the_upload_its_predecessor_left() {
     );
 }
 
+/// What kill -9 leaves: the journal as it was in the state the capture had
+/// reached. A graceful stop fails the capture itself, so the journal taken
+/// while it ran is put back after the agent is gone.
+async fn kill_leaving_journal(agent: RunningAgent, spool: &Path, profile_id: &str) {
+    let path = spool.join(JOURNALS).join(format!("{profile_id}.json"));
+    let running = std::fs::read(&path).unwrap();
+    agent.shut_down().await;
+    std::fs::write(&path, running).unwrap();
+}
+
 #[tokio::test]
-async fn a_capture_cut_off_before_its_upload_is_reported_failed_after_a_restart() {
+async fn an_agent_killed_while_profiling_goes_on_after_a_restart() {
     let mut rig = rig().await;
     rig.coordinator
         .start_capture("cut", CaptureSettings::default(), rig.storage.path(), LEAD);
     rig.coordinator
         .wait_state("cut", RankState::Profiling)
         .await;
-    // What kill -9 leaves: a journal that says `profiling`. A graceful stop
-    // would fail the capture itself, so the journal is put back as it was.
-    let path = rig.spool.path().join(JOURNALS).join("cut.json");
-    let profiling = std::fs::read(&path).unwrap();
-    rig.agent.shut_down().await;
-    std::fs::write(&path, profiling).unwrap();
+    kill_leaving_journal(rig.agent, rig.spool.path(), "cut").await;
 
     let _second = RunningAgent::spawn(agent_config(
         &rig.coordinator.url(),
@@ -177,13 +182,66 @@ async fn a_capture_cut_off_before_its_upload_is_reported_failed_after_a_restart(
         .iter()
         .find(|u| u.profile_id == "cut")
         .expect("reported in the hello");
-    assert_eq!(cut.state(), RankState::Failed);
-    assert!(
-        cut.detail.contains("restarted") && cut.detail.contains("profiling"),
+    assert_eq!(cut.state(), RankState::Profiling, "{}", cut.detail);
+    assert!(cut.detail.contains("resumed"), "{}", cut.detail);
+    rig.coordinator.stop_capture("cut");
+    let last = rig.coordinator.wait_final("cut").await;
+    assert_stored(rig.storage.path(), rig.spool.path(), &last);
+}
+
+#[tokio::test]
+async fn an_agent_killed_while_collecting_uploads_the_files_after_a_restart() {
+    let mut rig = rig().await;
+    // num_steps: the server stops by itself; its files wait for the test.
+    let settings = CaptureSettings {
+        num_steps: Some(3),
+        ..CaptureSettings::default()
+    };
+    rig.coordinator
+        .start_capture("collecting", settings, rig.storage.path(), LEAD);
+    let collecting = rig
+        .coordinator
+        .wait_state("collecting", RankState::Collecting)
+        .await;
+    assert_eq!(
+        collecting.state(),
+        RankState::Collecting,
         "{}",
-        cut.detail
+        collecting.detail
     );
-    assert_eq!(journal(rig.spool.path(), "cut")["state"], "failed");
+    kill_leaving_journal(rig.agent, rig.spool.path(), "collecting").await;
+    assert_eq!(
+        journal(rig.spool.path(), "collecting")["state"],
+        "collecting"
+    );
+    // The files are complete on disk while no agent runs.
+    rig.server.release_files();
+
+    let _second = RunningAgent::spawn(agent_config(
+        &rig.coordinator.url(),
+        &rig.server.url,
+        rig.spool.path(),
+    ));
+    // Past the first agent's own farewell (`failed`, as it was shut down).
+    let hello = rig.coordinator.wait_hello().await;
+    let last = match hello
+        .in_flight
+        .into_iter()
+        .find(|u| u.profile_id == "collecting")
+    {
+        Some(done) if done.state() == RankState::Ok => done,
+        Some(resumed) => {
+            assert!(!resumed.state().is_final(), "{}", resumed.detail);
+            rig.coordinator.wait_final("collecting").await
+        }
+        None => panic!("the hello reports the capture"),
+    };
+    assert_stored(rig.storage.path(), rig.spool.path(), &last);
+    assert_eq!(
+        rig.server.calls(),
+        ["start"],
+        "the server is not asked again"
+    );
 }
 
 #[tokio::test]

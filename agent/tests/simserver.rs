@@ -251,3 +251,75 @@ async fn a_two_host_server_has_one_trigger_and_one_collector() {
         ]
     );
 }
+
+#[tokio::test]
+async fn one_agent_serves_every_rank_of_an_sglang_host() {
+    let spool = tempfile::tempdir().unwrap();
+    let storage = tempfile::tempdir().unwrap();
+    let events = spool.path().join("server-events.jsonl");
+    // One SGLang server with tp=4 on one host writes four rank files.
+    let server = sim(SimServerConfig {
+        kind: ServerKind::Sglang,
+        tp_size: 4,
+        sglang_ranks_written: 4,
+        events_log: Some(events.clone()),
+        ..sim_config("gpu0")
+    })
+    .await;
+    let mut coordinator = FakeCoordinator::start().await;
+    let config = AgentConfig {
+        host: Some("gpu0".into()),
+        ..agent_config(&coordinator.url(), &server.url, spool.path())
+    };
+    let _agent = RunningAgent::spawn_ranks(config, rankline_agent::RankChoice::Auto);
+    let mut hellos = Vec::new();
+    while hellos.len() < 4 {
+        let identity = coordinator.wait_hello().await.identity.unwrap();
+        // A rank may say hello again once discovery named its kind.
+        hellos.retain(|(tp, _): &(u32, bool)| *tp != identity.tp_rank);
+        hellos.push((identity.tp_rank, identity.trigger));
+    }
+    hellos.sort();
+    assert_eq!(
+        hellos,
+        [(0, true), (1, false), (2, false), (3, false)],
+        "every rank of the host, one trigger"
+    );
+
+    let settings = CaptureSettings {
+        duration_ms: Some(300),
+        ..CaptureSettings::default()
+    };
+    coordinator.start_capture("tp4", settings, storage.path(), LEAD);
+    let finals = coordinator.wait_finals("tp4", 4).await;
+    let mut stored = Vec::new();
+    for update in finals.values() {
+        let sidecar = sidecar_of(storage.path(), update);
+        let trace = sidecar.file(FileKind::Trace).unwrap();
+        let tp = sidecar.identity.coords.tp_rank;
+        assert!(
+            trace.source_name.contains(&format!("-TP-{tp}.")),
+            "{} for TP-{tp}",
+            trace.source_name
+        );
+        stored.push((trace.key.clone(), trace.sha256.clone()));
+    }
+    stored.sort();
+    let keys: Vec<_> = stored.iter().map(|(key, _)| key.as_str()).collect();
+    assert_eq!(
+        keys,
+        (0..4)
+            .map(|tp| format!("tp4/tp4-TP-{tp}-EP-0.trace.json.gz"))
+            .collect::<Vec<_>>()
+    );
+    let mut hashes: Vec<_> = stored.iter().map(|(_, sha)| sha.clone()).collect();
+    hashes.sort();
+    hashes.dedup();
+    assert_eq!(hashes.len(), 4, "four different files");
+    let starts = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .filter(|line| line.contains("\"start_profile\""))
+        .count();
+    assert_eq!(starts, 1, "one trigger per server");
+}

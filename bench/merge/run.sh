@@ -12,10 +12,16 @@
 #      same binary and thread pool, only gunzipping every trace), and GNU
 #      `gzip -dc` for reference;
 #   2. `rankline merge --stop-after parse` (gunzip + JSON parse, no output);
-#   3. `rankline merge` to .pftrace and to .json.gz;
+#   3. `rankline merge` to .pftrace and to .json.gz; all of these read the
+#      ranks' Chrome JSON (`--source json`), and once more to .pftrace from
+#      their xplanes (`--source xplane`, what `auto` picks), for reference;
 #   4. SGLang's profile_merger.py, fetched from the sglang wheel on PyPI
 #      (never committed), on the same traces minus JAX's trailing `{}`; and
-#      once on two real JAX traces that have it, to show it drops them.
+#      once on two real JAX traces that have it, to show it drops them;
+#   5. Perfetto's trace_processor_shell importing the merged .pftrace
+#      (`$RANKLINE_TRACE_PROCESSOR`, else ../shared/tools/ beside the
+#      repository; skipped, saying so, without one): its wall time, and its
+#      slice count and error / data-loss stats.
 # The timed commands (ours and SGLang's alike) run at `nice -n $NICE` (default
 # -10 when run as root) so that other jobs on a shared machine disturb them less.
 # Needs: cargo, python3 with pip, /usr/bin/time (Debian package `time`), gzip.
@@ -86,13 +92,32 @@ load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 echo "timing (load average before: $load_before) ..."
 runs="${RUNS:-3}"
 measure gzip_dc "$runs" bash -c "cat $capture/*.trace.json.gz | gzip -dc > /dev/null"
-measure floor_gunzip "$runs" "$rankline" merge "$capture" -o "$work/x.pftrace" --stop-after gunzip
-measure parse_only "$runs" "$rankline" merge "$capture" -o "$work/x.pftrace" --stop-after parse
-measure merge_pftrace "$runs" "$rankline" merge "$capture" -o "$work/merged.pftrace" --json
-measure merge_json_gz "$runs" "$rankline" merge "$capture" -o "$work/merged.json.gz"
+json=(--source json)
+measure floor_gunzip "$runs" "$rankline" merge "$capture" "${json[@]}" -o "$work/x.pftrace" --stop-after gunzip
+measure parse_only "$runs" "$rankline" merge "$capture" "${json[@]}" -o "$work/x.pftrace" --stop-after parse
+measure merge_pftrace "$runs" "$rankline" merge "$capture" "${json[@]}" -o "$work/merged.pftrace" --json
+measure merge_json_gz "$runs" "$rankline" merge "$capture" "${json[@]}" -o "$work/merged.json.gz"
+measure merge_xplanes "$runs" "$rankline" merge "$capture" --source xplane -o "$work/from-xplanes.pftrace"
 # About two minutes and several GB: once.
 measure profile_merger 1 python3 "$work/run_merger.py" "$work/profile_merger.py" "$work/sglang" bench
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# Perfetto's importer on the merged .pftrace: how long ui.perfetto.dev's
+# engine takes to load it, and that it loads whole.
+tp="${RANKLINE_TRACE_PROCESSOR:-$repo/../shared/tools/trace_processor_shell}"
+if [ -x "$tp" ]; then
+    cat > "$work/health.sql" <<'SQL'
+select count(*) as slices from slice;
+select count(*) as problems from stats where value > 0 and severity in ('error', 'data_loss');
+SQL
+    measure tp_import 1 "$tp" -q "$work/health.sql" "$work/merged.pftrace"
+    tp_slices="$(awk 'NR == 2 {print $1; exit}' "$work/tp_import.out")"
+    tp_problems="$(awk '/problems/ {getline; print $1; exit}' "$work/tp_import.out")"
+    tp_row="| trace_processor_shell importing merged.pftrace | $(awk '$1 == "tp_import" {print $2}' "$work/times") | $(awk '$1 == "tp_import" {print $5}' "$work/times") | $(awk '$1 == "tp_import" {print $3}' "$work/times") | $tp_slices slices, $tp_problems error/data-loss stats |"
+else
+    echo "no trace_processor_shell at $tp (set RANKLINE_TRACE_PROCESSOR): import not timed"
+    tp_row="| trace_processor_shell import | not run: no binary at $tp | | | |"
+fi
 
 # The finding: JAX traces end with `{}`; profile_merger drops such files.
 jax_dir="$work/with-empty-element"
@@ -112,6 +137,8 @@ grep -q "Failed to process trace file" "$work/jax_merger.out" && jax_logged=yes 
 get() { awk -v n="$1" -v f="$2" '$1 == n {print $f}' "$work/times"; }
 runs_of() { get "$1" 4 | sed 's/,/, /g'; }
 ratio() { python3 -c "print(f'{$1 / $2:.1f}' if $2 else 'n/a')"; }
+# met VALUE le|ge TARGET: "met" or "NOT met".
+met() { python3 -c "import sys; v, op, t = float(sys.argv[1]), sys.argv[2], float(sys.argv[3]); print('met' if (v <= t if op == 'le' else v >= t) else 'NOT met')" "$1" "$2" "$3"; }
 minus() { python3 -c "print(f'{$1 - $2:.2f}')"; }
 json_mb="$(python3 -c "
 import glob, gzip, os, sys
@@ -127,6 +154,7 @@ summary = json.load(open(sys.argv[1]))
 print(sum(r['events_out'] for r in summary['ranks']))" "$work/merge_pftrace.out")"
 cpu="$(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}')"
 pftrace_mb="$(du -m "$work/merged.pftrace" | cut -f1)"
+xplanes_mb="$(du -m "$work/from-xplanes.pftrace" | cut -f1)"
 jsongz_mb="$(du -m "$work/merged.json.gz" | cut -f1)"
 merger_out_mb="$(du -m "$work/sglang/merged-bench.trace.json.gz" | cut -f1)"
 
@@ -157,15 +185,19 @@ Wall time is the median of $runs runs (all runs in brackets; profile_merger.py r
 | **\`rankline merge -o merged.pftrace\`** | **$(get merge_pftrace 2)** ($(runs_of merge_pftrace)) | $(get merge_pftrace 5) | **$(get merge_pftrace 3)** | ${pftrace_mb} MB |
 | \`rankline merge -o merged.json.gz\` | $(get merge_json_gz 2) ($(runs_of merge_json_gz)) | $(get merge_json_gz 5) | $(get merge_json_gz 3) | ${jsongz_mb} MB |
 | SGLang \`profile_merger.py\` | $(get profile_merger 2) | $(get profile_merger 5) | $(get profile_merger 3) | ${merger_out_mb} MB (no alignment) |
+| reference: \`rankline merge --source xplane -o merged.pftrace\` (the ranks' xplanes) | $(get merge_xplanes 2) ($(runs_of merge_xplanes)) | $(get merge_xplanes 5) | $(get merge_xplanes 3) | ${xplanes_mb} MB |
+$tp_row
 
-Ratios:
+Ratios (issue 15's targets: at most 2.5x the gunzip floor, at least 40x profile_merger.py, peak
+RSS at most 256 MB):
 
-- \`.pftrace\` vs profile_merger.py: **$(ratio "$(get profile_merger 2)" "$(get merge_pftrace 2)")x faster** in wall time (target: 25x;
+- \`.pftrace\` vs profile_merger.py: **$(ratio "$(get profile_merger 2)" "$(get merge_pftrace 2)")x faster** in wall time (target 40x: $(met "$(ratio "$(get profile_merger 2)" "$(get merge_pftrace 2)")" ge 40);
   $(ratio "$(get profile_merger 5)" "$(get merge_pftrace 5)")x less CPU time),
-  $(ratio "$(get profile_merger 3)" "$(get merge_pftrace 3)")x less memory; peak RSS $(get merge_pftrace 3) MB (target: at most 512 MB).
+  $(ratio "$(get profile_merger 3)" "$(get merge_pftrace 3)")x less memory; peak RSS $(get merge_pftrace 3) MB (target 256 MB: $(met "$(get merge_pftrace 3)" le 256)).
 - \`.json.gz\` vs profile_merger.py: $(ratio "$(get profile_merger 2)" "$(get merge_json_gz 2)")x faster.
-- \`.pftrace\` wall time as a multiple of the decompression floor: $(ratio "$(get merge_pftrace 2)" "$(get floor_gunzip 2)")x
-  (parse only: $(ratio "$(get parse_only 2)" "$(get floor_gunzip 2)")x): the JSON parse is where the time goes.
+- \`.pftrace\` wall time as a multiple of the decompression floor: **$(ratio "$(get merge_pftrace 2)" "$(get floor_gunzip 2)")x**
+  (target 2.5x: $(met "$(ratio "$(get merge_pftrace 2)" "$(get floor_gunzip 2)")" le 2.5); CPU time: $(ratio "$(get merge_pftrace 5)" "$(get floor_gunzip 5)")x the floor's;
+  parse only: $(ratio "$(get parse_only 2)" "$(get floor_gunzip 2)")x): the JSON parse is where the time goes.
 - Where the wall time goes: decompression $(get floor_gunzip 2) s, JSON parse into per-event
   records $(minus "$(get parse_only 2)" "$(get floor_gunzip 2)") s (parse only minus the floor), sorting, nesting, encoding and
   writing the .pftrace $(minus "$(get merge_pftrace 2)" "$(get parse_only 2)") s (the rest).

@@ -52,6 +52,10 @@ enum Command {
     Captures(cmd::capture::CapturesArgs),
     /// Merge a capture's per-rank traces into one Perfetto timeline.
     Merge(cmd::merge::Args),
+    /// Review a capture: per-rank busy/idle, step times, top ops, stragglers (one HTML page).
+    Report(cmd::report::Args),
+    /// Compare two captures or saved reports per op, per stage and per rank.
+    Diff(cmd::diff::Args),
     /// Lay a capture's .xplane.pb files out as one multi-host XProf / TensorBoard run.
     ExportXprof(cmd::export_xprof::Args),
     /// Run a simulated sglang-jax / SGLang server (for tests and trying rankline out).
@@ -67,6 +71,9 @@ fn main() -> ExitCode {
         Command::Coordinator(_) | Command::Agent(_) | Command::SimServer(_)
     );
     init_logging(cli.verbose, daemon);
+    if !daemon {
+        end_quietly_when_stdout_closes();
+    }
     let result = match cli.command {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Coordinator(args) => cmd::coordinator::run(args),
@@ -76,6 +83,8 @@ fn main() -> ExitCode {
         Command::Agents(args) => cmd::capture::run_agents(args),
         Command::Captures(args) => cmd::capture::run_captures(args),
         Command::Merge(args) => cmd::merge::run(args),
+        Command::Report(args) => cmd::report::run(args),
+        Command::Diff(args) => cmd::diff::run(args),
         Command::ExportXprof(args) => cmd::export_xprof::run(args),
         Command::SimServer(args) => cmd::sim_server::run(args),
     };
@@ -85,6 +94,20 @@ fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// `rankline capture show ID --json | head`: once the reader is gone, the
+/// next write ends the process quietly, as with any Unix tool, instead of a
+/// panic on the broken pipe (Rust ignores SIGPIPE by default). Daemons keep
+/// ignoring it: their output goes to logs, and sockets report a closed
+/// peer as an error anyway.
+fn end_quietly_when_stdout_closes() {
+    #[cfg(unix)]
+    // SAFETY: restores the default action of one signal before any thread
+    // is started; no handler runs Rust code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -18,8 +18,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn multi2() -> Vec<String> {
-    let root =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/real-jax/jax_multi2");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/real-jax/jax_multi2");
     ["proc0", "proc1"]
         .iter()
         .map(|p| root.join(p).display().to_string())
@@ -150,6 +149,54 @@ fn usage_errors_are_explained() {
     assert_eq!(run.status.code(), Some(2));
     assert!(
         text(&run.stderr).contains("missing: not found"),
+        "{}",
+        text(&run.stderr)
+    );
+}
+
+#[test]
+fn a_window_outside_the_capture_exits_1_names_the_span_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["late.pftrace", "late.json.gz", "late.zip"] {
+        let out = dir.path().join(name);
+        let run = with_output(&multi2(), &out, &["--window", "3600s..7200s"]);
+        let stderr = text(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("--window 3600000.000..7200000.000 ms lies outside the capture span"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("nothing selected"), "{stderr}");
+        assert!(!out.exists(), "no empty trace is left behind");
+    }
+    let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+    assert!(leftovers.is_empty(), "no temporary files either");
+}
+
+#[test]
+fn max_size_cuts_the_output_to_fit_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full.pftrace");
+    assert_eq!(with_output(&multi2(), &full, &[]).status.code(), Some(0));
+    let max = fs::metadata(&full).unwrap().len() / 2;
+    let out = dir.path().join("half.pftrace");
+    let run = with_output(&multi2(), &out, &["--max-size", &max.to_string(), "--json"]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&run.stdout).expect("stdout is JSON");
+    let fit = &summary["size_fit"];
+    assert_eq!(fit["max_bytes"], max);
+    assert!(fit["events_dropped"].as_u64().unwrap() > 0, "{fit}");
+    assert!(fs::metadata(&out).unwrap().len() <= max);
+
+    let run = with_output(&multi2(), &out, &["--max-size", &max.to_string()]);
+    let stdout = text(&run.stdout);
+    assert!(stdout.contains("--max-size"), "{stdout}");
+    assert!(stdout.contains("kept the window"), "{stdout}");
+
+    let run = with_output(&multi2(), &out, &["--max-size", "1XB"]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(
+        text(&run.stderr).contains("unknown unit"),
         "{}",
         text(&run.stderr)
     );

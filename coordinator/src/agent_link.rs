@@ -12,9 +12,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::Caller;
 use crate::convert::default_agent_id;
 use crate::registry::CommandSender;
 use crate::shared::Shared;
+use crate::validate;
 
 /// Commands queued for one agent. A capture sends one or two; the room is
 /// for bursts while the agent's network is slow.
@@ -32,15 +34,13 @@ impl AgentLink for AgentLinkService {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::JoinStream>, Status> {
-        let peer = request
-            .remote_addr()
-            .map_or_else(|| "unknown peer".to_string(), |addr| addr.to_string());
+        let caller = Caller::of(&request);
         let (commands, outbound) = mpsc::channel(COMMAND_QUEUE);
         tokio::spawn(run_link(
             Arc::clone(&self.shared),
             request.into_inner(),
             commands,
-            peer,
+            caller,
         ));
         Ok(Response::new(ReceiverStream::new(outbound)))
     }
@@ -65,13 +65,14 @@ async fn run_link(
     shared: Arc<Shared>,
     mut inbound: Streaming<AgentMessage>,
     commands: CommandSender,
-    peer: String,
+    caller: Caller,
 ) {
+    let peer = caller.describe();
     let hello = tokio::select! {
         hello = read_hello(&shared, &mut inbound) => hello,
         () = shared.shutting_down() => return,
     };
-    let hello = match hello {
+    let mut hello = match hello {
         Ok(hello) => hello,
         Err(status) => {
             tracing::warn!(%peer, "refused an agent stream: {}", status.message());
@@ -88,7 +89,29 @@ async fn run_link(
     if identity.agent_id.is_empty() {
         identity.agent_id = default_agent_id(&identity);
     }
+    let admitted = validate::check_identity(&identity)
+        .map_err(|reason| Status::invalid_argument(format!("refused the agent's hello: {reason}")))
+        .and_then(|()| {
+            caller.check_agent_id(&identity.agent_id, shared.config.security.mutual_tls())
+        });
+    if let Err(status) = admitted {
+        tracing::warn!(%peer, "refused an agent: {}", status.message());
+        let _ = commands.try_send(Err(status));
+        return;
+    }
     let agent_id = identity.agent_id.clone();
+    let vetted = {
+        let mut registry = shared.registry();
+        hello
+            .in_flight
+            .iter_mut()
+            .try_for_each(|update| registry.vet_update(&agent_id, update))
+    };
+    if let Err((status, ended)) = vetted {
+        shared.settle_all(ended.into_iter().collect());
+        let _ = commands.try_send(Err(status));
+        return;
+    }
 
     // Welcome goes first into the fresh queue, before registration lets a
     // capture queue a start behind it.
@@ -119,6 +142,7 @@ async fn run_link(
     drop(commands);
     tracing::debug!(agent = %agent_id, %peer, "agent stream open");
 
+    let mut refused = None;
     loop {
         let message = tokio::select! {
             message = inbound.message() => message,
@@ -138,8 +162,14 @@ async fn run_link(
                             registry.heartbeat(&agent_id, heartbeat);
                             None
                         }
-                        Some(agent_message::Kind::Update(update)) => {
-                            registry.apply_update(&agent_id, update)
+                        Some(agent_message::Kind::Update(mut update)) => {
+                            match registry.vet_update(&agent_id, &mut update) {
+                                Ok(()) => registry.apply_update(&agent_id, update),
+                                Err((status, ended)) => {
+                                    refused = Some(status);
+                                    ended
+                                }
+                            }
                         }
                         Some(agent_message::Kind::Hello(_)) => {
                             tracing::warn!(agent = %agent_id, "second AgentHello on one stream; ignored");
@@ -149,6 +179,14 @@ async fn run_link(
                     }
                 };
                 shared.settle_all(ended.into_iter().collect());
+                if let Some(status) = refused.take() {
+                    // The registry still holds this stream's sender: end it
+                    // with the reason, then forget the connection.
+                    shared
+                        .registry()
+                        .close_connection(&agent_id, connection_id, status);
+                    return;
+                }
             }
             Ok(None) => {
                 tracing::debug!(agent = %agent_id, "agent closed its stream");

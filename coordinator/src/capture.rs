@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rankline_proto::{
-    capture_event, unix_now_ns, AgentIdentity, CaptureAccepted, CaptureEvent, CaptureSettings,
-    CaptureSummary, RankProgress, RankResult, RankState, RankUpdate, StartCapture, StoredObject,
+    capture_event, unix_now_ns, AgentIdentity, AuditEntry, CaptureAccepted, CaptureEvent,
+    CaptureSettings, CaptureSummary, RankProgress, RankResult, RankState, RankUpdate, StartCapture,
+    StoredObject,
 };
 use tokio::sync::{broadcast, Notify};
 
-use crate::convert::capture_status;
+use crate::convert::{capture_status, rank_name};
 
 /// Room for events a slow watcher has not read yet; past it the watcher gets
 /// a fresh snapshot instead (see `control::forward_events`).
@@ -96,6 +97,8 @@ pub(crate) struct Capture {
     pub finished_unix_ns: i64,
     /// Set once a manifest write succeeded.
     pub manifest_key: String,
+    /// Who started and stopped it, oldest first.
+    pub audit: Vec<AuditEntry>,
     /// Live events for watchers: made for the first one, dropped when the
     /// capture finishes (its buffer is large; a thousand finished captures
     /// stay in memory).
@@ -151,6 +154,7 @@ impl Capture {
             phase: Phase::Running,
             finished_unix_ns: 0,
             manifest_key: String::new(),
+            audit: Vec::new(),
             events: None,
             manifest_writes: Arc::default(),
             version: 0,
@@ -163,6 +167,16 @@ impl Capture {
     fn changed(&mut self) {
         self.version += 1;
         self.changes.notify_one();
+    }
+
+    /// Notes who took a control action (`started`, `stopped`) now.
+    pub fn audit(&mut self, action: &str, who: String) {
+        self.audit.push(AuditEntry {
+            action: action.to_string(),
+            who,
+            at_unix_ns: unix_now_ns(),
+        });
+        self.changed();
     }
 
     /// The current version when the stored record is older.
@@ -213,6 +227,68 @@ impl Capture {
             self.changed();
         }
         self.publish_rank(index);
+        self.fail_duplicate_files(index);
+    }
+
+    /// An `ok` rank that stored a file byte for byte another rank's (same
+    /// sha256): two servers wrote one file, or two agents took it. Neither
+    /// copy can be trusted to be its rank's, so both ranks fail, for good:
+    /// the verdict stands as the agent's own final word, so a repeated `ok`
+    /// from the agent does not undo it.
+    fn fail_duplicate_files(&mut self, index: usize) {
+        if self.ranks[index].state != RankState::Ok {
+            return;
+        }
+        let traces = |rank: &Rank| -> Vec<StoredObject> {
+            rank.objects
+                .iter()
+                .filter(|o| !o.sha256.is_empty() && !o.key.ends_with(".meta.json"))
+                .cloned()
+                .collect()
+        };
+        let ours = traces(&self.ranks[index]);
+        let mut twins = Vec::new();
+        for (other, rank) in self.ranks.iter().enumerate() {
+            if other == index {
+                continue;
+            }
+            let theirs = traces(rank);
+            if let Some((mine, same)) = ours.iter().find_map(|o| {
+                theirs
+                    .iter()
+                    .find(|t| t.sha256 == o.sha256)
+                    .map(|t| (o.clone(), t.clone()))
+            }) {
+                twins.push((other, mine, same));
+            }
+        }
+        for (other, mine, same) in twins {
+            let (ours_name, theirs_name) = (
+                rank_name(&self.ranks[index].identity),
+                rank_name(&self.ranks[other].identity),
+            );
+            let sha = &mine.sha256[..mine.sha256.len().min(12)];
+            for (rank, key, twin, twin_key) in [
+                (index, &mine.key, &theirs_name, &same.key),
+                (other, &same.key, &ours_name, &mine.key),
+            ] {
+                if self.ranks[rank].state == RankState::Failed {
+                    continue;
+                }
+                let detail = format!(
+                    "{key} is the same file as {twin}'s {twin_key} (sha256 {sha}...): two servers wrote one file or two agents took it (servers with the same host name sharing a --spool on one machine?); give each server's agent its own --spool (or the right --host / rank flags) and capture again"
+                );
+                tracing::warn!(capture = %self.profile_id, "{detail}");
+                self.fail_for_good(rank, detail);
+            }
+        }
+    }
+
+    /// Ends a rank `failed` in a way later agent updates do not change.
+    fn fail_for_good(&mut self, index: usize, detail: String) {
+        self.end_rank(index, RankState::Failed, detail);
+        // As if the agent had said it: its own later word does not replace it.
+        self.ranks[index].decided_by_coordinator = false;
     }
 
     /// Ends a rank on the coordinator's authority (lost, timed out,
@@ -256,6 +332,7 @@ impl Capture {
         rank.latest = Some(update);
         self.changed();
         self.publish_rank(index);
+        self.fail_duplicate_files(index);
     }
 
     /// Moves a running capture whose ranks are all final to `Finishing`;
@@ -298,6 +375,7 @@ impl Capture {
             created_unix_ns: self.created_unix_ns,
             finished_unix_ns: self.finished_unix_ns,
             settings: Some(self.settings.clone()),
+            audit: self.audit.clone(),
             ..Default::default()
         };
         summary.set_status(capture_status(&ranks));

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rankline_proto::control_client::ControlClient;
 use rankline_proto::error_chain;
-use tonic::transport::{Channel, Endpoint};
+use rankline_proto::security::{refusal_advice, ClientSecurity, SecureChannel, SecurityError};
 use tonic::{Code, Status};
 
 /// Where the CLI looks for a coordinator unless told otherwise.
@@ -15,14 +15,14 @@ pub const DEFAULT_COORDINATOR_URL: &str = "http://127.0.0.1:7471";
 /// How long to wait for a coordinator to accept the connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A connected `Control` client.
-pub type Client = ControlClient<Channel>;
+/// A connected `Control` client (its calls carry the token, if any).
+pub type Client = ControlClient<SecureChannel>;
 
 /// Why the CLI could not talk to a coordinator.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("{url:?} is not a coordinator URL ({reason}); write e.g. {DEFAULT_COORDINATOR_URL}")]
-    InvalidUrl { url: String, reason: String },
+    #[error(transparent)]
+    Security(#[from] SecurityError),
     #[error(
         "cannot reach the coordinator at {url} ({reason}). Is `rankline coordinator` running \
          there? Start it with `rankline coordinator --listen {listen}`, or point to another one \
@@ -35,25 +35,17 @@ pub enum ClientError {
     },
 }
 
-/// `host:port` becomes `http://host:port`; URLs with a scheme stay as they are.
-pub fn normalize_url(url: &str) -> String {
-    let url = url.trim().trim_end_matches('/');
-    if url.contains("://") {
-        url.to_string()
-    } else {
-        format!("http://{url}")
-    }
+/// Connects to the coordinator at `url` as an anonymous plain client.
+pub async fn connect(url: &str) -> Result<Client, ClientError> {
+    connect_with(url, &ClientSecurity::default()).await
 }
 
-/// Connects to the coordinator at `url` (eagerly, so a coordinator that is
-/// not there is reported now, not at the first call).
-pub async fn connect(url: &str) -> Result<Client, ClientError> {
-    let url = normalize_url(url);
-    let endpoint = Endpoint::from_shared(url.clone())
-        .map_err(|e| ClientError::InvalidUrl {
-            url: url.clone(),
-            reason: error_chain(&e),
-        })?
+/// Connects to the coordinator at `url` with `security` (eagerly, so a
+/// coordinator that is not there is reported now, not at the first call).
+pub async fn connect_with(url: &str, security: &ClientSecurity) -> Result<Client, ClientError> {
+    let url = security.normalize_url(url);
+    let endpoint = security
+        .endpoint(&url)?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true);
     let channel = endpoint
@@ -64,7 +56,7 @@ pub async fn connect(url: &str) -> Result<Client, ClientError> {
             url: url.clone(),
             reason: error_chain(&e),
         })?;
-    Ok(ControlClient::new(channel))
+    Ok(ControlClient::new(security.wrap(channel)))
 }
 
 /// A failed call, for a person: the coordinator's message, plus what to do
@@ -79,8 +71,11 @@ pub fn explain_status(url: &str, status: &Status) -> String {
             "lost the coordinator at {url} ({}); is `rankline coordinator` still running? \
              Start it with `rankline coordinator --listen {}`",
             status_text(status),
-            listen_address(&normalize_url(url))
+            listen_address(url)
         ),
+        Code::Unauthenticated | Code::PermissionDenied => {
+            refusal_advice(status).unwrap_or_else(|| status.message().to_string())
+        }
         _ => status.message().to_string(),
     }
 }
@@ -105,10 +100,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_get_a_scheme() {
-        assert_eq!(normalize_url("127.0.0.1:7471"), "http://127.0.0.1:7471");
-        assert_eq!(normalize_url("http://h:1/"), "http://h:1");
+    fn listen_hints_drop_the_scheme() {
         assert_eq!(listen_address("http://h:1"), "h:1");
+        assert_eq!(listen_address("h:1/"), "h:1");
     }
 
     #[tokio::test]

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use rankline_proto::CaptureSettings;
 
+use crate::auth::Security;
+
 /// Everything a coordinator needs to run. `CoordinatorConfig::new(url)` gives
 /// the documented defaults.
 #[derive(Debug, Clone)]
@@ -39,6 +41,8 @@ pub struct CoordinatorConfig {
     /// than `lost_after` to come back: an agent that lost the coordinator for
     /// a while retries only every 5 s plus up to 50% jitter.
     pub restart_grace: Duration,
+    /// Tokens and TLS; `Security::default()` accepts anyone over plain gRPC.
+    pub security: Security,
 }
 
 impl CoordinatorConfig {
@@ -58,6 +62,7 @@ impl CoordinatorConfig {
             coordinator_id: format!("coordinator-{:08x}", rand::random::<u32>()),
             state_url: None,
             restart_grace: Duration::from_millis(7_500),
+            security: Security::default(),
         }
     }
 

@@ -15,6 +15,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Caller;
 use crate::convert::{manifest_key, summary_from_manifest};
 use crate::registry::{duplicate_id, unknown_capture, CapturePlan, Follow};
 use crate::selection::Selection;
@@ -38,8 +39,9 @@ impl Control for ControlService {
         &self,
         request: Request<CaptureRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let started_by = Caller::of(&request).describe();
         let request = request.into_inner();
-        let plan = self.plan(request).await?;
+        let plan = self.plan(request, started_by).await?;
         let profile_id = plan.profile_id.clone();
         let (follow, ended) = self
             .shared
@@ -64,8 +66,12 @@ impl Control for ControlService {
     }
 
     async fn stop(&self, request: Request<StopRequest>) -> Result<Response<StopResponse>, Status> {
+        let stopped_by = Caller::of(&request).describe();
         let profile_id = request.into_inner().profile_id;
-        let ranks = self.shared.registry().stop_capture(&profile_id)?;
+        let ranks = self
+            .shared
+            .registry()
+            .stop_capture(&profile_id, stopped_by)?;
         Ok(Response::new(StopResponse { ranks }))
     }
 
@@ -116,9 +122,14 @@ impl Control for ControlService {
 }
 
 impl ControlService {
-    /// Checks a request and turns it into a plan: settings, selection, and
-    /// a profile id that is valid and not taken in memory or in storage.
-    async fn plan(&self, request: CaptureRequest) -> Result<CapturePlan, Status> {
+    /// Checks a request and turns it into a plan: settings, selection, a
+    /// profile id that is valid and not taken in memory or in storage, and
+    /// who asked.
+    async fn plan(
+        &self,
+        request: CaptureRequest,
+        started_by: String,
+    ) -> Result<CapturePlan, Status> {
         let settings = request.settings.unwrap_or_default();
         check_settings(&settings)?;
         let selection =
@@ -166,6 +177,7 @@ impl ControlService {
             selection,
             settings,
             storage_url,
+            started_by,
         })
     }
 

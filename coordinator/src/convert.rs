@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use rankline_layout::{Manifest, ManifestRank, RankIdentity, RankObjects};
 use rankline_layout::{MANIFEST_FORMAT, MANIFEST_NAME};
 use rankline_proto::{
-    AgentIdentity, CaptureSettings, CaptureStatus, CaptureSummary, RankResult, RankState, Role,
-    ServerKind, StoredObject,
+    AgentIdentity, AuditEntry, CaptureSettings, CaptureStatus, CaptureSummary, RankResult,
+    RankState, Role, ServerKind, StoredObject,
 };
 use serde_json::{json, Map, Value};
 
@@ -34,6 +34,7 @@ pub fn server_kind_word(kind: ServerKind) -> &'static str {
     match kind {
         ServerKind::SglangJax => "sglang-jax",
         ServerKind::Sglang => "sglang",
+        ServerKind::Vllm => "vllm",
         ServerKind::Unspecified => "unknown",
     }
 }
@@ -42,6 +43,7 @@ fn server_kind_from_word(word: &str) -> ServerKind {
     match word {
         "sglang-jax" => ServerKind::SglangJax,
         "sglang" => ServerKind::Sglang,
+        "vllm" => ServerKind::Vllm,
         _ => ServerKind::Unspecified,
     }
 }
@@ -170,23 +172,6 @@ pub(crate) fn settings_from_json(value: &Value) -> CaptureSettings {
     }
 }
 
-/// A rank state from its word (`RankState::word`).
-pub fn rank_state_from_word(word: &str) -> Option<RankState> {
-    [
-        RankState::Pending,
-        RankState::Armed,
-        RankState::Profiling,
-        RankState::Stopping,
-        RankState::Collecting,
-        RankState::Uploading,
-        RankState::Ok,
-        RankState::Failed,
-        RankState::Lost,
-    ]
-    .into_iter()
-    .find(|state| state.word() == word)
-}
-
 /// The key of a capture's manifest: `<profile_id>/manifest.json`.
 pub fn manifest_key(profile_id: &str) -> String {
     format!("{profile_id}/{MANIFEST_NAME}")
@@ -233,6 +218,25 @@ pub fn manifest_from_summary(summary: &CaptureSummary, start_at_unix_ns: i64) ->
                 objects: rank_objects(&rank.objects),
             })
             .collect(),
+        audit: summary.audit.iter().map(audit_record).collect(),
+    }
+}
+
+/// An audit line as records and manifests keep it.
+pub(crate) fn audit_record(entry: &AuditEntry) -> rankline_layout::AuditEntry {
+    rankline_layout::AuditEntry {
+        action: entry.action.clone(),
+        who: entry.who.clone(),
+        at_unix_ns: entry.at_unix_ns,
+    }
+}
+
+/// A kept audit line on the wire.
+pub(crate) fn audit_entry(record: &rankline_layout::AuditEntry) -> AuditEntry {
+    AuditEntry {
+        action: record.action.clone(),
+        who: record.who.clone(),
+        at_unix_ns: record.at_unix_ns,
     }
 }
 
@@ -265,6 +269,7 @@ pub fn summary_from_manifest(manifest: &Manifest) -> CaptureSummary {
         created_unix_ns: manifest.created_unix_ns,
         finished_unix_ns: manifest.finished_unix_ns,
         settings: Some(settings_from_json(&manifest.settings)),
+        audit: manifest.audit.iter().map(audit_entry).collect(),
         ..Default::default()
     };
     summary.set_status(match manifest.status.as_str() {
@@ -343,6 +348,11 @@ mod tests {
                 timeout_ms: 9,
                 ..Default::default()
             }),
+            audit: vec![AuditEntry {
+                action: "started".into(),
+                who: "token ops from 127.0.0.1:5000".into(),
+                at_unix_ns: 1,
+            }],
         };
         assert_eq!(summary.status(), CaptureStatus::Partial);
         let manifest = manifest_from_summary(&summary, 2);

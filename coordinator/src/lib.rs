@@ -30,6 +30,7 @@
 //! renders what it answers for people and scripts.
 
 mod agent_link;
+pub mod auth;
 mod capture;
 pub mod client;
 mod config;
@@ -40,6 +41,7 @@ pub mod report;
 mod selection;
 mod shared;
 mod state;
+mod validate;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -52,6 +54,7 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
+pub use auth::{AuthError, Security, ServerTls, TokenTable};
 pub use config::CoordinatorConfig;
 pub use convert::{
     capture_status, default_agent_id, manifest_from_summary, manifest_key, rank_name,
@@ -61,6 +64,7 @@ pub use selection::{parse_selectors, SelectError, Selection, SELECT_KEYS};
 pub use state::RestoreReport;
 
 use agent_link::AgentLinkService;
+use auth::TokenRole;
 use control::ControlService;
 use shared::Shared;
 use state::RecordStore;
@@ -89,6 +93,8 @@ pub enum CoordinatorError {
     },
     #[error("the coordinator's gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("cannot use the TLS certificate and key (--tls-cert, --tls-key): {0}")]
+    Tls(#[source] tonic::transport::Error),
 }
 
 /// A coordinator ready to serve. Build it, optionally [`Coordinator::restore`],
@@ -116,6 +122,11 @@ impl Coordinator {
     /// The normalized storage URL captures go to.
     pub fn storage_url(&self) -> &str {
         self.shared.storage.url()
+    }
+
+    /// Which tokens and TLS are on, for a person.
+    pub fn security_summary(&self) -> String {
+        self.shared.config.security.summary()
     }
 
     /// Where the capture records are kept, for a person.
@@ -163,15 +174,29 @@ impl Coordinator {
                 shared.begin_shutdown();
             }
         };
+        let security = &shared.config.security;
+        warn_if_open(&listener, security);
+        let mut server = Server::builder();
+        if let Some(tls) = &security.tls {
+            server = server
+                .tls_config(tls.config())
+                .map_err(CoordinatorError::Tls)?;
+        }
         // Start commands are tiny and latency-critical: no Nagle delay.
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let served = Server::builder()
-            .add_service(AgentLinkServer::new(AgentLinkService {
-                shared: Arc::clone(&shared),
-            }))
-            .add_service(ControlServer::new(ControlService {
-                shared: Arc::clone(&shared),
-            }))
+        let served = server
+            .add_service(AgentLinkServer::with_interceptor(
+                AgentLinkService {
+                    shared: Arc::clone(&shared),
+                },
+                security.gate(TokenRole::Agent),
+            ))
+            .add_service(ControlServer::with_interceptor(
+                ControlService {
+                    shared: Arc::clone(&shared),
+                },
+                security.gate(TokenRole::Operator),
+            ))
             .serve_with_incoming_shutdown(incoming, signal);
         let served = tokio::select! {
             served = served => served,
@@ -197,6 +222,23 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), CoordinatorError> {
     Coordinator::new(config)?.serve(listener, shutdown).await
+}
+
+/// Warns when anyone beyond this machine can reach a coordinator that
+/// asks for no credentials.
+fn warn_if_open(listener: &TcpListener, security: &Security) {
+    let Ok(address) = listener.local_addr() else {
+        return;
+    };
+    if address.ip().is_loopback() || security.authenticates() {
+        return;
+    }
+    tracing::warn!(
+        %address,
+        "listening beyond loopback without authentication: anyone who reaches this port can \
+         list the agents, start and stop captures, or join as an agent. Give --token-file \
+         (and --tls-cert/--tls-key, --tls-client-ca); see docs/SECURITY.md"
+    );
 }
 
 /// Checks liveness and deadlines a few times per heartbeat interval.

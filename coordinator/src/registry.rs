@@ -23,6 +23,7 @@ use crate::config::CoordinatorConfig;
 use crate::convert::rank_name;
 use crate::selection::Selection;
 use crate::state::CaptureRecord;
+use crate::validate;
 
 /// Finished captures kept in memory; older ones are still in storage
 /// (`GetCapture` reads their manifest).
@@ -80,6 +81,8 @@ pub(crate) struct CapturePlan {
     /// As requested; 0 lets the config decide from the number of agents.
     pub lead_time_ms: u64,
     pub storage_url: String,
+    /// Who asked for it, for the audit line.
+    pub started_by: String,
 }
 
 /// A way to follow a capture: what happened so far, then live events
@@ -117,6 +120,7 @@ impl Registry {
         if self.shutting_down {
             return Err(shutting_down());
         }
+        self.check_rank_free(&identity)?;
         self.next_connection_id += 1;
         let id = self.next_connection_id;
         let agent_id = identity.agent_id.clone();
@@ -173,6 +177,77 @@ impl Registry {
         Ok((id, ended))
     }
 
+    /// Refuses a hello for a rank (role, worker, TP/EP/DP/PP) that another
+    /// connected agent already has: their files would overwrite each other.
+    fn check_rank_free(&self, identity: &AgentIdentity) -> Result<(), Status> {
+        let coords = identity.rank_coords();
+        let holder = self.agents.values().find(|entry| {
+            entry.connection.is_some()
+                && entry.identity.agent_id != identity.agent_id
+                && entry.identity.rank_coords() == coords
+        });
+        let Some(holder) = holder else {
+            return Ok(());
+        };
+        tracing::warn!(
+            agent = %identity.agent_id, host = %identity.host, rank = %rank_name(identity),
+            holder = %holder.identity.agent_id,
+            "refused an agent: another connected agent already is this rank"
+        );
+        Err(Status::already_exists(format!(
+            "rank {} is already taken by the connected agent {} (host {}); two agents for one \
+             rank would overwrite each other's files. Fix --role/--worker/--tp-rank/--ep-rank/\
+             --dp-rank/--pp-rank of one of them, or stop the other (this agent keeps retrying)",
+            rank_name(identity),
+            holder.identity.agent_id,
+            holder.identity.host
+        )))
+    }
+
+    /// Why a rank report cannot be taken (its object keys, its size), if
+    /// it cannot.
+    fn report_problem(&self, agent_id: &str, update: &mut RankUpdate) -> Option<String> {
+        let capture = self.captures.get(&update.profile_id)?;
+        let index = capture.rank_of(agent_id)?;
+        validate::check_update(update, &capture.ranks[index].identity, &capture.profile_id).err()
+    }
+
+    /// Vets a rank report before it is applied. A refused report fails its
+    /// rank (unless the rank already ended); the error holds the status the
+    /// agent's stream ends with and the capture that ended, if one did.
+    pub fn vet_update(
+        &mut self,
+        agent_id: &str,
+        update: &mut RankUpdate,
+    ) -> Result<(), (Status, Option<String>)> {
+        let Some(problem) = self.report_problem(agent_id, update) else {
+            return Ok(());
+        };
+        tracing::warn!(agent = %agent_id, capture = %update.profile_id, "refused a rank report: {problem}");
+        let mut ended = None;
+        if let Some(capture) = self.captures.get_mut(&update.profile_id) {
+            if let Some(index) = capture.rank_of(agent_id) {
+                if !capture.ranks[index].state.is_final() {
+                    capture.end_rank(
+                        index,
+                        RankState::Failed,
+                        format!("the coordinator refused its agent's report: {problem}"),
+                    );
+                }
+                if capture.begin_finishing_if_done() {
+                    ended = Some(capture.profile_id.clone());
+                }
+            }
+        }
+        Err((
+            Status::invalid_argument(format!(
+                "the report for capture {} was refused: {problem}",
+                update.profile_id
+            )),
+            ended,
+        ))
+    }
+
     /// An agent's hello lists every capture it works on or recently
     /// finished. An unfinished rank of a running capture it leaves out will
     /// never be reported: the agent never got the start (it was lost with a
@@ -225,6 +300,20 @@ impl Registry {
             if let Some(entry) = self.agents.get_mut(agent_id) {
                 entry.connection = None;
                 tracing::info!(agent = %agent_id, "agent disconnected");
+            }
+        }
+    }
+
+    /// Ends an agent's current stream with `status` (a refused report):
+    /// the agent hears why and reconnects.
+    pub fn close_connection(&mut self, agent_id: &str, connection_id: u64, status: Status) {
+        if self.is_current(agent_id, connection_id) {
+            if let Some(connection) = self
+                .agents
+                .get_mut(agent_id)
+                .and_then(|entry| entry.connection.take())
+            {
+                connection.close(status);
             }
         }
     }
@@ -469,6 +558,7 @@ impl Registry {
             deadline,
             Arc::clone(&self.record_changes),
         );
+        capture.audit("started", plan.started_by.clone());
         let follow = Follow {
             backlog: vec![capture.accepted_event()],
             live: Some(capture.subscribe()),
@@ -488,6 +578,7 @@ impl Registry {
         }
         tracing::info!(
             capture = %plan.profile_id, ranks = selected.len(), selection = %plan.selection,
+            by = %plan.started_by,
             lead_ms = lead_time.as_millis() as u64, "capture started"
         );
         for agent_id in unreachable {
@@ -587,12 +678,12 @@ impl Registry {
         Ok(())
     }
 
-    /// Asks every unfinished rank of a running capture to stop; returns how
-    /// many were told.
-    pub fn stop_capture(&self, profile_id: &str) -> Result<u32, Status> {
+    /// Asks every unfinished rank of a running capture to stop on behalf of
+    /// `who` (kept in the capture's audit); returns how many were told.
+    pub fn stop_capture(&mut self, profile_id: &str, who: String) -> Result<u32, Status> {
         let capture = self
             .captures
-            .get(profile_id)
+            .get_mut(profile_id)
             .ok_or_else(|| unknown_capture(profile_id))?;
         if capture.phase != Phase::Running {
             return Err(Status::failed_precondition(format!(
@@ -600,6 +691,8 @@ impl Registry {
                 capture.summary().status().word()
             )));
         }
+        capture.audit("stopped", who.clone());
+        let capture = &self.captures[profile_id];
         let mut told = 0;
         for rank in capture.ranks.iter().filter(|rank| !rank.state.is_final()) {
             let sent = self
@@ -615,7 +708,7 @@ impl Registry {
                 told += 1;
             }
         }
-        tracing::info!(capture = %profile_id, ranks = told, "stop requested");
+        tracing::info!(capture = %profile_id, ranks = told, by = %who, "stop requested");
         Ok(told)
     }
 

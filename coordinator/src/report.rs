@@ -181,6 +181,14 @@ pub fn summary_table(summary: &CaptureSummary) -> String {
     } else if summary.status() != CaptureStatus::Running {
         out.push_str("manifest: not written (see the coordinator's log)\n");
     }
+    for entry in &summary.audit {
+        out.push_str(&format!(
+            "{:<9} by {} at {}\n",
+            format!("{}:", entry.action),
+            entry.who,
+            format_instant(entry.at_unix_ns)
+        ));
+    }
     out
 }
 
@@ -339,6 +347,11 @@ pub fn summary_json(summary: &CaptureSummary) -> Value {
         "created_unix_ns": summary.created_unix_ns,
         "finished_unix_ns": summary.finished_unix_ns,
         "settings": summary.settings.as_ref().map(settings_json),
+        "audit": summary.audit.iter().map(|entry| json!({
+            "action": entry.action,
+            "who": entry.who,
+            "at_unix_ns": entry.at_unix_ns,
+        })).collect::<Vec<_>>(),
         "ranks": summary.ranks.iter().map(|rank| json!({
             "agent": identity_json(&identity_of(&rank.agent)),
             "state": rank.state().word(),

@@ -19,14 +19,14 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use rankline_layout::{validate_profile_id, RankIdentity};
-use rankline_proto::{unix_now_ns, RankUpdate, StartCapture, StoredObject};
+use rankline_proto::{unix_now_ns, RankState, RankUpdate, StartCapture, StoredObject};
 use rankline_storage::{Storage, StorageError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::capture::{Capture, Phase, Rank};
 use crate::convert::{
-    agent_identity, rank_identity, rank_state_from_word, settings_from_json, settings_json,
+    agent_identity, audit_entry, audit_record, rank_identity, settings_from_json, settings_json,
 };
 use crate::report::object_location;
 
@@ -65,6 +65,9 @@ pub(crate) struct CaptureRecord {
     pub manifest_key: String,
     /// In timeline order.
     pub ranks: Vec<RankRecord>,
+    /// Who started and stopped the capture.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audit: Vec<rankline_layout::AuditEntry>,
 }
 
 /// One rank of a stored capture.
@@ -436,6 +439,7 @@ impl CaptureRecord {
                     }),
                 })
                 .collect(),
+            audit: capture.audit.iter().map(audit_record).collect(),
         }
     }
 
@@ -454,7 +458,7 @@ impl CaptureRecord {
         let now_unix_ns = unix_now_ns();
         let mut ranks = Vec::with_capacity(self.ranks.len());
         for record in self.ranks {
-            let state = rank_state_from_word(&record.state).ok_or_else(|| {
+            let state = RankState::from_word(&record.state).ok_or_else(|| {
                 format!(
                     "rank {} has an unknown state {:?}",
                     record.identity.agent_id, record.state
@@ -518,6 +522,7 @@ impl CaptureRecord {
         capture.phase = phase;
         capture.finished_unix_ns = self.finished_unix_ns;
         capture.manifest_key = self.manifest_key;
+        capture.audit = self.audit.iter().map(audit_entry).collect();
         Ok(capture)
     }
 }

@@ -409,10 +409,85 @@ async fn two_agents_claiming_one_rank_are_refused() {
         ..first.clone()
     };
     let _a = FakeAgent::join(&coordinator.url, first).await;
-    let _b = FakeAgent::join(&coordinator.url, twin).await;
+    // The second is refused when it joins, before any capture could pick
+    // both.
+    let mut b = FakeAgent::join(&coordinator.url, twin).await;
+    let clash = b.expect_stream_error().await;
+    assert_eq!(clash.code(), Code::AlreadyExists);
+    assert!(
+        clash
+            .message()
+            .contains("already taken by the connected agent")
+            && clash.message().contains("overwrite"),
+        "{}",
+        clash.message()
+    );
     let mut control = coordinator.control().await;
-    let clash = refused(&mut control, request("clash", &[], steps(1))).await;
-    assert_eq!(clash.code(), Code::FailedPrecondition);
-    assert!(clash.message().contains("overwrite"), "{}", clash.message());
+    let agents = control
+        .list_agents(rankline_proto::ListAgentsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .agents;
+    assert_eq!(agents.len(), 1);
+    coordinator.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranks_that_stored_the_same_file_are_never_ok() {
+    let coordinator = TestCoordinator::start().await;
+    let mut agents = vec![
+        FakeAgent::join(&coordinator.url, identity("h", Role::Unified, 0, 0)).await,
+        FakeAgent::join(&coordinator.url, identity("h", Role::Unified, 0, 1)).await,
+        FakeAgent::join(&coordinator.url, identity("h2", Role::Unified, 0, 2)).await,
+    ];
+    let mut control = coordinator.control().await;
+    let mut events = start_capture(&mut control, request("twins", &[], steps(3))).await;
+    for agent in &mut agents {
+        agent.expect_start().await;
+    }
+    // TP-0 and TP-1 took one file (two servers with one host name and one
+    // spool): their traces have the same sha256 under different keys.
+    let shared_trace = content_hash("the one file both servers wrote");
+    for agent in &agents[..2] {
+        let mut objects = rank_objects("twins", &agent.identity);
+        objects[0].sha256 = shared_trace.clone();
+        agent
+            .send_update(rank_update("twins", RankState::Ok, "", objects))
+            .await;
+    }
+    agents[2].run_to_ok("twins").await;
+    let (_, summary) = follow_to_end(&mut events).await;
+    assert_ne!(summary.status(), CaptureStatus::Complete);
+    let manifest = coordinator.manifest("twins").await;
+    assert_ne!(manifest.status, "complete");
+    for rank in &manifest.ranks {
+        if rank.identity.coords.tp_rank == 2 {
+            assert_eq!(rank.status, "ok");
+            continue;
+        }
+        assert_eq!(rank.status, "failed", "TP-{}", rank.identity.coords.tp_rank);
+        let reason = rank.reason.clone().unwrap_or_default();
+        for words in ["same file", "--spool"] {
+            assert!(reason.contains(words), "{words:?} in {reason}");
+        }
+    }
+
+    // The agent repeating its `ok` (as hellos do) does not undo the verdict.
+    agents[1]
+        .send_update(rank_update(
+            "twins",
+            RankState::Ok,
+            "",
+            rank_objects("twins", &agents[1].identity),
+        ))
+        .await;
+    let summary = fetch(&mut control, "twins").await;
+    let failed = summary
+        .ranks
+        .iter()
+        .filter(|r| r.state() == RankState::Failed)
+        .count();
+    assert_eq!(failed, 2);
     coordinator.shut_down().await;
 }

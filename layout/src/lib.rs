@@ -17,11 +17,17 @@ mod manifest;
 mod names;
 mod profile_id;
 mod sidecar;
+mod vllm;
+mod workload;
 
 pub use clock::{ClockFit, ClockSampleRecord};
-pub use manifest::{Manifest, ManifestRank, RankObjects, MANIFEST_FORMAT, MANIFEST_NAME};
-pub use names::{parse_rank_file_name, ParsedRankName, RankCoords, RankKey};
+pub use manifest::{
+    AuditEntry, Manifest, ManifestRank, RankObjects, MANIFEST_FORMAT, MANIFEST_NAME,
+};
+pub use names::{parse_rank_file_name, sglang_ep_rank, ParsedRankName, RankCoords, RankKey};
 pub use profile_id::{generate_profile_id, validate_profile_id, ProfileIdError};
 pub use sidecar::{
     FileKind, FileRecord, RankIdentity, Sidecar, TimeBase, TimeBaseSource, SIDECAR_FORMAT,
 };
+pub use vllm::VllmTraceName;
+pub use workload::{WorkloadError, WorkloadFile, WorkloadSummary, WORKLOAD_FORMAT, WORKLOAD_NAME};

@@ -50,4 +50,19 @@ pub struct Manifest {
     #[serde(default)]
     pub settings: Value,
     pub ranks: Vec<ManifestRank>,
+    /// Who started and who stopped the capture, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audit: Vec<AuditEntry>,
+}
+
+/// One control action on a capture and who took it (the coordinator's
+/// record of the caller: token name, certificate subject or `anonymous`,
+/// and the peer address).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// `started` or `stopped`.
+    pub action: String,
+    pub who: String,
+    /// Coordinator clock.
+    pub at_unix_ns: i64,
 }

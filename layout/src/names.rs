@@ -123,6 +123,15 @@ pub struct ParsedRankName {
     pub stage: Option<String>,
 }
 
+/// SGLang's expert-parallel rank of a TP rank (`moe_ep_rank`): the TP
+/// group is cut into `ep_size` equal runs of consecutive ranks.
+pub fn sglang_ep_rank(tp_rank: u32, tp_size: u32, ep_size: u32) -> u32 {
+    if ep_size <= 1 || tp_size < ep_size {
+        return 0;
+    }
+    tp_rank / (tp_size / ep_size)
+}
+
 /// Reads the rank out of a trace file name: rankline's canonical
 /// `<id>-TP-n-EP-m.trace.json.gz` and SGLang's
 /// `[prefix-]<id>-TP-t[-DP-d][-PP-p][-EP-e][-STAGE].trace.json.gz`.

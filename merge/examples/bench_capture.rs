@@ -151,6 +151,7 @@ fn main() -> Result<(), Error> {
         finished_unix_ns: start_at + 12_000_000_000,
         settings: serde_json::json!({ "num_steps": events / 1000 }),
         ranks: manifest_ranks,
+        audit: Vec::new(),
     };
     fs::write(
         capture.join("manifest.json"),

@@ -100,11 +100,11 @@ pub struct RankRefinement {
 
 /// One collective's identity within a server.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct OpKey {
+pub struct OpKey {
     /// `run_id <id>` (JAX) or `pg <name>` (NCCL).
-    launch: Box<str>,
+    pub launch: Box<str>,
     /// The `hlo_op` (JAX) or `seq <n>` (NCCL).
-    op: Box<str>,
+    pub op: Box<str>,
 }
 
 /// A rank's collective instances: per op, the end of each occurrence on
@@ -209,7 +209,7 @@ impl Collector {
 }
 
 /// The identity of a collective event, `None` for any other event.
-fn collective_key(event: &RawEvent<'_>, args: &str) -> Option<OpKey> {
+pub(crate) fn collective_key(event: &RawEvent<'_>, args: &str) -> Option<OpKey> {
     let (mut run_id, mut hlo_op, mut group, mut seq) = (None, None, None, None);
     for (key, value) in members(args) {
         let slot = match key.as_ref() {

@@ -1,8 +1,16 @@
 //! The `.zip` output: a Perfetto (v58+) multi-trace archive. Each rank is its
-//! own `.pftrace` with timestamps relative to its own time zero, and
-//! `perfetto_manifest.json` tells Perfetto each file's machine and clock
-//! offset, so Perfetto does the placement.
+//! own `.pftrace`, exactly the packet sequence the `.pftrace` output holds
+//! for it (timestamps already on the merged clock), attributed to its host
+//! as a machine by `perfetto_manifest.json`.
+//!
+//! Perfetto keeps every machine's clocks apart, so the manifest also says
+//! that they agree: each machine's BOOTTIME (the clock of packets that name
+//! none) is related, once, to the first member's at offset 0. trace_processor v58.2
+//! requires a `sync_to` in any `clocks` block, and we found it applies no
+//! manifest offset to traces without clock snapshots, which is why the
+//! members carry merged-clock times rather than offsets.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
@@ -13,14 +21,14 @@ use zip::{CompressionMethod, ZipWriter};
 
 /// The manifest's name inside the archive.
 pub const MANIFEST_NAME: &str = "perfetto_manifest.json";
+/// The clock of packets without a `timestamp_clock_id`.
+const DEFAULT_CLOCK: &str = "BOOTTIME";
 
 /// One rank's file in the archive.
 pub struct Member<'a> {
     /// Path inside the archive.
     pub path: String,
     pub machine: &'a str,
-    /// Merged-clock ns of the file's timestamp 0.
-    pub offset_ns: i64,
     pub file: &'a Path,
 }
 
@@ -39,8 +47,8 @@ struct ManifestBody<'a> {
 struct ManifestFile<'a> {
     path: &'a str,
     machine: Machine<'a>,
-    /// Trace time = file time + offset_ns.
-    clocks: Clocks,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    clocks: Option<Clocks<'a>>,
 }
 
 #[derive(Serialize)]
@@ -48,27 +56,45 @@ struct Machine<'a> {
     name: &'a str,
 }
 
+/// This file's `clock` reads what `sync_to`'s does, plus `offset_ns`.
 #[derive(Serialize)]
-struct Clocks {
+struct Clocks<'a> {
+    clock: &'a str,
+    sync_to: SyncTo<'a>,
     offset_ns: i64,
+}
+
+#[derive(Serialize)]
+struct SyncTo<'a> {
+    file: &'a str,
+    clock: &'a str,
 }
 
 /// The manifest text for `members`.
 pub fn manifest_json(members: &[Member<'_>]) -> String {
-    let manifest = Manifest {
-        perfetto_manifest: ManifestBody {
-            version: 1,
-            files: members
-                .iter()
-                .map(|m| ManifestFile {
-                    path: &m.path,
-                    machine: Machine { name: m.machine },
-                    clocks: Clocks {
-                        offset_ns: m.offset_ns,
+    let reference = members.first();
+    let mut related = HashSet::new();
+    let files = members
+        .iter()
+        .map(|m| ManifestFile {
+            path: &m.path,
+            machine: Machine { name: m.machine },
+            // Once per machine: a machine's clock is one clock, and relating
+            // it twice (or to itself) is a duplicate clock domain.
+            clocks: reference
+                .filter(|first| related.insert(m.machine) && first.machine != m.machine)
+                .map(|first| Clocks {
+                    clock: DEFAULT_CLOCK,
+                    sync_to: SyncTo {
+                        file: &first.path,
+                        clock: DEFAULT_CLOCK,
                     },
-                })
-                .collect(),
-        },
+                    offset_ns: 0,
+                }),
+        })
+        .collect();
+    let manifest = Manifest {
+        perfetto_manifest: ManifestBody { version: 1, files },
     };
     serde_json::to_string_pretty(&manifest).unwrap_or_default()
 }
@@ -112,19 +138,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn manifest_has_machines_and_offsets() {
-        let members = [Member {
-            path: member_path("prefill-0/TP-1-EP-0"),
-            machine: "host-a",
-            offset_ns: 1_795_384_060_465_391_136,
-            file: Path::new("unused"),
-        }];
+    fn every_machine_has_its_clock_related_once_to_the_first() {
+        let members = [
+            Member {
+                path: member_path("prefill-0/TP-1-EP-0"),
+                machine: "host-a",
+                file: Path::new("unused"),
+            },
+            Member {
+                path: member_path("decode-0/TP-0-EP-0"),
+                machine: "host-b",
+                file: Path::new("unused"),
+            },
+            Member {
+                path: member_path("decode-0/TP-1-EP-0"),
+                machine: "host-b",
+                file: Path::new("unused"),
+            },
+            Member {
+                path: member_path("prefill-0/TP-0-EP-0"),
+                machine: "host-a",
+                file: Path::new("unused"),
+            },
+        ];
         let text = manifest_json(&members);
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let file = &value["perfetto_manifest"]["files"][0];
+        let files = &value["perfetto_manifest"]["files"];
         assert_eq!(value["perfetto_manifest"]["version"], 1);
-        assert_eq!(file["path"], "prefill-0_TP-1-EP-0.pftrace");
-        assert_eq!(file["machine"]["name"], "host-a");
-        assert_eq!(file["clocks"]["offset_ns"], 1_795_384_060_465_391_136i64);
+        assert_eq!(files[0]["path"], "prefill-0_TP-1-EP-0.pftrace");
+        assert_eq!(files[0]["machine"]["name"], "host-a");
+        assert!(files[0].get("clocks").is_none(), "the reference: {text}");
+        assert_eq!(files[1]["machine"]["name"], "host-b");
+        let clocks = &files[1]["clocks"];
+        assert_eq!(clocks["clock"], "BOOTTIME");
+        assert_eq!(clocks["sync_to"]["file"], "prefill-0_TP-1-EP-0.pftrace");
+        assert_eq!(clocks["sync_to"]["clock"], "BOOTTIME");
+        assert_eq!(clocks["offset_ns"], 0);
+        assert!(
+            files[2].get("clocks").is_none() && files[3].get("clocks").is_none(),
+            "a machine's clock is related once: {text}"
+        );
     }
 }

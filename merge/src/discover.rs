@@ -8,13 +8,14 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use rankline_layout::{
-    parse_rank_file_name, FileKind, Manifest, RankCoords, Sidecar, MANIFEST_NAME,
+    parse_rank_file_name, FileKind, Manifest, RankCoords, Sidecar, TimeBaseSource, MANIFEST_NAME,
+    WORKLOAD_NAME,
 };
 use tracing::debug;
 
 use crate::error::{InputError, InputProblem};
 use crate::options::Filters;
-use crate::rank::{Location, NamedBy, RankInput, RankName};
+use crate::rank::{Location, NamedBy, RankInput, RankName, REQUESTS_ROLE};
 use crate::remote::{self, Fetched};
 
 const TRACE_SUFFIXES: [&str; 4] = [".trace.json.gz", ".trace.json", ".json.gz", ".json"];
@@ -383,6 +384,37 @@ fn discover_capture(input: &str, dir: &Path, found: &mut Discovery) -> Result<()
             }
             None => None,
         };
+        let stages = sidecar.as_ref().map(stage_traces).unwrap_or_default();
+        if stages.len() > 1 {
+            // SGLang's profile_by_stage: one file per stage, each its own track.
+            for (stage, key) in stages {
+                let path = resolve_key(dir, &manifest.profile_id, &key);
+                if !path.is_file() {
+                    found.missing.push(MissingRank {
+                        rank: format!("{}/{stage}", name.label()),
+                        reason: format!("its file {} is not in the capture folder", path.display()),
+                    });
+                    continue;
+                }
+                found.ranks.push(RankInput {
+                    name: RankName {
+                        stage: Some(stage),
+                        ..name.clone()
+                    },
+                    named_by: NamedBy::Capture,
+                    trace: Some(Location::Local(path)),
+                    xplane: None,
+                    sidecar: sidecar.clone().map(|mut s| {
+                        // Each stage file has its own baseTimeNanoseconds;
+                        // the sidecar's is the first file's.
+                        s.time_base.source = TimeBaseSource::None;
+                        s
+                    }),
+                    from: input.to_string(),
+                });
+            }
+            continue;
+        }
         found.ranks.push(RankInput {
             name,
             named_by: NamedBy::Capture,
@@ -392,7 +424,39 @@ fn discover_capture(input: &str, dir: &Path, found: &mut Discovery) -> Result<()
             from: input.to_string(),
         });
     }
+    let workload = dir.join(WORKLOAD_NAME);
+    if workload.is_file() {
+        found.ranks.push(RankInput {
+            name: RankName {
+                coords: RankCoords {
+                    role: REQUESTS_ROLE.to_string(),
+                    ..RankCoords::unified(0, 0)
+                },
+                stage: None,
+                host: None,
+            },
+            named_by: NamedBy::Capture,
+            trace: Some(Location::Local(workload)),
+            xplane: None,
+            sidecar: None,
+            from: input.to_string(),
+        });
+    }
     Ok(())
+}
+
+/// A rank's per-stage traces (`-EXTEND`, `-DECODE`, ...) as the sidecar
+/// lists them: `(stage, key)`, in the sidecar's order.
+fn stage_traces(sidecar: &Sidecar) -> Vec<(String, String)> {
+    sidecar
+        .files
+        .iter()
+        .filter(|f| f.kind == FileKind::Trace)
+        .filter_map(|f| {
+            let stage = parse_rank_file_name(&f.source_name)?.stage?;
+            Some((stage, f.key.clone()))
+        })
+        .collect()
 }
 
 /// An object key (`<profile_id>/...`, relative to the storage root) as a path,

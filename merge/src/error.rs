@@ -19,6 +19,9 @@ pub enum MergeError {
     /// Every rank was filtered out or skipped.
     #[error("nothing to merge: {0}")]
     NothingToMerge(String),
+    /// `--window` lies outside every event: the merge would be empty.
+    #[error("{0}")]
+    WindowSelectsNothing(String),
     /// The output could not be written.
     #[error("cannot write {}: {source}", path.display())]
     Output {

@@ -23,7 +23,6 @@ pub mod reason {
     pub const FLOW: &str = "flow (kept in .json output only)";
     pub const UNSUPPORTED: &str = "unsupported phase";
     pub const NOT_AN_OBJECT: &str = "not a JSON object";
-    pub const BEFORE_ZERO: &str = "before the output's time zero";
     pub const AGGREGATED: &str = "xplane aggregate (num_occurrences), not a span";
 }
 
@@ -130,9 +129,6 @@ pub struct EventFilter {
     pub window: Option<(i64, i64)>,
     pub drop_python: bool,
     pub min_dur_ns: Option<i64>,
-    /// Events starting before this are dropped (an output that cannot
-    /// represent earlier instants).
-    pub earliest_ns: Option<i64>,
 }
 
 impl EventFilter {
@@ -141,7 +137,6 @@ impl EventFilter {
             window,
             drop_python: filters.drop_python,
             min_dur_ns: filters.min_dur_ns,
-            earliest_ns: None,
         }
     }
 
@@ -170,9 +165,6 @@ impl EventFilter {
             if end < lo || start > hi {
                 return Err(reason::WINDOW);
             }
-        }
-        if self.earliest_ns.is_some_and(|earliest| start < earliest) {
-            return Err(reason::BEFORE_ZERO);
         }
         Ok(())
     }
@@ -235,7 +227,6 @@ mod tests {
             window: Some((100, 200)),
             drop_python: true,
             min_dur_ns: Some(10),
-            earliest_ns: None,
         };
         assert_eq!(
             filter.check("$a.py:1 f", None, 150, 190, true),

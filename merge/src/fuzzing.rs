@@ -55,8 +55,8 @@ pub fn to_pftrace(bytes: &[u8]) -> Option<Vec<u8>> {
     let sink = Mutex::new(Vec::new());
     let info = SequenceInfo {
         ordinal: 0,
+        ranks: 1,
         process_name: "fuzz",
-        time_zero_ns: 0,
     };
     timeline.write(&info, &sink).ok()?;
     Some(sink.into_inner().unwrap_or_else(|e| e.into_inner()))
@@ -72,8 +72,8 @@ pub fn xplane_to_pftrace(bytes: &[u8]) -> Option<Vec<u8>> {
     let sink = Mutex::new(Vec::new());
     let info = SequenceInfo {
         ordinal: 0,
+        ranks: 1,
         process_name: "fuzz",
-        time_zero_ns: 0,
     };
     xplane_in::write_pftrace(
         xplane,
@@ -122,8 +122,8 @@ pub fn to_json(bytes: &[u8]) -> Option<u64> {
     let output = TextOutput::create(&dir.path().join("fuzz.json"), false).ok()?;
     let mut rank = JsonRank::new(0, "fuzz", &time, &filter, 0, output.stage());
     chrome::read_trace(source.reader, |element| rank.ingest(element)).ok()?;
-    let (stage, stats) = rank.finish().ok()?;
-    output.commit_stage(stage).ok()?;
+    let (stage, edits, stats) = rank.finish().ok()?;
+    output.commit_stage(stage, &edits).ok()?;
     Some(stats.events_out)
 }
 

@@ -16,6 +16,8 @@
 //! or its Chrome JSON by a streaming reader) and converted on a bounded
 //! rayon pool (as many ranks in memory as threads) into the shared output.
 //! [`merge`] blocks; from async code call it in `spawn_blocking`.
+//! [`prepare`] hands the same ranks, on the same clock, to analyses that
+//! read events without writing a trace (`rankline report`).
 
 mod align;
 mod archive;
@@ -23,6 +25,7 @@ mod chrome;
 mod discover;
 mod error;
 mod events;
+mod fit;
 #[doc(hidden)]
 pub mod fuzzing;
 mod json_out;
@@ -35,6 +38,7 @@ mod pftrace;
 mod proto;
 mod rank;
 mod remote;
+mod scan;
 mod source;
 mod summary;
 mod timebase;
@@ -50,15 +54,17 @@ use std::time::Instant as Clock;
 use rayon::prelude::*;
 use tracing::debug;
 
-pub use align::{RankRefinement, RefineOutcome};
+pub use align::{jax_family as jax_collective_family, RankRefinement, RefineOutcome};
 pub use discover::MissingRank;
 pub use error::{InputError, InputProblem, MergeError};
-pub use events::{RankStats, XplaneCounts};
+pub use events::{IdKey, RankStats, XplaneCounts};
+pub use fit::{parse_size, SizeFit};
 pub use options::{
     parse_duration_ns, AlignMode, Filters, Instant, MergeOptions, OutputFormat, RankSelector,
     RoleSelector, SourceMode, Stage, Window,
 };
-pub use rank::{Location, NamedBy, RankInput, RankName};
+pub use rank::{Location, NamedBy, RankInput, RankName, REQUESTS_ROLE};
+pub use scan::{prepare, CollectiveId, PreparedRank, PreparedRanks, Span, TraceItem};
 pub use source::SourceKind;
 pub use summary::{MergeSummary, RankSummary, SkippedRank};
 pub use timebase::{BaseSource, ClockStatus};
@@ -95,102 +101,25 @@ enum RankFailure {
 
 /// Merges the inputs of `options` into its output and says what it did.
 pub fn merge(options: &MergeOptions) -> Result<MergeSummary, MergeError> {
-    let started = Clock::now();
-    if options.inputs.is_empty() {
-        return Err(MergeError::Options(
-            "no inputs: give capture folders, trace files or JAX log dirs".into(),
-        ));
+    if let (Some(max_bytes), None) = (options.max_size, options.stop_after) {
+        return fit::merge_within(options, max_bytes);
     }
+    let started = Clock::now();
     let format = match options.stop_after {
         Some(_) => OutputFormat::from_path(&options.output).unwrap_or(OutputFormat::Pftrace),
         None => OutputFormat::from_path(&options.output)?,
     };
-    let jobs = options
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
-        .max(1);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(jobs)
-        .thread_name(|i| format!("merge-{i}"))
-        .build()
-        .map_err(|e| MergeError::Options(format!("cannot start {jobs} worker threads: {e}")))?;
-
-    let mut found = discover::discover(
-        &options.inputs,
-        &options.filters,
-        options.source != SourceMode::Json,
-    );
+    let (pool, jobs) = worker_pool(options.jobs)?;
+    let Planned {
+        work,
+        mut skipped,
+        filtered_out,
+        mut found,
+    } = plan(options, &pool)?;
     // Local copies of URL inputs stay until the merge is done.
     let _fetched = std::mem::take(&mut found.fetched);
-    let mut skipped = Vec::new();
-    for error in std::mem::take(&mut found.unusable) {
-        if !options.keep_going {
-            return Err(error.into());
-        }
-        skipped.push(SkippedRank {
-            rank: None,
-            error: error.to_string(),
-        });
-    }
-    let (mut selected, filtered): (Vec<RankInput>, Vec<RankInput>) = found
-        .ranks
-        .into_iter()
-        .partition(|r| options.filters.selects(&r.name.coords));
-    let filtered_out: Vec<String> = filtered.iter().map(|r| r.name.label()).collect();
-    if selected.is_empty() {
-        return Err(MergeError::NothingToMerge(if filtered_out.is_empty() {
-            with_first_skip("no readable rank in the inputs", &skipped)
-        } else {
-            format!(
-                "--ranks/--roles left out every rank ({})",
-                filtered_out.join(", ")
-            )
-        }));
-    }
-    selected.sort_by(|a, b| a.name.sort_key().cmp(&b.name.sort_key()));
 
-    let times: Vec<Result<RankTime, InputError>> = pool.install(|| {
-        selected
-            .par_iter()
-            .map(|rank| timebase::resolve(rank, options.align))
-            .collect()
-    });
-    let mut work = Vec::with_capacity(selected.len());
-    for (input, time) in selected.into_iter().zip(times) {
-        let ready = time.and_then(|time| Ok((source::choose(&input, options.source)?, time)));
-        match ready {
-            Ok((source, time)) => work.push(Work {
-                ordinal: work.len() as u32,
-                process_name: input.name.display_name(),
-                input,
-                source,
-                time,
-                collectives: None,
-            }),
-            Err(error) if options.keep_going => skipped.push(SkippedRank {
-                rank: Some(input.name.label()),
-                error: error.to_string(),
-            }),
-            Err(error) => return Err(error.into()),
-        }
-    }
-    if work.is_empty() {
-        return Err(MergeError::NothingToMerge(with_first_skip(
-            "no rank could be read",
-            &skipped,
-        )));
-    }
-    if options.align == AlignMode::Collectives {
-        align::apply(&pool, &mut work);
-    }
-
-    let origin = found.capture_start_ns.unwrap_or_else(|| {
-        work.iter()
-            .filter(|w| w.time.source != BaseSource::None)
-            .map(|w| w.time.aligned_base())
-            .min()
-            .unwrap_or(0)
-    });
+    let origin = Planned::origin(found.capture_start_ns, &work);
     let window = options.filters.window.map(|w| {
         (
             w.start.map_or(i64::MIN, |s| s.resolve(origin)),
@@ -205,6 +134,7 @@ pub fn merge(options: &MergeOptions) -> Result<MergeSummary, MergeError> {
         filter: &filter,
         cancel: AtomicBool::new(false),
         keep_going: options.keep_going,
+        ranks: work.len() as u32,
     };
     let (results, finish) = match (options.stop_after, format) {
         (Some(stage), _) => (run.each(&work, |w| run.diagnose_rank(w, stage)), None),
@@ -250,6 +180,14 @@ pub fn merge(options: &MergeOptions) -> Result<MergeSummary, MergeError> {
             "every rank failed to convert".into(),
         ));
     }
+    let window_missed = ranks.iter().all(|r| r.stats.events_out == 0)
+        && ranks
+            .iter()
+            .any(|r| r.stats.dropped.contains_key(reason::WINDOW));
+    if let Some(window) = window.filter(|_| window_missed) {
+        // The output (still under its temporary name) is dropped unwritten.
+        return Err(run.window_missed(&work, window, origin));
+    }
     let bytes_written = match finish {
         Some(finish) => finish().map_err(output_error(&options.output))?,
         None => 0,
@@ -272,6 +210,126 @@ pub fn merge(options: &MergeOptions) -> Result<MergeSummary, MergeError> {
         filtered_out,
         warnings,
         stopped_after: options.stop_after,
+        size_fit: None,
+    })
+}
+
+/// The pool ranks are read on: `jobs` threads, default one per CPU.
+fn worker_pool(jobs: Option<usize>) -> Result<(rayon::ThreadPool, usize), MergeError> {
+    let jobs = jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .max(1);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs)
+        .thread_name(|i| format!("merge-{i}"))
+        .build()
+        .map_err(|e| MergeError::Options(format!("cannot start {jobs} worker threads: {e}")))?;
+    Ok((pool, jobs))
+}
+
+/// The ranks of a merge before any is converted: discovered, selected by
+/// the filters, each with its time base, clock and file to read (refined by
+/// `--align collectives` when asked).
+pub(crate) struct Planned {
+    work: Vec<Work>,
+    skipped: Vec<SkippedRank>,
+    filtered_out: Vec<String>,
+    /// The rest of the discovery (warnings, missing ranks, fetched copies).
+    found: discover::Discovery,
+}
+
+impl Planned {
+    /// The output's time zero: the capture's start, else the earliest
+    /// rank's time base.
+    fn origin(capture_start_ns: Option<i64>, work: &[Work]) -> i64 {
+        capture_start_ns.unwrap_or_else(|| {
+            work.iter()
+                .filter(|w| w.time.source != BaseSource::None)
+                .map(|w| w.time.aligned_base())
+                .min()
+                .unwrap_or(0)
+        })
+    }
+}
+
+/// Discovers and prepares the ranks of `options` (see [`Planned`]).
+fn plan(options: &MergeOptions, pool: &rayon::ThreadPool) -> Result<Planned, MergeError> {
+    if options.inputs.is_empty() {
+        return Err(MergeError::Options(
+            "no inputs: give capture folders, trace files or JAX log dirs".into(),
+        ));
+    }
+    let mut found = discover::discover(
+        &options.inputs,
+        &options.filters,
+        options.source != SourceMode::Json,
+    );
+    let mut skipped = Vec::new();
+    for error in std::mem::take(&mut found.unusable) {
+        if !options.keep_going {
+            return Err(error.into());
+        }
+        skipped.push(SkippedRank {
+            rank: None,
+            error: error.to_string(),
+        });
+    }
+    let (mut selected, filtered): (Vec<RankInput>, Vec<RankInput>) =
+        std::mem::take(&mut found.ranks)
+            .into_iter()
+            .partition(|r| r.name.is_requests() || options.filters.selects(&r.name.coords));
+    let filtered_out: Vec<String> = filtered.iter().map(|r| r.name.label()).collect();
+    if selected.is_empty() {
+        return Err(MergeError::NothingToMerge(if filtered_out.is_empty() {
+            with_first_skip("no readable rank in the inputs", &skipped)
+        } else {
+            format!(
+                "--ranks/--roles left out every rank ({})",
+                filtered_out.join(", ")
+            )
+        }));
+    }
+    selected.sort_by(|a, b| a.name.sort_key().cmp(&b.name.sort_key()));
+
+    let times: Vec<Result<RankTime, InputError>> = pool.install(|| {
+        selected
+            .par_iter()
+            .map(|rank| timebase::resolve(rank, options.align))
+            .collect()
+    });
+    let mut work = Vec::with_capacity(selected.len());
+    for (input, time) in selected.into_iter().zip(times) {
+        let ready = time.and_then(|time| Ok((source::choose(&input, options.source)?, time)));
+        match ready {
+            Ok((source, time)) => work.push(Work {
+                ordinal: work.len() as u32,
+                process_name: input.name.display_name(),
+                input,
+                source,
+                time,
+                collectives: None,
+            }),
+            Err(error) if options.keep_going => skipped.push(SkippedRank {
+                rank: Some(input.name.label()),
+                error: error.to_string(),
+            }),
+            Err(error) => return Err(error.into()),
+        }
+    }
+    if work.is_empty() {
+        return Err(MergeError::NothingToMerge(with_first_skip(
+            "no rank could be read",
+            &skipped,
+        )));
+    }
+    if options.align == AlignMode::Collectives {
+        align::apply(pool, &mut work);
+    }
+    Ok(Planned {
+        work,
+        skipped,
+        filtered_out,
+        found,
     })
 }
 
@@ -303,6 +361,8 @@ struct Run<'a> {
     /// Set when a rank failed and the others should stop (no `--keep-going`).
     cancel: AtomicBool,
     keep_going: bool,
+    /// Ranks being merged (packet sequence ids are numbered past them).
+    ranks: u32,
 }
 
 impl Run<'_> {
@@ -335,6 +395,43 @@ impl Run<'_> {
         self.cancel.load(Ordering::Relaxed)
     }
 
+    /// The error for a `window` that kept no event, with the span of the
+    /// events it missed (found by reading the ranks again, unfiltered: this
+    /// is the rare case of a mistyped window).
+    fn window_missed(&self, work: &[Work], window: (i64, i64), origin: i64) -> MergeError {
+        let everything = EventFilter::default();
+        let unfiltered = Run {
+            pool: self.pool,
+            filter: &everything,
+            cancel: AtomicBool::new(false),
+            keep_going: true,
+            ranks: self.ranks,
+        };
+        let span = unfiltered
+            .each(work, |w| unfiltered.diagnose_rank(w, Stage::Parse))
+            .into_iter()
+            .flatten()
+            .filter_map(|stats| Some((stats.first_ns?, stats.last_ns?)))
+            .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)));
+        let ms = |ns: i64| match ns {
+            i64::MIN | i64::MAX => String::new(),
+            ns => format!("{:.3}", (ns - origin) as f64 / 1e6),
+        };
+        let missed = match span {
+            Some((first, last)) => format!(
+                "lies outside the capture span {}..{} ms (after the origin)",
+                ms(first),
+                ms(last)
+            ),
+            None => "lies outside every event".into(),
+        };
+        MergeError::WindowSelectsNothing(format!(
+            "--window {}..{} ms {missed}: nothing selected, nothing written",
+            ms(window.0),
+            ms(window.1)
+        ))
+    }
+
     fn convert_pftrace(
         &self,
         work: &[Work],
@@ -343,12 +440,14 @@ impl Run<'_> {
         let out = OutputFile::create(path).map_err(output_error(path))?;
         let results = self.each(work, |w| match w.source.kind {
             // Parsed whole before its first packet is written.
-            SourceKind::Json => self.pftrace_rank(w, 0, &out),
-            // Written as it is read: a damaged line further on must not
-            // leave the lines before it in the output.
+            SourceKind::Json => self.pftrace_rank(w, &out),
+            // Written as it is read: with --keep-going, a damaged line
+            // further on must not leave the lines before it in the output
+            // (without it, a failure leaves no output at all).
+            SourceKind::Xplane if !self.keep_going => self.pftrace_rank(w, &out),
             SourceKind::Xplane => {
                 let stage = Mutex::new(out.stage(output::PACKET_STAGE_IN_MEMORY));
-                let stats = self.pftrace_rank(w, 0, &stage)?;
+                let stats = self.pftrace_rank(w, &stage)?;
                 let stage = stage.into_inner().unwrap_or_else(|e| e.into_inner());
                 out.append(stage).map_err(RankFailure::Output)?;
                 Ok(stats)
@@ -374,8 +473,7 @@ impl Run<'_> {
             if i > 0 {
                 header.push(b',');
             }
-            let pid = json_out::rank_pid(w.ordinal);
-            json_out::push_process_metadata(&mut header, pid, &w.process_name, pid);
+            json_out::push_sort_index(&mut header, json_out::rank_pid(w.ordinal));
         }
         out.write_now(&header).map_err(output_error(path))?;
         let results = self.each(work, |w| {
@@ -388,9 +486,10 @@ impl Run<'_> {
                 out.stage(),
             );
             let (rank, read) = self.read_rank(w, rank, |rank, element| rank.ingest(element))?;
-            let (stage, mut stats) = rank.finish().map_err(RankFailure::Output)?;
+            let (stage, edits, mut stats) = rank.finish().map_err(RankFailure::Output)?;
             read.note(&mut stats);
-            out.commit_stage(stage).map_err(RankFailure::Output)?;
+            out.commit_stage(stage, &edits)
+                .map_err(RankFailure::Output)?;
             Ok(stats)
         });
         let commit = move || {
@@ -416,7 +515,7 @@ impl Run<'_> {
         };
         let results = self.each(work, |w| {
             let file = std::fs::File::create(member_file(w)).map_err(RankFailure::Output)?;
-            self.pftrace_rank(w, w.time.aligned_base(), &Mutex::new(file))
+            self.pftrace_rank(w, &Mutex::new(file))
         });
         let files: Vec<(&Work, std::path::PathBuf)> = work
             .iter()
@@ -429,7 +528,6 @@ impl Run<'_> {
             .map(|(w, file)| archive::Member {
                 path: archive::member_path(&w.input.name.label()),
                 machine: w.input.name.host.as_deref().unwrap_or(&w.process_name),
-                offset_ns: w.time.aligned_base(),
                 file,
             })
             .collect();
@@ -439,33 +537,24 @@ impl Run<'_> {
         Ok((results, Some(Box::new(move || out.commit()))))
     }
 
-    /// Converts one rank to a packet sequence written to `sink`; timestamps
-    /// count from `time_zero_ns` (0: epoch).
-    fn pftrace_rank(
-        &self,
-        w: &Work,
-        time_zero_ns: i64,
-        sink: &dyn ChunkSink,
-    ) -> Result<RankStats, RankFailure> {
-        let filter = EventFilter {
-            earliest_ns: (time_zero_ns != 0).then_some(time_zero_ns),
-            ..self.filter.clone()
-        };
+    /// Converts one rank to a packet sequence written to `sink`.
+    fn pftrace_rank(&self, w: &Work, sink: &dyn ChunkSink) -> Result<RankStats, RankFailure> {
+        let filter = self.filter;
         let info = packets::SequenceInfo {
             ordinal: w.ordinal,
+            ranks: self.ranks,
             process_name: &w.process_name,
-            time_zero_ns,
         };
         match w.source.kind {
             SourceKind::Json => {
-                let timeline = self.parse_rank(w, &filter)?;
+                let timeline = self.parse_rank(w, filter)?;
                 timeline.write(&info, sink).map_err(RankFailure::Output)
             }
             SourceKind::Xplane => {
                 let xplane =
                     OpenXplane::open(&w.source.location, &w.time).map_err(RankFailure::Input)?;
                 let cancelled = || self.cancelled();
-                xplane_in::write_pftrace(xplane, &w.time, &filter, &info, sink, &cancelled)
+                xplane_in::write_pftrace(xplane, &w.time, filter, &info, sink, &cancelled)
                     .map_err(RankFailure::from)
             }
         }
@@ -536,7 +625,7 @@ impl Run<'_> {
                 })
             }
             (Stage::Parse, SourceKind::Json) => self.parse_rank(w, self.filter).map(|t| t.stats),
-            (Stage::Parse, SourceKind::Xplane) => self.pftrace_rank(w, 0, &Discard),
+            (Stage::Parse, SourceKind::Xplane) => self.pftrace_rank(w, &Discard),
         }
     }
 }

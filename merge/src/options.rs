@@ -26,6 +26,9 @@ pub struct MergeOptions {
     pub stop_after: Option<Stage>,
     /// Which file of a rank is read: its `.xplane.pb` or its Chrome JSON.
     pub source: SourceMode,
+    /// Keep the output to at most this many bytes, cutting its window
+    /// when it would be bigger (see [`crate::SizeFit`]).
+    pub max_size: Option<u64>,
 }
 
 impl MergeOptions {
@@ -39,6 +42,7 @@ impl MergeOptions {
             jobs: None,
             stop_after: None,
             source: SourceMode::default(),
+            max_size: None,
         }
     }
 }

@@ -11,7 +11,7 @@
 //! concatenated behind one gzip header, and their CRCs are combined.
 
 use std::fs::File;
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -143,13 +143,9 @@ impl TextOutput {
     pub fn stage(&self) -> Stage {
         Stage {
             spool: self.out.stage(SPOOL_IN_MEMORY),
-            deflate: self
-                .gzip
-                .as_ref()
-                .map(|_| Compress::new(Compression::fast(), false)),
-            crc: crc32fast::Hasher::new(),
+            gzip: self.gzip.is_some(),
+            dir: self.out.dir.clone(),
             len: 0,
-            compressed: Vec::new(),
         }
     }
 
@@ -157,12 +153,12 @@ impl TextOutput {
     pub fn write_now(&self, text: &[u8]) -> io::Result<()> {
         let mut stage = self.stage();
         stage.push(text)?;
-        self.commit_stage(stage)
+        self.commit_stage(stage, &[])
     }
 
-    /// Appends a finished stage to the output.
-    pub fn commit_stage(&self, stage: Stage) -> io::Result<()> {
-        let (spool, crc, len) = stage.finish()?;
+    /// Appends a finished stage, with `edits` applied, to the output.
+    pub fn commit_stage(&self, stage: Stage, edits: &[Edit]) -> io::Result<()> {
+        let (spool, crc, len) = stage.finish(edits)?;
         // Held while appending: the CRCs combine in the file's order.
         let mut gzip = self
             .gzip
@@ -190,36 +186,104 @@ impl TextOutput {
     }
 }
 
-/// One rank's text, compressed as it comes when the output is gzipped.
+/// A change to a rank's staged text, made as it is committed: `remove`
+/// bytes at offset `at` give way to `insert`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edit {
+    pub at: u64,
+    pub remove: u64,
+    pub insert: Vec<u8>,
+}
+
+/// One rank's text, staged as written. It is compressed (when the output
+/// is gzipped) only once the rank is complete, because the rank may still
+/// edit what it wrote: which track an event lands on is known only after
+/// all of the rank's events were seen.
 pub struct Stage {
     spool: SpooledTempFile,
+    gzip: bool,
+    dir: PathBuf,
+    len: u64,
+}
+
+impl Stage {
+    pub fn push(&mut self, text: &[u8]) -> io::Result<()> {
+        self.len += text.len() as u64;
+        self.spool.write_all(text)
+    }
+
+    /// Bytes pushed so far: the offset of the next byte pushed.
+    pub fn written(&self) -> u64 {
+        self.len
+    }
+
+    /// The text with `edits` (in offset order, not overlapping) applied,
+    /// compressed for a gzipped output; its CRC and length.
+    fn finish(mut self, edits: &[Edit]) -> io::Result<(SpooledTempFile, crc32fast::Hasher, u64)> {
+        if !self.gzip && edits.is_empty() {
+            return Ok((self.spool, crc32fast::Hasher::new(), self.len));
+        }
+        self.spool.seek(SeekFrom::Start(0))?;
+        let out = SpooledTempFile::new_in(SPOOL_IN_MEMORY, &self.dir);
+        let mut sink = Finished {
+            out,
+            deflate: self.gzip.then(|| Compress::new(Compression::fast(), false)),
+            crc: crc32fast::Hasher::new(),
+            len: 0,
+            compressed: Vec::new(),
+        };
+        copy_edited(&mut self.spool, edits, &mut sink)?;
+        if let Some(deflate) = &mut sink.deflate {
+            deflate_into(deflate, &[], &mut sink.compressed, FlushCompress::Sync)?;
+            sink.out.write_all(&sink.compressed)?;
+        }
+        Ok((sink.out, sink.crc, sink.len))
+    }
+}
+
+/// Copies `source` to `sink` with `edits` applied.
+fn copy_edited(source: &mut impl Read, edits: &[Edit], sink: &mut impl Write) -> io::Result<()> {
+    let mut at = 0;
+    for edit in edits {
+        let kept = edit
+            .at
+            .checked_sub(at)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "edits out of order"))?;
+        io::copy(&mut source.take(kept), sink)?;
+        io::copy(&mut source.take(edit.remove), &mut io::sink())?;
+        sink.write_all(&edit.insert)?;
+        at = edit.at + edit.remove;
+    }
+    io::copy(source, sink)?;
+    Ok(())
+}
+
+/// Where a finished stage's text goes: compressed or as it is.
+struct Finished {
+    out: SpooledTempFile,
     deflate: Option<Compress>,
     crc: crc32fast::Hasher,
     len: u64,
     compressed: Vec<u8>,
 }
 
-impl Stage {
-    pub fn push(&mut self, text: &[u8]) -> io::Result<()> {
+impl Write for Finished {
+    fn write(&mut self, text: &[u8]) -> io::Result<usize> {
+        self.len += text.len() as u64;
         match &mut self.deflate {
-            None => self.spool.write_all(text),
+            None => self.out.write_all(text)?,
             Some(deflate) => {
                 self.crc.update(text);
-                self.len += text.len() as u64;
                 deflate_into(deflate, text, &mut self.compressed, FlushCompress::None)?;
-                self.spool.write_all(&self.compressed)?;
+                self.out.write_all(&self.compressed)?;
                 self.compressed.clear();
-                Ok(())
             }
         }
+        Ok(text.len())
     }
 
-    fn finish(mut self) -> io::Result<(SpooledTempFile, crc32fast::Hasher, u64)> {
-        if let Some(deflate) = &mut self.deflate {
-            deflate_into(deflate, &[], &mut self.compressed, FlushCompress::Sync)?;
-            self.spool.write_all(&self.compressed)?;
-        }
-        Ok((self.spool, self.crc, self.len))
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -276,7 +340,7 @@ mod tests {
                     for part in piece.chunks(7_777) {
                         stage.push(part).unwrap();
                     }
-                    output.commit_stage(stage).unwrap();
+                    output.commit_stage(stage, &[]).unwrap();
                 });
             }
         });

@@ -66,9 +66,10 @@ impl Interner {
 pub struct SequenceInfo<'a> {
     /// Position of the rank in the merged timeline (0-based).
     pub ordinal: u32,
+    /// Ranks in the merged timeline: rank sequences are `1..=ranks`,
+    /// sequences of an xplane rank's lines come after them.
+    pub ranks: u32,
     pub process_name: &'a str,
-    /// Subtracted from every timestamp (a zip member's own time zero).
-    pub time_zero_ns: i64,
 }
 
 /// The track uuids of one rank: its process track's, and its tracks' (the
@@ -204,7 +205,6 @@ pub enum AnnotationValue<'a> {
 pub struct Annotations {
     pub names: Interner,
     pub values: Interner,
-    scratch: Vec<u8>,
 }
 
 impl Default for Annotations {
@@ -212,7 +212,6 @@ impl Default for Annotations {
         Annotations {
             names: Interner::default(),
             values: Interner::capped(MAX_INTERNED_VALUES),
-            scratch: Vec::new(),
         }
     }
 }
@@ -267,36 +266,55 @@ impl Annotations {
     /// Appends an annotation whose name (and, for a string, value) was
     /// interned already: `text_iid` stands for a string value when set.
     pub fn put_interned(
-        &mut self,
+        &self,
         out: &mut Vec<u8>,
         key_iid: u32,
         value: AnnotationValue<'_>,
         text_iid: Option<u32>,
     ) {
-        let body = &mut self.scratch;
-        body.clear();
-        proto::put_varint_field(body, annotation::NAME_IID, u64::from(key_iid));
-        match (value, text_iid) {
+        // Sized first and written straight into `out`: this runs for every
+        // stat of every event.
+        let value_len = match (value, text_iid) {
             (AnnotationValue::Bool(b), _) => {
-                proto::put_varint_field(body, annotation::BOOL_VALUE, u64::from(b))
+                proto::varint_field_len(annotation::BOOL_VALUE, u64::from(b))
             }
             (AnnotationValue::Int(i), _) => {
-                proto::put_varint_field(body, annotation::INT_VALUE, i as u64)
+                proto::varint_field_len(annotation::INT_VALUE, i as u64)
             }
-            (AnnotationValue::Uint(u), _) => {
-                proto::put_varint_field(body, annotation::UINT_VALUE, u)
-            }
-            (AnnotationValue::Double(d), _) => {
-                proto::put_fixed64_field(body, annotation::DOUBLE_VALUE, d.to_bits())
-            }
+            (AnnotationValue::Uint(u), _) => proto::varint_field_len(annotation::UINT_VALUE, u),
+            (AnnotationValue::Double(_), _) => proto::key_len(annotation::DOUBLE_VALUE) + 8,
             (AnnotationValue::Text(_), Some(iid)) => {
-                proto::put_varint_field(body, annotation::STRING_VALUE_IID, u64::from(iid))
+                proto::varint_field_len(annotation::STRING_VALUE_IID, u64::from(iid))
             }
             (AnnotationValue::Text(text), None) => {
-                proto::put_bytes_field(body, annotation::STRING_VALUE, text.as_bytes())
+                proto::len_field_len(annotation::STRING_VALUE, text.len())
+            }
+        };
+        let body_len =
+            proto::varint_field_len(annotation::NAME_IID, u64::from(key_iid)) + value_len;
+        out.reserve(body_len + 8);
+        proto::put_len_header(out, track_event::DEBUG_ANNOTATIONS, body_len);
+        proto::put_varint_field(out, annotation::NAME_IID, u64::from(key_iid));
+        match (value, text_iid) {
+            (AnnotationValue::Bool(b), _) => {
+                proto::put_varint_field(out, annotation::BOOL_VALUE, u64::from(b))
+            }
+            (AnnotationValue::Int(i), _) => {
+                proto::put_varint_field(out, annotation::INT_VALUE, i as u64)
+            }
+            (AnnotationValue::Uint(u), _) => {
+                proto::put_varint_field(out, annotation::UINT_VALUE, u)
+            }
+            (AnnotationValue::Double(d), _) => {
+                proto::put_fixed64_field(out, annotation::DOUBLE_VALUE, d.to_bits())
+            }
+            (AnnotationValue::Text(_), Some(iid)) => {
+                proto::put_varint_field(out, annotation::STRING_VALUE_IID, u64::from(iid))
+            }
+            (AnnotationValue::Text(text), None) => {
+                proto::put_bytes_field(out, annotation::STRING_VALUE, text.as_bytes())
             }
         }
-        proto::put_bytes_field(out, track_event::DEBUG_ANNOTATIONS, body);
     }
 }
 
@@ -307,32 +325,31 @@ pub struct PacketWriter<'s> {
     body: Vec<u8>,
     scratch: Vec<u8>,
     sequence: u64,
-    /// Bytes of the sequence id and flags fields every event packet has.
-    sequence_fields_len: usize,
-    time_zero: i64,
+    /// The sequence id and flags fields every event packet has, encoded.
+    sequence_fields: StackBytes,
     /// Whether the packet that clears the sequence's state was written.
     started: bool,
 }
 
 impl<'s> PacketWriter<'s> {
     /// A writer of packet sequence `ordinal + 1` into `sink`, reusing `buf`.
-    pub fn new(mut buf: Vec<u8>, sink: &'s dyn ChunkSink, info: &SequenceInfo<'_>) -> Self {
+    pub fn new(buf: Vec<u8>, sink: &'s dyn ChunkSink, info: &SequenceInfo<'_>) -> Self {
+        Self::with_sequence(buf, sink, u64::from(info.ordinal) + 1)
+    }
+
+    /// A writer of packet sequence `sequence` (an xplane line's).
+    pub fn with_sequence(mut buf: Vec<u8>, sink: &'s dyn ChunkSink, sequence: u64) -> Self {
         buf.reserve(CHUNK + (64 << 10));
-        let sequence = u64::from(info.ordinal) + 1;
+        let mut sequence_fields = StackBytes::new();
+        sequence_fields.varint_field(packet::TRUSTED_PACKET_SEQUENCE_ID, sequence);
+        sequence_fields.varint_field(packet::SEQUENCE_FLAGS, packet::SEQ_NEEDS_INCREMENTAL_STATE);
         PacketWriter {
             buf,
             sink,
             body: Vec::new(),
             scratch: Vec::new(),
             sequence,
-            sequence_fields_len: proto::varint_field_len(
-                packet::TRUSTED_PACKET_SEQUENCE_ID,
-                sequence,
-            ) + proto::varint_field_len(
-                packet::SEQUENCE_FLAGS,
-                packet::SEQ_NEEDS_INCREMENTAL_STATE,
-            ),
-            time_zero: info.time_zero_ns,
+            sequence_fields,
             started: false,
         }
     }
@@ -462,15 +479,15 @@ impl<'s> PacketWriter<'s> {
         })
     }
 
-    fn timestamp(&self, ns: i64) -> u64 {
-        // Events before time zero were dropped by the filter.
-        (ns - self.time_zero).max(0) as u64
+    /// Merged-clock ns as a packet timestamp (before the epoch: 0).
+    fn timestamp(ns: i64) -> u64 {
+        ns.max(0) as u64
     }
 
     /// A SLICE_BEGIN or INSTANT, sized arithmetically; everything but the
     /// annotations is assembled on the stack and appended at once.
     pub fn begin(&mut self, kind: u64, at: i64, uuid: u64, name: u32, category: u32, args: &[u8]) {
-        let ts = self.timestamp(at);
+        let ts = Self::timestamp(at);
         let mut event_len = proto::varint_field_len(track_event::TYPE, kind)
             + proto::varint_field_len(track_event::TRACK_UUID, uuid)
             + proto::varint_field_len(track_event::NAME_IID, u64::from(name))
@@ -491,7 +508,7 @@ impl<'s> PacketWriter<'s> {
     }
 
     pub fn end(&mut self, at: i64, uuid: u64) {
-        let ts = self.timestamp(at);
+        let ts = Self::timestamp(at);
         let event_len = proto::varint_field_len(track_event::TYPE, track_event::SLICE_END)
             + proto::varint_field_len(track_event::TRACK_UUID, uuid);
         let mut head = StackBytes::new();
@@ -506,12 +523,11 @@ impl<'s> PacketWriter<'s> {
     #[inline]
     fn packet_head(&self, head: &mut StackBytes, ts: u64, event_len: usize) {
         let packet_len = proto::varint_field_len(packet::TIMESTAMP, ts)
-            + self.sequence_fields_len
+            + self.sequence_fields.len
             + proto::len_field_len(packet::TRACK_EVENT, event_len);
         head.len_header(packet::TRACE_PACKET, packet_len);
         head.varint_field(packet::TIMESTAMP, ts);
-        head.varint_field(packet::TRUSTED_PACKET_SEQUENCE_ID, self.sequence);
-        head.varint_field(packet::SEQUENCE_FLAGS, packet::SEQ_NEEDS_INCREMENTAL_STATE);
+        head.extend(&self.sequence_fields);
         head.len_header(packet::TRACK_EVENT, event_len);
     }
 
@@ -546,17 +562,26 @@ impl StackBytes {
         }
     }
 
+    /// Appends what `other` holds (it is small: the caller checks).
+    #[inline]
+    fn extend(&mut self, other: &StackBytes) {
+        self.bytes[self.len..self.len + other.len].copy_from_slice(&other.bytes[..other.len]);
+        self.len += other.len;
+    }
+
     #[inline]
     fn varint(&mut self, mut value: u64) {
         // A local cursor: updating `self.len` byte by byte would make every
         // store wait on the previous one.
+        // Indexes masked to the array: no bounds check per byte (the
+        // fields written always fit, see the type's comment).
         let mut len = self.len;
         while value >= 0x80 {
-            self.bytes[len] = (value as u8) | 0x80;
+            self.bytes[len % 64] = (value as u8) | 0x80;
             len += 1;
             value >>= 7;
         }
-        self.bytes[len] = value as u8;
+        self.bytes[len % 64] = value as u8;
         self.len = len + 1;
     }
 

@@ -7,6 +7,10 @@ use std::path::PathBuf;
 use rankline_layout::{RankCoords, Sidecar};
 use serde::Serialize;
 
+/// The role of a capture's `workload.json` input: not a rank but the
+/// requests sent during the window, drawn as one `requests` track.
+pub const REQUESTS_ROLE: &str = "requests";
+
 /// Who a rank is, as far as its inputs tell.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RankName {
@@ -23,6 +27,9 @@ impl RankName {
     /// Short and unique within a merge: `prefill-0/TP-1-EP-0`, `TP-3-EP-0`
     /// for the unified worker 0, `TP-0-EP-0/EXTEND` for a stage file.
     pub fn label(&self) -> String {
+        if self.is_requests() {
+            return REQUESTS_ROLE.to_string();
+        }
         let mut label = match self.coords.server_folder() {
             Some(folder) => format!("{folder}/{}", self.coords.rank_label()),
             None => self.coords.rank_label(),
@@ -36,6 +43,9 @@ impl RankName {
 
     /// The process track's name: `prefill-0 TP-1 EP-0 (host)`.
     pub fn display_name(&self) -> String {
+        if self.is_requests() {
+            return REQUESTS_ROLE.to_string();
+        }
         let c = &self.coords;
         let mut name = format!("{}-{} TP-{}", c.role, c.worker, c.tp_rank);
         if let Some(dp) = c.dp_rank {
@@ -52,6 +62,11 @@ impl RankName {
             name.push_str(&format!(" ({host})"));
         }
         name
+    }
+
+    /// Whether this is a capture's workload rather than a rank.
+    pub fn is_requests(&self) -> bool {
+        self.coords.role == REQUESTS_ROLE
     }
 
     /// Timeline order: role, worker, dp, pp, ep, tp, then stage and host.

@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
-use rankline_layout::{Manifest, Sidecar, TimeBaseSource, MANIFEST_NAME};
+use rankline_layout::{FileKind, Manifest, Sidecar, TimeBaseSource, MANIFEST_NAME, WORKLOAD_NAME};
 use rankline_storage::{Storage, StorageError};
 
 use crate::error::{InputError, InputProblem};
@@ -179,21 +179,31 @@ async fn fetch_capture(
     let (mut wanted, mut xplane_keys) = (Vec::new(), Vec::new());
     for rank in ranks {
         wanted.extend(rank.objects.trace.as_deref().map(inside));
-        let has_time_base = rank
+        let sidecar = rank
             .objects
             .meta
             .as_deref()
             .and_then(|key| std::fs::read(local.join(inside(key))).ok())
-            .and_then(|bytes| serde_json::from_slice::<Sidecar>(&bytes).ok())
-            .is_some_and(|s| s.time_base.source != TimeBaseSource::None);
+            .and_then(|bytes| serde_json::from_slice::<Sidecar>(&bytes).ok());
+        // Per-stage traces (profile_by_stage) beyond the one the manifest names.
+        for file in sidecar.iter().flat_map(|s| &s.files) {
+            let key = inside(&file.key);
+            if file.kind == FileKind::Trace && !wanted.contains(&key) {
+                wanted.push(key);
+            }
+        }
+        let has_time_base = sidecar.is_some_and(|s| s.time_base.source != TimeBaseSource::None);
         let read = xplanes || rank.objects.trace.is_none();
         if let (true, Some(xplane)) = (read || !has_time_base, &rank.objects.xplane) {
             xplane_keys.push(inside(xplane));
         }
     }
-    let ((), absent) = futures::try_join!(
+    let workload = [WORKLOAD_NAME.to_string()];
+    let ((), absent, _) = futures::try_join!(
         download_all(storage, local, &wanted),
-        download_present(storage, local, &xplane_keys)
+        download_present(storage, local, &xplane_keys),
+        // The requests a workload sent, when the capture had one.
+        download_present(storage, local, &workload)
     )?;
     Ok(absent)
 }

@@ -37,6 +37,9 @@ pub struct MergeSummary {
     pub warnings: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped_after: Option<Stage>,
+    /// What `--max-size` cut to make the output fit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_fit: Option<crate::SizeFit>,
 }
 
 /// One merged rank.
@@ -181,6 +184,9 @@ impl MergeSummary {
                 let _ = writeln!(out, "  {} dropped: {}", rank.rank, reasons.join(", "));
             }
         }
+        if let Some(fit) = &self.size_fit {
+            fit.render(self.origin_unix_ns, &mut out);
+        }
         crate::align::render(self, &mut out);
         for skipped in &self.skipped {
             let _ = writeln!(
@@ -224,7 +230,7 @@ impl MergeSummary {
     }
 }
 
-fn human_bytes(bytes: u64) -> String {
+pub(crate) fn human_bytes(bytes: u64) -> String {
     match bytes {
         b if b >= 1 << 30 => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
         b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),

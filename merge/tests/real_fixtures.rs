@@ -77,7 +77,17 @@ fn jax_multi4_merges_every_event_once_at_its_absolute_time() {
     }
 
     let decoded = decode(&fs::read(&out).unwrap());
-    assert_eq!(decoded.sequences, 4, "one packet sequence per rank");
+    // Each rank's own sequence, and one per line of the xplanes read.
+    let lines: u64 = summary
+        .ranks
+        .iter()
+        .map(|r| r.stats.xplane.map_or(0, |x| x.lines))
+        .sum();
+    assert_eq!(
+        decoded.sequences as u64,
+        4 + lines,
+        "a sequence per rank and line"
+    );
     let mut expected: Vec<_> = multi4_dirs()
         .iter()
         .enumerate()

@@ -38,6 +38,16 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     path.display().to_string()
 }
 
+/// `input` merged into Chrome JSON at `out`: its events.
+fn json_events(input: String, out: &Path) -> Vec<Value> {
+    merge(&MergeOptions::new(vec![input], out)).unwrap();
+    let mut trace: Value = serde_json::from_str(&fs::read_to_string(out).unwrap()).unwrap();
+    match trace["traceEvents"].take() {
+        Value::Array(events) => events,
+        other => panic!("traceEvents: {other}"),
+    }
+}
+
 fn pftrace(inputs: Vec<String>, dir: &Path) -> (rankline_merge::MergeSummary, common::Decoded) {
     let out = dir.join("out.pftrace");
     let summary = merge(&MergeOptions::new(inputs, &out)).unwrap();
@@ -117,7 +127,7 @@ fn overlapping_events_go_to_sibling_tracks_and_none_is_lost() {
         })
         .collect();
     let path = write(dir.path(), "t.json", &format!("[{}]", text.join(",")));
-    let (summary, decoded) = pftrace(vec![path], dir.path());
+    let (summary, decoded) = pftrace(vec![path.clone()], dir.path());
     assert_eq!(decoded.slices.len(), events.len());
     assert_eq!(summary.ranks[0].stats.events_out, events.len() as u64);
     for (name, ts, dur) in events {
@@ -150,6 +160,62 @@ fn overlapping_events_go_to_sibling_tracks_and_none_is_lost() {
         "lane 0 is free again by then"
     );
     assert_eq!(track_of("d-starts-at-a-end"), "tid 2");
+
+    // Chrome JSON output places them the same way, on sibling threads.
+    let written = json_events(path, &dir.path().join("out.json"));
+    let thread_of = |name: &str| {
+        let event = written.iter().find(|e| e["name"] == name).unwrap();
+        let tid = event["tid"].as_i64().unwrap();
+        let named = written
+            .iter()
+            .find(|e| e["name"] == "thread_name" && e["pid"] == event["pid"] && e["tid"] == tid);
+        (
+            tid,
+            named.map(|e| e["args"]["name"].as_str().unwrap().to_string()),
+        )
+    };
+    for (name, _, _) in events {
+        let (tid, named) = thread_of(name);
+        if name == "b-overlaps-a" {
+            assert_ne!(tid, 2, "moved off a's thread");
+            assert_eq!(named.as_deref(), Some("tid 2 (overlap 1)"));
+        } else {
+            assert_eq!((tid, named), (2, None), "{name} stays");
+        }
+    }
+}
+
+#[test]
+fn json_output_spills_overlapping_begin_end_pairs_and_named_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "be-TP-0.trace.json",
+        &kineto(
+            r#"{"ph":"B","pid":7,"tid":8,"ts":0,"name":"outer"},
+               {"ph":"X","pid":7,"tid":8,"ts":5,"dur":10,"name":"crosses outer's end"},
+               {"ph":"E","pid":7,"tid":8,"ts":10},
+               {"ph":"B","pid":7,"tid":8,"ts":12,"name":"inside the spilled one"},
+               {"ph":"E","pid":7,"tid":8,"ts":13}"#,
+        ),
+    );
+    let written = json_events(path, &dir.path().join("be.json"));
+    let tids = |ph: &str| -> Vec<i64> {
+        written
+            .iter()
+            .filter(|e| e["ph"] == ph)
+            .map(|e| e["tid"].as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(tids("X"), [9], "the X is moved next to tid 8");
+    assert_eq!(tids("B"), [8, 8], "the pairs nest on their thread");
+    assert_eq!(tids("E"), [8, 8]);
+    assert!(
+        written.iter().any(|e| e["name"] == "thread_name"
+            && e["tid"] == 9
+            && e["args"]["name"] == "main (overlap 1)"),
+        "{written:?}"
+    );
 }
 
 #[test]
@@ -388,6 +454,16 @@ fn json_output_has_a_pid_per_rank_and_exact_shifted_ts() {
         let trace: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(trace["metadata"]["rankline_origin_unix_ns"], KINETO_BASE);
         let events = trace["traceEvents"].as_array().unwrap();
+        let mut named_pids: Vec<i64> = events
+            .iter()
+            .filter(|e| e["name"] == "process_name")
+            .map(|e| e["pid"].as_i64().unwrap())
+            .collect();
+        let named = named_pids.len();
+        named_pids.sort_unstable();
+        named_pids.dedup();
+        assert_eq!(named, named_pids.len(), "one process_name per pid: {text}");
+        assert_eq!(named, 3, "two ranks, one with a second source process");
         let process_names: BTreeMap<i64, &str> = events
             .iter()
             .filter(|e| e["name"] == "process_name")
@@ -426,7 +502,7 @@ fn json_output_has_a_pid_per_rank_and_exact_shifted_ts() {
 }
 
 #[test]
-fn zip_output_is_a_perfetto_archive_with_offsets() {
+fn zip_output_is_a_perfetto_archive_of_machines_on_the_merged_clock() {
     let dir = tempfile::tempdir().unwrap();
     let capture = write_capture(dir.path());
     let out = dir.path().join("cap.zip");
@@ -446,9 +522,13 @@ fn zip_output_is_a_perfetto_archive_with_offsets() {
     let manifest: Value = serde_json::from_str(&manifest).unwrap();
     let files = manifest["perfetto_manifest"]["files"].as_array().unwrap();
     assert_eq!(files.len(), 2);
+    assert!(
+        files[0].get("clocks").is_none(),
+        "the first is the reference"
+    );
+    assert_eq!(files[1]["clocks"]["sync_to"]["file"], files[0]["path"]);
+    assert_eq!(files[1]["clocks"]["offset_ns"], 0);
     for (file, rank) in files.iter().zip(&summary.ranks) {
-        let offset = file["clocks"]["offset_ns"].as_i64().unwrap();
-        assert_eq!(offset, rank.time_base_unix_ns + rank.clock_shift_ns);
         assert!(file["machine"]["name"]
             .as_str()
             .unwrap()
@@ -462,8 +542,9 @@ fn zip_output_is_a_perfetto_archive_with_offsets() {
         let decoded = decode(&bytes);
         assert_eq!(decoded.slices.len(), 1);
         assert_eq!(
-            decoded.slices[0].start, 5_500,
-            "relative to the file's own zero"
+            decoded.slices[0].start,
+            rank.time_base_unix_ns + rank.clock_shift_ns + 5_500,
+            "on the merged clock, as in the .pftrace"
         );
     }
 }
@@ -498,6 +579,20 @@ fn window_and_min_dur_filters_keep_whole_overlapping_events() {
     let stats = &summary.ranks[0].stats;
     assert_eq!(stats.dropped["outside --window"], 2);
     assert_eq!(stats.dropped["shorter than --min-dur"], 1);
+
+    // A window that misses every event is an error, and writes nothing.
+    let missed = dir.path().join("missed.pftrace");
+    let mut options = MergeOptions::new(options.inputs.clone(), &missed);
+    options.filters.window = Some("5s..6s".parse().unwrap());
+    match merge(&options) {
+        Err(MergeError::WindowSelectsNothing(message)) => assert_eq!(
+            message,
+            "--window 5000.000..6000.000 ms lies outside the capture span 0.000..0.100 ms \
+             (after the origin): nothing selected, nothing written"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(!missed.exists());
 }
 
 fn input_error(result: Result<rankline_merge::MergeSummary, MergeError>) -> (String, InputProblem) {

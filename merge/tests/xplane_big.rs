@@ -1,7 +1,8 @@
 //! A generated `.xplane.pb` far past the JSON export's 1,000,000-event cap,
-//! on several device planes, converts with every event present, and the
-//! converting process's peak memory stays under twice the largest line's
-//! encoded size plus 64 MB: it reads one line at a time, never the file.
+//! on several device planes, converts with every event present, its lines
+//! on two workers at once, and the converting process's peak memory stays
+//! under workers (2) x (2 x the largest line's encoded size + 16 MB) +
+//! 16 MB: each worker reads one line at a time, never the file.
 //!
 //! The conversion runs in a child process (this test binary again, running
 //! [`child_merge`]), so its peak RSS is its own.
@@ -16,6 +17,9 @@ use std::process::Command;
 use rankline_merge::{merge, MergeOptions};
 use rankline_xplane::synth::{write_synthetic_space, SynthSpec};
 use serde_json::Value;
+
+/// Lines converted at once (each worker holds one).
+const WORKERS: usize = 2;
 
 /// Where the child reads its input and writes its output and summary.
 const CHILD_DIR: &str = "RANKLINE_TEST_CHILD_MERGE_DIR";
@@ -33,7 +37,7 @@ fn child_merge() {
         vec![dir.join("tpu-host.xplane.pb").display().to_string()],
         dir.join("out.pftrace"),
     );
-    options.jobs = Some(1);
+    options.jobs = Some(WORKERS);
     let summary = merge(&options).unwrap();
     fs::write(
         dir.join("summary.json"),
@@ -75,7 +79,7 @@ fn big_xplane_converts_every_event_in_bounded_memory() {
     let file = fs::File::create(dir.path().join("tpu-host.xplane.pb")).unwrap();
     let counts = write_synthetic_space(file, &spec).unwrap();
     assert!(counts.events > 1_000_000, "{counts:?}");
-    let bound = 2 * counts.largest_line_bytes + (64 << 20);
+    let bound = WORKERS as u64 * (2 * counts.largest_line_bytes + (16 << 20)) + (16 << 20);
     assert!(
         counts.bytes > bound,
         "the file ({} bytes) is larger than the bound ({bound}), so holding it would fail",

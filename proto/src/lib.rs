@@ -2,7 +2,7 @@
 //!
 //! The schema is `proto/rankline/v1/rankline.proto`; this crate only compiles
 //! it (with protox, no system `protoc`) and adds small conversions that every
-//! side needs.
+//! side needs, and [`security`]: how clients send tokens and speak TLS.
 
 #[allow(clippy::all, missing_docs)]
 mod generated {
@@ -10,6 +10,8 @@ mod generated {
 }
 
 pub use generated::*;
+
+pub mod security;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -94,6 +96,23 @@ impl RankState {
             RankState::Failed => "failed",
             RankState::Lost => "lost",
         }
+    }
+
+    /// A rank state from its word ([`RankState::word`]).
+    pub fn from_word(word: &str) -> Option<RankState> {
+        [
+            RankState::Pending,
+            RankState::Armed,
+            RankState::Profiling,
+            RankState::Stopping,
+            RankState::Collecting,
+            RankState::Uploading,
+            RankState::Ok,
+            RankState::Failed,
+            RankState::Lost,
+        ]
+        .into_iter()
+        .find(|state| state.word() == word)
     }
 }
 

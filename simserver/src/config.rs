@@ -16,6 +16,11 @@ pub enum ServerKind {
     SglangJax,
     /// SGLang on GPU: one Kineto `trace.json.gz` per rank, `.tmp` then renamed.
     Sglang,
+    /// vLLM on GPU: `/start_profile` and `/stop_profile` only when a profiler
+    /// dir is set (`VLLM_TORCH_PROFILER_DIR`), answered 200 with an empty
+    /// body; each worker writes `<worker>.<ms>.pt.trace.json.gz` (Kineto)
+    /// into that fixed dir, whatever the request says; no `/get_server_info`.
+    Vllm,
 }
 
 impl ServerKind {
@@ -23,7 +28,7 @@ impl ServerKind {
     pub fn device(self) -> &'static str {
         match self {
             ServerKind::SglangJax => "tpu",
-            ServerKind::Sglang => "cuda",
+            ServerKind::Sglang | ServerKind::Vllm => "cuda",
         }
     }
 
@@ -32,6 +37,7 @@ impl ServerKind {
         match self {
             ServerKind::SglangJax => "SGLANG_JAX_PROFILER_DIR",
             ServerKind::Sglang => "SGLANG_TORCH_PROFILER_DIR",
+            ServerKind::Vllm => "VLLM_TORCH_PROFILER_DIR",
         }
     }
 }
@@ -84,6 +90,9 @@ pub struct Faults {
     /// `num_steps` answers 200, then the scheduler dies at its next step and
     /// every later request hangs.
     pub emulate_start_step_hang: bool,
+    /// Every inference request (`/generate`, `/v1/*`) answers the 400 a
+    /// request without `model` gets (seed 004), whatever it sends.
+    pub reject_requests: bool,
 }
 
 /// Everything a simulated server needs. `Default` is a single-host
@@ -102,6 +111,10 @@ pub struct SimServerConfig {
     pub pp_size: u32,
     /// This process's ranks (SGLang file names; JAX ignores them).
     pub tp_rank: u32,
+    /// SGLang: how many consecutive TP ranks, from `tp_rank` on, this
+    /// process writes a file for. A real server with tp=8 on one host runs
+    /// a scheduler per rank and writes eight files; 1 emulates one of them.
+    pub sglang_ranks_written: u32,
     pub ep_rank: u32,
     pub dp_rank: u32,
     pub pp_rank: u32,
@@ -134,6 +147,9 @@ pub struct SimServerConfig {
     pub profile_status_route: bool,
     /// Append one JSON line per `/start_profile` / `/stop_profile` received.
     pub events_log: Option<PathBuf>,
+    /// Like SGLang's `--api-key`: every route but `/health*` and `/metrics*`
+    /// then wants `Authorization: Bearer <key>` and answers 401 without it.
+    pub api_key: Option<String>,
     pub faults: Faults,
 }
 
@@ -149,6 +165,7 @@ impl Default for SimServerConfig {
             dp_size: 1,
             pp_size: 1,
             tp_rank: 0,
+            sglang_ranks_written: 1,
             ep_rank: 0,
             dp_rank: 0,
             pp_rank: 0,
@@ -168,6 +185,7 @@ impl Default for SimServerConfig {
             default_output_dir: None,
             profile_status_route: true,
             events_log: None,
+            api_key: None,
             faults: Faults::default(),
         }
     }
@@ -232,6 +250,13 @@ impl SimServerConfig {
                 ));
             }
         }
+        if self.sglang_ranks_written == 0 || self.tp_rank + self.sglang_ranks_written > self.tp_size
+        {
+            return bad(format!(
+                "{} SGLang rank files from tp_rank {} do not fit in tp_size {}",
+                self.sglang_ranks_written, self.tp_rank, self.tp_size
+            ));
+        }
         if self.local_devices == Some(0) {
             return bad("local_devices must be at least 1".into());
         }
@@ -251,6 +276,12 @@ impl SimServerConfig {
     pub fn devices_on_host(&self) -> u32 {
         self.local_devices
             .unwrap_or_else(|| (self.tp_size / self.nnodes).max(1))
+    }
+
+    /// vLLM serves its profiler routes only when a profiler dir is set.
+    pub fn vllm_profiler_enabled(&self) -> bool {
+        self.default_output_dir.is_some()
+            || std::env::var_os(self.kind.profiler_dir_env()).is_some_and(|d| !d.is_empty())
     }
 
     /// The output dir used when a start names none.

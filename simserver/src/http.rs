@@ -16,11 +16,13 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
+use axum::routing::{any, get, post};
 use axum::{Extension, Json, Router};
 use serde_json::json;
 use tokio::sync::oneshot;
 
+use crate::config::ServerKind;
+use crate::requests;
 use crate::scheduler::{ProfileError, Request as SchedulerRequest, StartParams};
 use crate::server::Shared;
 use crate::unix_now_ns;
@@ -41,13 +43,44 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             .route("/start_profile", any(start_profile))
             .route("/stop_profile", any(stop_profile))
             .route("/profile_status", any(profile_status))
+            .route("/generate", post(requests::generate))
+            .route("/v1/chat/completions", post(requests::chat_completions))
+            .route("/v1/completions", post(requests::completions))
+            .route("/v1/score", post(requests::score))
+            .route("/v1/models", get(requests::models))
     } else {
         Router::new().route("/health", any(health))
     };
     routes
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(shared.clone(), api_key))
         .layer(middleware::from_fn_with_state(shared.clone(), arrival))
         .with_state(shared)
+}
+
+/// SGLang's API-key middleware (`--api-key`): OPTIONS, `/health*` and
+/// `/metrics*` pass; anything else without `Authorization: Bearer <key>`
+/// gets `401 {"error": "Unauthorized"}`.
+async fn api_key(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let Some(key) = &shared.config.api_key else {
+        return next.run(request).await;
+    };
+    let path = request.uri().path();
+    let exempt = request.method() == axum::http::Method::OPTIONS
+        || path.starts_with("/health")
+        || path.starts_with("/metrics");
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    if exempt || presented == Some(format!("Bearer {key}").as_str()) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"error": "Unauthorized"})),
+    )
+        .into_response()
 }
 
 /// Stamps the request, logs profiling calls, and holds every request when
@@ -114,6 +147,9 @@ async fn health_generate(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn get_server_info(State(shared): State<Arc<Shared>>) -> Response {
     let config = &shared.config;
+    if config.kind == ServerKind::Vllm {
+        return not_found().await;
+    }
     Json(json!({
         "model_path": config.model_path,
         "tokenizer_path": config.model_path,
@@ -137,6 +173,9 @@ async fn get_server_info(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn get_model_info(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.config.kind == ServerKind::Vllm {
+        return not_found().await;
+    }
     Json(json!({
         "model_path": shared.config.model_path,
         "tokenizer_path": shared.config.model_path,
@@ -165,6 +204,9 @@ async fn start_profile(
     Extension(received): Extension<Received>,
     body: Bytes,
 ) -> Response {
+    if shared.config.kind == ServerKind::Vllm {
+        return vllm_profile(&shared, true, received).await;
+    }
     let params = match start_params(&body) {
         Ok(params) => params,
         Err(error) => {
@@ -181,7 +223,13 @@ async fn start_profile(
     profile_answer(&shared, request, answer, "Start profiling.\n").await
 }
 
-async fn stop_profile(State(shared): State<Arc<Shared>>) -> Response {
+async fn stop_profile(
+    State(shared): State<Arc<Shared>>,
+    Extension(received): Extension<Received>,
+) -> Response {
+    if shared.config.kind == ServerKind::Vllm {
+        return vllm_profile(&shared, false, received).await;
+    }
     let (reply, answer) = oneshot::channel();
     let request = SchedulerRequest::Stop { reply };
     profile_answer(
@@ -209,8 +257,37 @@ async fn profile_answer(
     }
 }
 
+/// vLLM's profiler routes: there only with a profiler dir; the body is
+/// ignored (files go to that dir); a start while profiling and a stop while
+/// idle are ignored too; every answer is an empty 200.
+async fn vllm_profile(shared: &Shared, start: bool, received: Received) -> Response {
+    if !shared.config.vllm_profiler_enabled() {
+        return not_found().await;
+    }
+    let (reply, answer) = oneshot::channel();
+    let request = if start {
+        SchedulerRequest::Start {
+            params: StartParams::default(),
+            received: received.at,
+            reply,
+        }
+    } else {
+        SchedulerRequest::Stop { reply }
+    };
+    if shared.requests.send(request).await.is_err() {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    match answer.await {
+        Ok(Ok(())) | Ok(Err(ProfileError::AlreadyInProgress | ProfileError::NotInProgress)) => {
+            Response::new(Body::empty())
+        }
+        Ok(Err(_)) => internal_error(),
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
 async fn profile_status(State(shared): State<Arc<Shared>>) -> Response {
-    if !shared.config.profile_status_route {
+    if shared.config.kind == ServerKind::Vllm || !shared.config.profile_status_route {
         return not_found().await;
     }
     let status = if shared.profiling.load(Ordering::SeqCst) {

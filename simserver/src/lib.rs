@@ -20,6 +20,7 @@ mod config;
 mod events_log;
 mod http;
 mod link;
+mod requests;
 mod scheduler;
 mod server;
 pub mod synthetic;

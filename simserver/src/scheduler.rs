@@ -14,13 +14,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
 
+use rankline_layout::sglang_ep_rank;
+
 use crate::config::ServerKind;
 use crate::link::{Command, LinkHandle, Release};
 use crate::server::Shared;
 use crate::trace::plan::SOLO_COLLECTIVE_NS;
 use crate::trace::{
-    jax_run_dir, python_time_string, write_jax_session, write_kineto_session, KinetoRank, Session,
-    StepRecord, TraceShape, WriteOptions,
+    jax_run_dir, python_time_string, write_jax_session, write_kineto_files, write_kineto_session,
+    KinetoRank, Session, StepRecord, TraceShape, WriteOptions,
 };
 use crate::{unix_now_ns, SimError};
 
@@ -36,6 +38,8 @@ pub(crate) struct StartParams {
     pub with_stack: Option<bool>,
     /// SGLang: `[<prefix>-]` in front of the file name.
     pub profile_prefix: Option<String>,
+    /// SGLang: one file per stage, `-EXTEND` and `-DECODE`.
+    pub profile_by_stage: Option<bool>,
     /// Node 0's own profile id, passed to the other nodes. A `profile_id`
     /// sent by a client is dropped before it gets here (the real server
     /// ignores it).
@@ -71,6 +75,18 @@ pub(crate) enum Request {
     HealthGenerate {
         reply: oneshot::Sender<()>,
     },
+    /// An inference request: it joins the running batch and is answered
+    /// after `steps` forward steps.
+    Generate {
+        steps: u64,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// A request in the running batch.
+struct InBatch {
+    steps_left: u64,
+    reply: oneshot::Sender<()>,
 }
 
 /// How this process takes part in collectives.
@@ -89,7 +105,13 @@ struct StartPlan {
     num_steps: Option<u64>,
     profile_id: String,
     prefix: Option<String>,
+    /// SGLang `profile_by_stage`: the steps go to an `-EXTEND` and a
+    /// `-DECODE` file (the simulated server alternates them).
+    by_stage: bool,
 }
+
+/// The stages of `profile_by_stage`, with the step parity each takes.
+const STAGES: [(&str, u64); 2] = [("EXTEND", 1), ("DECODE", 0)];
 
 enum Profile {
     Idle,
@@ -116,6 +138,8 @@ pub(crate) struct Scheduler {
     forward_ct: u64,
     profile: Profile,
     health_waiters: Vec<oneshot::Sender<()>>,
+    /// The running batch of inference requests.
+    batch: Vec<InBatch>,
     /// `--hang-stop`: stop requests that will never be answered.
     parked: Vec<Reply>,
     crash_at_next_step: bool,
@@ -149,6 +173,7 @@ impl Scheduler {
             forward_ct: 0,
             profile: Profile::Idle,
             health_waiters: Vec::new(),
+            batch: Vec::new(),
             parked: Vec::new(),
             crash_at_next_step: false,
             started: Instant::now(),
@@ -163,6 +188,7 @@ impl Scheduler {
         matches!(self.rendezvous, Rendezvous::Solo)
             && matches!(self.profile, Profile::Idle)
             && self.health_waiters.is_empty()
+            && self.batch.is_empty()
             && !self.crash_at_next_step
     }
 
@@ -243,6 +269,10 @@ impl Scheduler {
                 let _ = reply.send(result);
             }
             Request::HealthGenerate { reply } => self.health_waiters.push(reply),
+            Request::Generate { steps, reply } => self.batch.push(InBatch {
+                steps_left: steps.max(1),
+                reply,
+            }),
         }
     }
 
@@ -338,7 +368,9 @@ impl Scheduler {
                 .python_tracer_level
                 .filter(|l| *l > 0)
                 .map_or(config.python_tracer_default, |_| true),
-            ServerKind::Sglang => params.with_stack.unwrap_or(config.python_tracer_default),
+            ServerKind::Sglang | ServerKind::Vllm => {
+                params.with_stack.unwrap_or(config.python_tracer_default)
+            }
         };
         Ok(StartPlan {
             output_dir,
@@ -350,6 +382,7 @@ impl Scheduler {
                 .clone()
                 .unwrap_or_else(|| python_time_string(unix_now_ns())),
             prefix: params.profile_prefix.clone(),
+            by_stage: config.kind == ServerKind::Sglang && params.profile_by_stage == Some(true),
         })
     }
 
@@ -391,6 +424,8 @@ impl Scheduler {
         for waiter in self.health_waiters.drain(..) {
             let _ = waiter.send(());
         }
+        let batch_size = u32::try_from(self.batch.len()).unwrap_or(u32::MAX);
+        self.advance_batch();
         if self.crash_at_next_step {
             tracing::error!(
                 "Scheduler hit an exception: TypeError: SchedulerProfilerMixin.start_profile() missing 2 \
@@ -419,6 +454,7 @@ impl Scheduler {
                 round: release.round,
                 arrive_unix_ns,
                 release_unix_ns: release.unix_ns,
+                batch_size,
             });
         }
         if running
@@ -432,6 +468,23 @@ impl Scheduler {
                     tracing::error!("writing the profile failed: {error}");
                 }
             }
+        }
+    }
+
+    /// One forward step for every request in the batch; the finished ones
+    /// get their answer (a client that gave up is simply dropped).
+    fn advance_batch(&mut self) {
+        let (done, running): (Vec<InBatch>, Vec<InBatch>) = std::mem::take(&mut self.batch)
+            .into_iter()
+            .filter(|request| !request.reply.is_closed())
+            .map(|mut request| {
+                request.steps_left -= 1;
+                request
+            })
+            .partition(|request| request.steps_left == 0);
+        self.batch = running;
+        for request in done {
+            let _ = request.reply.send(());
         }
     }
 
@@ -480,26 +533,65 @@ impl Scheduler {
                     Ok(())
                 }
             }
-            ServerKind::Sglang => {
-                let rank = KinetoRank {
-                    tp_rank: config.tp_rank,
-                    tp_size: config.tp_size,
-                    dp_rank: config.dp_rank,
-                    dp_size: config.dp_size,
-                    pp_rank: config.pp_rank,
-                    pp_size: config.pp_size,
-                    ep_rank: config.ep_rank,
-                    ep_size: config.ep_size,
-                    gpu: config.tp_rank % config.devices_on_host().max(1),
-                    os_pid: std::process::id(),
-                };
-                let file_name = rank.file_name(&plan.profile_id, plan.prefix.as_deref());
+            ServerKind::Sglang | ServerKind::Vllm => {
+                let vllm_at_ms =
+                    (config.kind == ServerKind::Vllm).then_some(stop_unix_ns / 1_000_000);
+                let ranks: Vec<KinetoRank> = (config.tp_rank
+                    ..config.tp_rank + config.sglang_ranks_written)
+                    .map(|tp_rank| KinetoRank {
+                        tp_rank,
+                        tp_size: config.tp_size,
+                        dp_rank: config.dp_rank,
+                        dp_size: config.dp_size,
+                        pp_rank: config.pp_rank,
+                        pp_size: config.pp_size,
+                        ep_rank: if config.sglang_ranks_written > 1 {
+                            sglang_ep_rank(tp_rank, config.tp_size, config.ep_size)
+                        } else {
+                            config.ep_rank
+                        },
+                        ep_size: config.ep_size,
+                        gpu: tp_rank % config.devices_on_host().max(1),
+                        os_pid: std::process::id(),
+                    })
+                    .collect();
+                let profile_id = plan.profile_id.clone();
+                let prefix = plan.prefix.clone();
                 let output_dir = plan.output_dir.clone();
+                let by_stage = plan.by_stage;
                 tokio::time::sleep(delay).await;
                 if write_files {
                     blocking(move || {
-                        write_kineto_session(&output_dir, &file_name, &rank, &session, &options)
-                            .map(drop)
+                        for rank in &ranks {
+                            // Every rank its own file, and its own durations.
+                            let mut session = session.clone();
+                            session.shape.jitter_seed ^= u64::from(rank.tp_rank) << 8;
+                            let file_name = match vllm_at_ms {
+                                Some(unix_ms) => rank.vllm_file_name(unix_ms),
+                                None => rank.file_name(&profile_id, prefix.as_deref()),
+                            };
+                            if !by_stage {
+                                write_kineto_session(
+                                    &output_dir,
+                                    &file_name,
+                                    rank,
+                                    &session,
+                                    &options,
+                                )?;
+                                continue;
+                            }
+                            let staged: Vec<(String, Session)> = STAGES
+                                .iter()
+                                .map(|(stage, parity)| {
+                                    let mut staged = session.clone();
+                                    staged.steps.retain(|step| step.step_num % 2 == *parity);
+                                    let suffix = format!("-{stage}.trace.json.gz");
+                                    (file_name.replace(".trace.json.gz", &suffix), staged)
+                                })
+                                .collect();
+                            write_kineto_files(&output_dir, rank, &staged, &options)?;
+                        }
+                        Ok(())
                     })
                     .await
                 } else {

@@ -33,6 +33,12 @@ pub struct SyntheticRank {
     /// ranks of a capture; `None` puts it one step after this rank's start.
     pub first_collective_end_unix_ns: Option<i64>,
     pub shape: TraceShape,
+    /// Injected straggler: this rank reaches every step's first collective
+    /// last (it waits less than any rank without the flag can).
+    pub straggler: bool,
+    /// Injected idle time: after step `k` (1-based), `n` step periods pass
+    /// with no step. Give every rank of a capture the same gaps.
+    pub idle_gaps: Vec<(u64, u32)>,
 }
 
 impl SyntheticRank {
@@ -50,6 +56,8 @@ impl SyntheticRank {
             rank,
             clock_offset_ns: 0,
             first_collective_end_unix_ns: None,
+            straggler: false,
+            idle_gaps: Vec::new(),
             shape: TraceShape {
                 jitter_seed: u64::from(rank).wrapping_mul(0x2545_f491_4f6c_dd1d),
                 gzip_level: 1,
@@ -72,13 +80,24 @@ impl SyntheticRank {
         let mut jitter = Jitter::new(self.shape.jitter_seed, 0, u64::from(self.rank));
         let steps: Vec<StepRecord> = (0..steps as u64)
             .map(|k| {
-                let release = first_end + k as i64 * step_ns;
-                let wait = SOLO_COLLECTIVE_NS + jitter.below(step_ns / 30);
+                let skipped: i64 = self
+                    .idle_gaps
+                    .iter()
+                    .filter(|(after, _)| *after <= k)
+                    .map(|(_, n)| i64::from(*n))
+                    .sum();
+                let release = first_end + (k as i64 + skipped) * step_ns;
+                let wait = if self.straggler {
+                    SOLO_COLLECTIVE_NS / 2
+                } else {
+                    SOLO_COLLECTIVE_NS + jitter.below(step_ns / 30)
+                };
                 StepRecord {
                     step_num: k + 1,
                     round: k + 1,
                     arrive_unix_ns: release - wait + self.clock_offset_ns,
                     release_unix_ns: release + self.clock_offset_ns,
+                    batch_size: 0,
                 }
             })
             .collect();

@@ -17,11 +17,15 @@ use anyhow::{bail, Context, Result};
 
 mod cluster;
 mod netns;
+mod pki;
 mod s3;
+mod trace_processor;
 
 pub use cluster::{CaptureRun, Cluster};
 pub use netns::NetHost;
+pub use pki::{write_private, CertFiles, TestPki};
 pub use s3::S3Server;
+pub use trace_processor::{Import, Problem, Table, TraceProcessor};
 
 /// The `rankline` binary of this workspace, built once per test process so
 /// the tests never run a stale binary.
@@ -58,9 +62,7 @@ fn target_dir() -> PathBuf {
 
 /// `tests/fixtures/real-jax/<rest>`: real JAX and sglang-jax output.
 pub fn fixture(rest: &str) -> PathBuf {
-    workspace_root()
-        .join("tests/fixtures/real-jax")
-        .join(rest)
+    workspace_root().join("tests/fixtures/real-jax").join(rest)
 }
 
 /// A running child process that is killed when dropped.
@@ -223,6 +225,21 @@ impl Proc {
         text
     }
 
+    /// Waits up to `limit` for the process to exit by itself; its exit
+    /// status, or `None` while it still runs.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL, as a crash would.
     pub fn kill_hard(&mut self) {
         signal_group(self.child.id(), libc::SIGKILL);
@@ -269,6 +286,23 @@ pub fn run_rankline(args: &[&str]) -> Result<Output> {
         .output()
         .with_context(|| format!("run rankline {}", args.join(" ")))?;
     Ok(output)
+}
+
+/// `rankline merge <capture> -o <out> --json <extra>`, which must succeed:
+/// its summary.
+pub fn merge_json(capture: &Path, out: &Path, extra: &[&str]) -> Result<serde_json::Value> {
+    let (capture, out) = (capture.display().to_string(), out.display().to_string());
+    let mut args = vec!["merge", capture.as_str(), "-o", out.as_str(), "--json"];
+    args.extend_from_slice(extra);
+    let output = run_rankline(&args)?;
+    if !output.status.success() {
+        bail!(
+            "rankline {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    serde_json::from_slice(&output.stdout).context("parse rankline merge --json")
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, or fails after `limit`

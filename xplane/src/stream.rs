@@ -606,6 +606,8 @@ pub struct EventView<'a> {
     pub kind: EventKind,
     pub duration_ps: i64,
     message: &'a [u8],
+    /// Where its first stat is (fields before it need no second look).
+    stats_at: usize,
     base: u64,
 }
 
@@ -616,11 +618,17 @@ impl<'a> EventView<'a> {
             kind: EventKind::Span { offset_ps: 0 },
             duration_ps: 0,
             message,
+            stats_at: message.len(),
             base,
         };
         let mut reader = SliceReader::new(message, base);
-        while let Some((number, value)) = reader.next_field()? {
+        loop {
+            let at = reader.position();
+            let Some((number, value)) = reader.next_field()? else {
+                break;
+            };
             match number {
+                EVENT_STATS_FIELD => event.stats_at = event.stats_at.min(at),
                 1 => event.metadata_id = value.as_i64(),
                 2 => {
                     event.kind = EventKind::Span {
@@ -641,7 +649,11 @@ impl<'a> EventView<'a> {
 
     /// The event's own stats (its metadata's are in [`EventMetadata::stats`]).
     pub fn stats(&self) -> Stats<'a> {
-        Stats::new(self.message, self.base, EVENT_STATS_FIELD)
+        Stats::new(
+            &self.message[self.stats_at..],
+            self.base + self.stats_at as u64,
+            EVENT_STATS_FIELD,
+        )
     }
 }
 

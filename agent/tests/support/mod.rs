@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rankline_agent::{Agent, AgentConfig, Timing};
+use rankline_agent::{AgentConfig, RankChoice, Timing};
 use rankline_proto::agent_link_server::{AgentLink, AgentLinkServer};
 use rankline_proto::{
     agent_message, coordinator_message, unix_now_ns, AgentHello, AgentMessage, CaptureSettings,
@@ -584,6 +584,7 @@ pub fn quick_timing() -> Timing {
         poll_interval: Duration::from_millis(50),
         default_profiling_budget: Duration::from_secs(10),
         files_and_upload_budget: Duration::from_secs(10),
+        foreign_files_grace: Duration::from_millis(500),
         discovery_retry_max: Duration::from_millis(200),
         reconnect_initial: Duration::from_millis(50),
         reconnect_max: Duration::from_millis(200),
@@ -604,9 +605,14 @@ pub struct RunningAgent {
 
 impl RunningAgent {
     pub fn spawn(config: AgentConfig) -> RunningAgent {
+        Self::spawn_ranks(config, RankChoice::One)
+    }
+
+    /// An agent process serving the `ranks` of its server's host.
+    pub fn spawn_ranks(config: AgentConfig, ranks: RankChoice) -> RunningAgent {
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            Agent::run(config, async {
+            rankline_agent::run_ranks(config, ranks, async {
                 let _ = stopped.await;
             })
             .await

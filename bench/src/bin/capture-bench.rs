@@ -8,9 +8,14 @@
 //! is a sequential fan-out: `/start_profile` sent to each server in turn, as
 //! SGLang's `bench_serving` does for PD workers.
 //!
+//! With `--tls` every fleet runs twice in the same process, plain and then
+//! secured (mutual TLS with a certificate per agent, plus tokens), and the
+//! report sets start skew and the agents' idle footprint side by side.
+//!
 //! ```text
 //! cargo build --release -p rankline -p rankline-bench
 //! RANKLINE_BIN=target/release/rankline target/release/capture-bench --out bench/results/capture.md
+//! RANKLINE_BIN=target/release/rankline target/release/capture-bench --tls --agents 8 --out bench/results/capture-tls.md
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -18,7 +23,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use rankline_e2e::{wait_until, Proc, Spawn};
+use rankline_e2e::{wait_until, write_private, Proc, Spawn, TestPki};
+use rankline_proto::security::ClientSecurity;
 use rankline_proto::{capture_event, CaptureRequest, CaptureSettings, CaptureStatus};
 
 #[derive(Debug, Parser)]
@@ -38,6 +44,79 @@ struct Args {
     /// Write the results as markdown here (they are printed too).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Run every fleet a second time with mutual TLS and tokens, and compare.
+    #[arg(long)]
+    tls: bool,
+}
+
+/// The credentials of a secured fleet: a CA, the coordinator's
+/// certificate, one certificate per agent (CN = its agent id), tokens.
+struct Credentials {
+    pki: TestPki,
+    /// Holds the token files.
+    _dir: tempfile::TempDir,
+    coordinator_args: Vec<String>,
+    agent_token: PathBuf,
+    client: ClientSecurity,
+}
+
+const OPERATOR_TOKEN: &str = "bench-operator-token-0123456789";
+const AGENT_TOKEN: &str = "bench-agent-token-0123456789ab";
+
+impl Credentials {
+    fn new() -> Result<Credentials> {
+        let pki = TestPki::new("capture-bench CA")?;
+        let dir = tempfile::tempdir()?;
+        let table = dir.path().join("tokens");
+        write_private(
+            &table,
+            &format!("ops operator {OPERATOR_TOKEN}\nnodes agent {AGENT_TOKEN}\n"),
+        )?;
+        let agent_token = dir.path().join("agent.token");
+        write_private(&agent_token, AGENT_TOKEN)?;
+        let server = pki.server("coordinator")?;
+        let coordinator_args = [
+            "--token-file".to_string(),
+            table.display().to_string(),
+            "--tls-cert".to_string(),
+            server.cert.display().to_string(),
+            "--tls-key".to_string(),
+            server.key.display().to_string(),
+            "--tls-client-ca".to_string(),
+            pki.ca().display().to_string(),
+        ]
+        .to_vec();
+        let client = ClientSecurity::default()
+            .with_token(OPERATOR_TOKEN, "capture-bench")?
+            .with_tls_ca(pki.ca())?;
+        Ok(Credentials {
+            pki,
+            _dir: dir,
+            coordinator_args,
+            agent_token,
+            client,
+        })
+    }
+
+    /// The flags of agent `i`: the CA, its own certificate, the agent token.
+    fn agent_args(&self, i: usize) -> Result<Vec<String>> {
+        let cert = self.pki.client(&agent_id(i))?;
+        Ok([
+            "--tls-ca".to_string(),
+            self.pki.ca().display().to_string(),
+            "--tls-cert".to_string(),
+            cert.cert.display().to_string(),
+            "--tls-key".to_string(),
+            cert.key.display().to_string(),
+            "--token-file".to_string(),
+            self.agent_token.display().to_string(),
+        ]
+        .to_vec())
+    }
+}
+
+fn agent_id(i: usize) -> String {
+    format!("bench-agent-{i}")
 }
 
 /// A coordinator, N simulated servers and N agents.
@@ -51,6 +130,8 @@ struct Fleet {
 
 struct FleetResult {
     agents: usize,
+    /// Mutual TLS and tokens on.
+    secured: bool,
     rankline_skew_ms: Vec<f64>,
     sequential_skew_ms: Vec<f64>,
     overhead_ms: Vec<f64>,
@@ -68,12 +149,25 @@ struct Footprint {
 fn main() -> Result<()> {
     let args = Args::parse();
     let runtime = tokio::runtime::Runtime::new()?;
+    let credentials = args.tls.then(Credentials::new).transpose()?;
     let mut results = Vec::new();
     for (i, &n) in args.agents.iter().enumerate() {
-        eprintln!("== {n} agents + {n} simulated servers");
-        let fleet = start_fleet(n)?;
         let idle_seconds = (i == 0).then_some(args.idle_seconds);
-        results.push(runtime.block_on(measure(&fleet, &args, idle_seconds))?);
+        let modes = if args.tls {
+            vec![None, credentials.as_ref()]
+        } else {
+            vec![None]
+        };
+        for secured in modes {
+            let label = if secured.is_some() {
+                " (mutual TLS + tokens)"
+            } else {
+                ""
+            };
+            eprintln!("== {n} agents + {n} simulated servers{label}");
+            let fleet = start_fleet(n, secured)?;
+            results.push(runtime.block_on(measure(&fleet, &args, idle_seconds, secured))?);
+        }
     }
     let report = render(&args, &results);
     println!("{report}");
@@ -83,7 +177,7 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn start_fleet(n: usize) -> Result<Fleet> {
+fn start_fleet(n: usize, secured: Option<&Credentials>) -> Result<Fleet> {
     let work = tempfile::tempdir()?;
     let events_dir = work.path().join("events");
     std::fs::create_dir_all(&events_dir)?;
@@ -93,6 +187,11 @@ fn start_fleet(n: usize) -> Result<Fleet> {
         &["coordinator", "--listen", "127.0.0.1:0", "--storage"],
     )
     .arg(storage.to_string_lossy())
+    .args(
+        secured
+            .map(|c| c.coordinator_args.clone())
+            .unwrap_or_default(),
+    )
     .wait_for_url()
     .start()?;
 
@@ -120,6 +219,13 @@ fn start_fleet(n: usize) -> Result<Fleet> {
                 .args(["--tp-rank", &i.to_string()])
                 .args(["--mode", "trigger", "--kind", "sglang-jax"])
                 .args(["--spool", &spool.to_string_lossy()])
+                .args(["--agent-id", &agent_id(i)])
+                .args(
+                    secured
+                        .map(|c| c.agent_args(i))
+                        .transpose()?
+                        .unwrap_or_default(),
+                )
                 .start()?,
         );
     }
@@ -132,9 +238,17 @@ fn start_fleet(n: usize) -> Result<Fleet> {
     })
 }
 
-async fn measure(fleet: &Fleet, args: &Args, idle_seconds: Option<u64>) -> Result<FleetResult> {
+async fn measure(
+    fleet: &Fleet,
+    args: &Args,
+    idle_seconds: Option<u64>,
+    secured: Option<&Credentials>,
+) -> Result<FleetResult> {
     let n = fleet.servers.len();
-    let mut client = rankline_coordinator::client::connect(fleet.coordinator.url()).await?;
+    let plain = ClientSecurity::default();
+    let security = secured.map_or(&plain, |c| &c.client);
+    let mut client =
+        rankline_coordinator::client::connect_with(fleet.coordinator.url(), security).await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let agents = client
@@ -190,10 +304,12 @@ async fn measure(fleet: &Fleet, args: &Args, idle_seconds: Option<u64>) -> Resul
     let rankline_skew_ms = skews(&fleet.events_dir, n, 0, args.captures)?;
     let lateness = lateness_by_server(&fleet.events_dir, n, &start_instants)?;
 
-    // The baseline: the same servers, started one after the other.
+    // The baseline: the same servers, started one after the other (once;
+    // the secured run shares it).
     let http = reqwest::Client::new();
     let output_dir = fleet.work.path().join("sequential");
-    for round in 0..args.captures {
+    let rounds = if secured.is_some() { 0 } else { args.captures };
+    for round in 0..rounds {
         for server in &fleet.servers {
             let body = serde_json::json!({ "output_dir": output_dir.join(round.to_string()) });
             let answer = http
@@ -213,7 +329,7 @@ async fn measure(fleet: &Fleet, args: &Args, idle_seconds: Option<u64>) -> Resul
             stop?;
         }
     }
-    let sequential_skew_ms = skews(&fleet.events_dir, n, args.captures, args.captures)?;
+    let sequential_skew_ms = skews(&fleet.events_dir, n, args.captures, rounds)?;
 
     let idle = match idle_seconds {
         Some(seconds) => Some(idle_footprint(&fleet.agents, seconds).await?),
@@ -221,6 +337,7 @@ async fn measure(fleet: &Fleet, args: &Args, idle_seconds: Option<u64>) -> Resul
     };
     Ok(FleetResult {
         agents: n,
+        secured: secured.is_some(),
         rankline_skew_ms,
         sequential_skew_ms,
         overhead_ms,
@@ -368,6 +485,7 @@ fn render(args: &Args, results: &[FleetResult]) -> String {
         })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let plain: Vec<&FleetResult> = results.iter().filter(|r| !r.secured).collect();
     let mut out = String::new();
     out.push_str("# Capture benchmark\n\n");
     out.push_str(&format!(
@@ -383,7 +501,7 @@ fn render(args: &Args, results: &[FleetResult]) -> String {
     );
     out.push_str("| agents | processes | rankline skew median | worst | sequential fan-out median | worst | median ratio | capture overhead median (lead time) |\n");
     out.push_str("|---|---|---|---|---|---|---|---|\n");
-    for r in results {
+    for r in &plain {
         out.push_str(&format!(
             "| {} | {} | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.1}x | {:.0} ms ({:.0} ms) |\n",
             r.agents,
@@ -403,7 +521,7 @@ fn render(args: &Args, results: &[FleetResult]) -> String {
          | agents | per-agent mean lateness: min .. max (clock-offset error + fixed latency) | \
          jitter around each agent's mean: median / worst |\n|---|---|---|\n",
     );
-    for r in results {
+    for r in &plain {
         let means = &r.lateness.mean_ms;
         let min = means.iter().copied().fold(f64::NAN, f64::min);
         out.push_str(&format!(
@@ -415,7 +533,7 @@ fn render(args: &Args, results: &[FleetResult]) -> String {
             worst(&r.lateness.jitter_ms),
         ));
     }
-    for r in results {
+    for r in &plain {
         if let Some(idle) = &r.idle {
             out.push_str(&format!(
                 "\nAgent idle footprint ({} agents connected, idle for {} s): RSS median {:.1} MB, \
@@ -431,12 +549,83 @@ fn render(args: &Args, results: &[FleetResult]) -> String {
             ));
         }
     }
+    render_tls(&mut out, results);
+    out.push_str(&format!(
+        "\nLoad average at the end (`uptime`): {}\n",
+        load_average()
+    ));
     out.push_str(
         "\nCapture overhead = wall time of the whole capture (request to stored, verified files and \
          manifest) minus the profiling window; it includes the lead time before the common start, \
          the simulated server's export (550 ms, like the real server) and the uploads.\n",
     );
     out
+}
+
+/// Plain and secured runs of the same fleet size side by side.
+fn render_tls(out: &mut String, results: &[FleetResult]) {
+    let pairs: Vec<(&FleetResult, &FleetResult)> = results
+        .iter()
+        .filter(|r| !r.secured)
+        .filter_map(|plain| {
+            let secured = results
+                .iter()
+                .find(|r| r.secured && r.agents == plain.agents)?;
+            Some((plain, secured))
+        })
+        .collect();
+    if pairs.is_empty() {
+        return;
+    }
+    out.push_str(
+        "\nTLS off vs on (on = mutual TLS, a certificate per agent, and tokens on both services; \
+         the same fleet size started afresh in the same run):\n\n\
+         | agents | skew median off / on | worst off / on | on / off (median) | capture overhead median off / on |\n\
+         |---|---|---|---|---|\n",
+    );
+    for (off, on) in &pairs {
+        out.push_str(&format!(
+            "| {} | {:.3} / {:.3} ms | {:.3} / {:.3} ms | {:.2}x | {:.0} / {:.0} ms |\n",
+            off.agents,
+            median(&off.rankline_skew_ms),
+            median(&on.rankline_skew_ms),
+            worst(&off.rankline_skew_ms),
+            worst(&on.rankline_skew_ms),
+            median(&on.rankline_skew_ms) / median(&off.rankline_skew_ms),
+            median(&off.overhead_ms),
+            median(&on.overhead_ms),
+        ));
+    }
+    for (off, on) in &pairs {
+        if let (Some(idle_off), Some(idle_on)) = (&off.idle, &on.idle) {
+            out.push_str(&format!(
+                "\nAgent idle footprint, TLS off / on ({} agents, {} s): RSS median {:.1} / {:.1} MB \
+                 ({:.2}x), max {:.1} / {:.1} MB; CPU median {:.3}% / {:.3}%, max {:.3}% / {:.3}%.\n",
+                off.agents,
+                idle_off.seconds,
+                median(&idle_off.rss_mb),
+                median(&idle_on.rss_mb),
+                median(&idle_on.rss_mb) / median(&idle_off.rss_mb),
+                worst(&idle_off.rss_mb),
+                worst(&idle_on.rss_mb),
+                median(&idle_off.cpu_percent),
+                median(&idle_on.cpu_percent),
+                worst(&idle_off.cpu_percent),
+                worst(&idle_on.cpu_percent),
+            ));
+        }
+    }
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
 }
 
 fn today() -> String {

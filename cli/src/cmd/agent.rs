@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use rankline_agent::{AgentConfig, KindChoice, ModeChoice, Retention, Timing};
+use rankline_agent::{AgentConfig, KindChoice, ModeChoice, RankChoice, Retention, Timing};
 use rankline_proto::Role;
+
+use super::security::{server_api_key, ClientSecurityArgs};
 
 /// Run an agent beside one server process.
 #[derive(Debug, clap::Args)]
@@ -49,6 +51,15 @@ pub struct Args {
     #[arg(long, env = "RANKLINE_TP_RANK", value_name = "N", default_value_t = 0)]
     tp_rank: u32,
 
+    /// Serve several ranks from this one agent: `auto` (every rank this
+    /// host's server writes, from its /get_server_info: an SGLang server
+    /// with tp=8 writes eight files on one host; a JAX host is one rank,
+    /// its node_rank) or TP ranks like `0-7` / `0,2,4-5`. Each rank is
+    /// reported and stored on its own; only the server's first rank
+    /// triggers it.
+    #[arg(long, env = "RANKLINE_RANKS", value_name = "auto|LIST", value_parser = RankChoice::parse, conflicts_with = "tp_rank")]
+    ranks: Option<RankChoice>,
+
     /// Expert-parallel rank.
     #[arg(long, env = "RANKLINE_EP_RANK", value_name = "N", default_value_t = 0)]
     ep_rank: u32,
@@ -83,6 +94,16 @@ pub struct Args {
     /// it from /get_server_info, sglang-jax when nothing tells.
     #[arg(long, env = "RANKLINE_KIND", value_enum, default_value_t = KindArg::Auto)]
     kind: KindArg,
+
+    /// vLLM (--kind vllm): the dir the server's torch profiler writes into,
+    /// its VLLM_TORCH_PROFILER_DIR (vLLM takes no output dir per request).
+    #[arg(
+        long,
+        env = "VLLM_TORCH_PROFILER_DIR",
+        value_name = "DIR",
+        required_if_eq("kind", "vllm")
+    )]
+    profiler_dir: Option<PathBuf>,
 
     /// Local folder for captures: the server writes into
     /// <spool>/captures/<profile_id>/<role>-<worker>. Agents of one
@@ -122,6 +143,16 @@ pub struct Args {
         value_parser = parse_size
     )]
     keep_bytes: u64,
+
+    /// A file holding the server's API key (SGLang's --api-key or
+    /// --admin-api-key; not world-readable), sent as `Authorization:
+    /// Bearer` on every call to the server. [default: the
+    /// RANKLINE_SERVER_API_KEY variable, if set]
+    #[arg(long, env = "RANKLINE_SERVER_API_KEY_FILE", value_name = "PATH")]
+    server_api_key_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    security: ClientSecurityArgs,
 }
 
 const AFTER_HELP: &str = "\
@@ -136,13 +167,23 @@ Examples:
   rankline agent --coordinator http://10.0.0.1:7471 --spool /tmp/rankline
   rankline agent --server http://127.0.0.1:30001 --role decode --worker 1 --tp-rank 0
   RANKLINE_MODE=collect RANKLINE_TP_RANK=1 rankline agent   # node 1 of a 2-host server
+  rankline agent --ranks auto --spool /tmp/rankline   # every rank of this host's server (SGLang tp=8: 8)
+
+Two agents (or ranks) never take the same file: an agent whose server files another
+agent on this machine already collects (same --spool, same host name, same rank) is
+refused at start, naming the other and what to change.
 
 The agent runs until SIGINT or SIGTERM. It keeps running while the coordinator
 or the server is down and reconnects by itself.
 
 Uploads are read back and checked (size and sha256) and retried with backoff until
 storage takes them, past the capture's deadline if need be. A capture's journal in
-<spool>/agents/ lets an agent restarted mid-upload (even after kill -9) finish it.";
+<spool>/agents/ lets an agent restarted mid-upload (even after kill -9) finish it.
+
+A secured coordinator (docs/SECURITY.md) wants an agent token (--token-file or
+RANKLINE_TOKEN), https:// with --tls-ca, and for mutual TLS --tls-cert/--tls-key whose CN
+or SAN is this agent's --agent-id. A server started with SGLang's --api-key wants
+--server-api-key-file (or RANKLINE_SERVER_API_KEY).";
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum RoleArg {
@@ -163,6 +204,8 @@ enum KindArg {
     Auto,
     SglangJax,
     Sglang,
+    /// vLLM: /start_profile + /stop_profile, files from --profiler-dir.
+    Vllm,
 }
 
 /// `1048576`, `512K`, `500M`, `20G`, `1T` (powers of 1024; `KiB`, `MB`, ... also read).
@@ -199,8 +242,10 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
 }
 
 impl Args {
-    fn into_config(self) -> AgentConfig {
-        AgentConfig {
+    fn into_config(self) -> anyhow::Result<AgentConfig> {
+        let coordinator_security = self.security.security()?;
+        let server_api_key = server_api_key(self.server_api_key_file.as_ref())?;
+        Ok(AgentConfig {
             coordinator_url: self.coordinator,
             server_url: self.server,
             host: self.host,
@@ -224,20 +269,25 @@ impl Args {
                 KindArg::Auto => KindChoice::Auto,
                 KindArg::SglangJax => KindChoice::SglangJax,
                 KindArg::Sglang => KindChoice::Sglang,
+                KindArg::Vllm => KindChoice::Vllm,
             },
             spool: self.spool,
+            profiler_dir: self.profiler_dir,
             agent_id: self.agent_id,
             retention: Retention {
                 keep_captures: self.keep_captures,
                 keep_bytes: self.keep_bytes,
             },
             timing: Timing::default(),
-        }
+            coordinator_security,
+            server_api_key,
+        })
     }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = args.into_config();
+    let ranks = args.ranks.clone().unwrap_or(RankChoice::One);
+    let config = args.into_config()?;
     // One thread runs everything; blocking work (precise start sleeps, time
     // base reads) gets a few short-lived helper threads.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -245,7 +295,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .max_blocking_threads(4)
         .build()
         .context("cannot start the agent's runtime")?;
-    runtime.block_on(rankline_agent::Agent::run(config, shutdown_signal()))?;
+    runtime.block_on(rankline_agent::run_ranks(config, ranks, shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -19,6 +19,9 @@ use rankline_storage::Storage;
 use tokio::sync::mpsc;
 use tonic::Streaming;
 
+use super::security::ClientSecurityArgs;
+use super::workload::{self, Workload, WorkloadArgs};
+
 const EXIT_CODES: &str = "\
 Exit codes:
   0    every rank ok (with --allow-partial: at least one rank ok)
@@ -27,29 +30,80 @@ Exit codes:
   130  interrupted twice: stopped waiting (the capture goes on; see `rankline capture show ID`)
 
 Without --num-steps or --duration the servers profile until `rankline stop ID` or Ctrl-C.
-Ctrl-C asks every rank to stop (once), then waits for their files.";
+Ctrl-C asks every rank to stop (once), then waits for their files.
 
-/// Where the coordinator is, for every subcommand that talks to it.
+With --workload, a failed workload (a server refused the requests, or none succeeded without
+--allow-idle) exits 1 too; a refused warm-up exits 2 before anything is profiled. The requests
+go to `<profile_id>/workload.json` and the merged trace's requests track.";
+
+/// The exit codes, then the workload SPEC.
+fn capture_help() -> String {
+    format!("{EXIT_CODES}\n\nWorkload {}", rankline_workload::SPEC_HELP)
+}
+
+/// Where the coordinator is and how to prove who this is, for every
+/// subcommand that talks to it.
 #[derive(Debug, clap::Args)]
 pub(crate) struct CoordinatorArg {
     /// The coordinator's URL (what `rankline coordinator` printed).
     #[arg(long, env = "RANKLINE_COORDINATOR", default_value = DEFAULT_COORDINATOR_URL)]
     pub(crate) coordinator: String,
+
+    #[command(flatten)]
+    pub(crate) security: ClientSecurityArgs,
 }
 
 impl CoordinatorArg {
-    async fn connect(&self) -> anyhow::Result<Client> {
-        Ok(client::connect(&self.coordinator).await?)
+    pub(crate) async fn connect(&self) -> anyhow::Result<Client> {
+        let security = self.security.security()?;
+        Ok(client::connect_with(&self.coordinator, &security).await?)
     }
 
     /// A failed call as an error that says what to do.
     fn failed(&self, status: &tonic::Status) -> anyhow::Error {
-        anyhow::anyhow!(client::explain_status(&self.coordinator, status))
+        anyhow::anyhow!(self.hint(&client::explain_status(&self.coordinator, status)))
+    }
+
+    /// `text` with `--coordinator URL` added to every `rankline <command>`
+    /// it names that talks to the coordinator, when the URL is not the
+    /// default: a printed next step then runs as printed.
+    pub(crate) fn hint(&self, text: &str) -> String {
+        if self.coordinator == DEFAULT_COORDINATOR_URL {
+            return text.to_string();
+        }
+        with_coordinator_flag(text, &self.coordinator)
     }
 }
 
+/// Adds ` --coordinator URL` inside each backquoted client command of `text`.
+fn with_coordinator_flag(text: &str, url: &str) -> String {
+    const CLIENT_COMMANDS: [&str; 4] = ["capture", "stop ", "agents", "captures"];
+    let mut out = String::with_capacity(text.len() + 64);
+    let mut rest = text;
+    while let Some(start) = rest.find("`rankline ") {
+        let (before, from) = rest.split_at(start + 1);
+        out.push_str(before);
+        let Some(end) = from.find('`') else {
+            rest = from;
+            break;
+        };
+        let command = &from[..end];
+        out.push_str(command);
+        let words = &command["rankline ".len()..];
+        if CLIENT_COMMANDS.iter().any(|c| words.starts_with(c))
+            && !command.contains("--coordinator")
+        {
+            out.push_str(" --coordinator ");
+            out.push_str(url);
+        }
+        rest = &from[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[derive(Debug, clap::Args)]
-#[command(args_conflicts_with_subcommands = true, after_help = EXIT_CODES)]
+#[command(args_conflicts_with_subcommands = true, after_help = capture_help())]
 pub struct Args {
     #[command(subcommand)]
     action: Option<Action>,
@@ -122,6 +176,9 @@ struct StartArgs {
     /// Exit 0 when at least one rank is ok.
     #[arg(long)]
     allow_partial: bool,
+
+    #[command(flatten)]
+    workload: WorkloadArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -195,8 +252,11 @@ pub fn run_stop(args: StopArgs) -> anyhow::Result<ExitCode> {
             .into_inner()
             .ranks;
         println!(
-            "asked {told} rank(s) of capture {id} to stop; follow it with `rankline capture show {id} --follow`",
-            id = args.profile_id
+            "{}",
+            args.coordinator.hint(&format!(
+                "asked {told} rank(s) of capture {id} to stop; follow it with `rankline capture show {id} --follow`",
+                id = args.profile_id
+            ))
         );
         Ok(ExitCode::SUCCESS)
     })
@@ -239,7 +299,11 @@ pub fn run_captures(args: CapturesArgs) -> anyhow::Result<ExitCode> {
             let captures: Vec<_> = captures.iter().map(report::summary_json).collect();
             println!("{}", serde_json::to_string_pretty(&captures)?);
         } else if captures.is_empty() {
-            println!("no captures yet; start one with `rankline capture`");
+            println!(
+                "{}",
+                args.coordinator
+                    .hint("no captures yet; start one with `rankline capture`")
+            );
         } else {
             print!("{}", report::captures_table(&captures));
         }
@@ -249,8 +313,29 @@ pub fn run_captures(args: CapturesArgs) -> anyhow::Result<ExitCode> {
 
 async fn run_capture(args: StartArgs) -> anyhow::Result<ExitCode> {
     let request = capture_request(&args)?;
-    let outcome = start_and_follow(&args.coordinator, request, args.json).await?;
-    Ok(outcome.exit_code(args.allow_partial))
+    let workload = args
+        .workload
+        .prepare(&args.coordinator, &request.select, args.duration)
+        .await?;
+    let (outcome, workload) =
+        start_and_follow_with(&args.coordinator, request, args.json, workload).await?;
+    let code = outcome.exit_code(args.allow_partial);
+    let Some(workload) = workload else {
+        return Ok(code);
+    };
+    let summary = workload.finish().await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&serde_json::json!({"workload": summary}))?
+        );
+    } else {
+        print!("{}", workload::summary_text(&summary));
+    }
+    if summary.status != "ok" && matches!(outcome, Outcome::Finished(_)) {
+        return Ok(ExitCode::from(1));
+    }
+    Ok(code)
 }
 
 /// Starts a capture and shows it to its end (also `rankline demo`'s capture).
@@ -259,6 +344,18 @@ pub(crate) async fn start_and_follow(
     request: CaptureRequest,
     json: bool,
 ) -> anyhow::Result<Outcome> {
+    Ok(start_and_follow_with(coordinator, request, json, None)
+        .await?
+        .0)
+}
+
+/// [`start_and_follow`], feeding the capture's events to a workload.
+async fn start_and_follow_with(
+    coordinator: &CoordinatorArg,
+    request: CaptureRequest,
+    json: bool,
+    workload: Option<Workload>,
+) -> anyhow::Result<(Outcome, Option<Workload>)> {
     let mut client = coordinator.connect().await?;
     let events = client
         .capture(request)
@@ -267,7 +364,9 @@ pub(crate) async fn start_and_follow(
         .into_inner();
     // From here on Ctrl-C means "stop the capture", not "kill the CLI".
     let interrupts = interrupts();
-    Follower::new(json)
+    let mut follower = Follower::new(json);
+    follower.workload = workload;
+    follower
         .follow(events, coordinator, Some((client, interrupts)))
         .await
 }
@@ -289,13 +388,18 @@ async fn run_show(args: ShowArgs) -> anyhow::Result<ExitCode> {
         // Not in the coordinator's memory: a stored capture has nothing to follow.
     }
     let summary = find_summary(&args).await?;
+    let workload = workload::stored_summary(&summary.storage_url, &summary.profile_id).await;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report::summary_json(&summary))?
-        );
+        let mut json = report::summary_json(&summary);
+        if let (Some(workload), Some(object)) = (&workload, json.as_object_mut()) {
+            object.insert("workload".into(), serde_json::to_value(workload)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         print!("{}", report::summary_table(&summary));
+        if let Some(workload) = &workload {
+            print!("{}", workload::summary_text(workload));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -412,6 +516,8 @@ struct Follower {
     shown: HashMap<String, RankState>,
     /// Ctrl-C came before the capture had an id.
     stop_wanted: bool,
+    /// Sees every event (`--workload`).
+    workload: Option<Workload>,
 }
 
 impl Follower {
@@ -422,6 +528,7 @@ impl Follower {
             profile_id: String::new(),
             shown: HashMap::new(),
             stop_wanted: false,
+            workload: None,
         }
     }
 
@@ -432,7 +539,7 @@ impl Follower {
         mut events: Streaming<CaptureEvent>,
         coordinator: &CoordinatorArg,
         mut stopper: Option<(Client, mpsc::UnboundedReceiver<()>)>,
-    ) -> anyhow::Result<Outcome> {
+    ) -> anyhow::Result<(Outcome, Option<Workload>)> {
         let mut presses = 0;
         loop {
             let pressed = async {
@@ -447,10 +554,13 @@ impl Follower {
                     presses += 1;
                     if presses > 1 {
                         eprintln!(
-                            "no longer waiting; the capture goes on. See it with `rankline capture show {} --follow`",
-                            self.profile_id
+                            "{}",
+                            coordinator.hint(&format!(
+                                "no longer waiting; the capture goes on. See it with `rankline capture show {} --follow`",
+                                self.profile_id
+                            ))
                         );
-                        return Ok(Outcome::StoppedWaiting);
+                        return Ok((Outcome::StoppedWaiting, self.workload.take()));
                     }
                     if let Some((client, _)) = stopper.as_mut() {
                         self.request_stop(client).await;
@@ -460,22 +570,26 @@ impl Follower {
             };
             let event = match event {
                 Ok(Some(event)) => event,
-                Ok(None) => bail!(
+                Ok(None) => bail!(coordinator.hint(&format!(
                     "the coordinator ended the event stream of capture {} without a summary; \
                      see `rankline capture show {}`",
-                    self.profile_id,
-                    self.profile_id
-                ),
+                    self.profile_id, self.profile_id
+                ))),
                 Err(status) => {
-                    return Err(coordinator.failed(&status).context(format!(
-                        "following capture {} (its agents keep going; check it later with \
+                    return Err(coordinator
+                        .failed(&status)
+                        .context(coordinator.hint(&format!(
+                            "following capture {} (its agents keep going; check it later with \
                          `rankline capture show {}`)",
-                        self.profile_id, self.profile_id
-                    )))
+                            self.profile_id, self.profile_id
+                        ))))
                 }
             };
+            if let Some(workload) = self.workload.as_mut() {
+                workload.observe(&event);
+            }
             if let Some(status) = self.show(&event)? {
-                return Ok(Outcome::Finished(status));
+                return Ok((Outcome::Finished(status), self.workload.take()));
             }
             if self.stop_wanted && !self.profile_id.is_empty() {
                 if let Some((client, _)) = stopper.as_mut() {
@@ -644,5 +758,20 @@ mod tests {
             ExitCode::from(1)
         );
         assert_eq!(code(Outcome::StoppedWaiting, false), ExitCode::from(130));
+    }
+
+    #[test]
+    fn printed_client_commands_carry_the_coordinator() {
+        let url = "http://10.0.0.1:9000";
+        assert_eq!(
+            with_coordinator_flag("see `rankline capture show c1 --follow` or `rankline stop c1`", url),
+            "see `rankline capture show c1 --follow --coordinator http://10.0.0.1:9000` or `rankline stop c1 --coordinator http://10.0.0.1:9000`"
+        );
+        let untouched = "start it with `rankline coordinator --listen 0.0.0.0:7471`; merge with `rankline merge c1 -o c.pftrace`";
+        assert_eq!(with_coordinator_flag(untouched, url), untouched);
+        assert_eq!(
+            with_coordinator_flag("`rankline agents --coordinator x`, `rankline", url),
+            "`rankline agents --coordinator x`, `rankline"
+        );
     }
 }

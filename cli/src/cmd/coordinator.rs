@@ -2,16 +2,19 @@
 //! connect to, until Ctrl-C or SIGTERM.
 
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rankline_coordinator::{Coordinator, CoordinatorConfig};
+use rankline_coordinator::{Coordinator, CoordinatorConfig, Security, ServerTls, TokenTable};
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Prints `listening on http://ADDR` on stdout once bound; agents take that \
-                        URL as --coordinator, and so do `rankline capture`, `agents`, `captures`."
+    after_help = "Prints `listening on http://ADDR` (https:// with --tls-cert) on stdout once \
+                  bound; agents take that URL as --coordinator, and so do `rankline capture`, \
+                  `agents`, `captures`. Securing it (tokens, TLS, mutual TLS): docs/SECURITY.md."
 )]
 pub struct Args {
     /// Address for agents and the CLI (gRPC). Port 0 picks a free port.
@@ -39,6 +42,74 @@ pub struct Args {
     /// its unfinished ranks become `lost`.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     lost_after: u32,
+
+    /// The tokens this coordinator accepts, one per line: `NAME ROLE TOKEN`
+    /// (ROLE: agent, operator, or agent,operator; `#` comments). Agents need
+    /// an agent token, the CLI an operator token. The file must not be
+    /// world-readable. [default: no tokens; anyone who reaches the port]
+    #[arg(
+        long,
+        env = "RANKLINE_COORDINATOR_TOKEN_FILE",
+        value_name = "PATH",
+        help_heading = "Security"
+    )]
+    token_file: Option<PathBuf>,
+
+    /// This coordinator's TLS certificate chain (PEM); clients then use
+    /// https:// (with --tls-ca).
+    #[arg(
+        long,
+        env = "RANKLINE_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key",
+        help_heading = "Security"
+    )]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM, not world-readable) of --tls-cert.
+    #[arg(
+        long,
+        env = "RANKLINE_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert",
+        help_heading = "Security"
+    )]
+    tls_key: Option<PathBuf>,
+
+    /// Mutual TLS: agents must present a certificate signed by this CA
+    /// (PEM) whose CN or a SAN is the agent id they claim. Without
+    /// --token-file the CLI must present one too.
+    #[arg(
+        long,
+        env = "RANKLINE_TLS_CLIENT_CA",
+        value_name = "PEM",
+        requires = "tls_cert",
+        help_heading = "Security"
+    )]
+    tls_client_ca: Option<PathBuf>,
+}
+
+impl Args {
+    /// The tokens and TLS settings, read now so a bad file fails at start.
+    fn security(&self) -> anyhow::Result<Security> {
+        let tokens = self
+            .token_file
+            .as_deref()
+            .map(TokenTable::load)
+            .transpose()
+            .context("--token-file")?;
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                ServerTls::load(cert, key, self.tls_client_ca.as_deref())
+                    .context("--tls-cert / --tls-key / --tls-client-ca")?,
+            ),
+            _ => None,
+        };
+        Ok(Security {
+            tokens: tokens.map(Arc::new),
+            tls,
+        })
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -50,6 +121,8 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     config.heartbeat_interval = args.heartbeat_interval;
     config.lost_after_intervals = args.lost_after;
     config.state_url = args.state.clone();
+    config.security = args.security()?;
+    let scheme = config.security.scheme();
     let mut coordinator = Coordinator::new(config)
         .with_context(|| format!("cannot use --storage {}", args.storage))?;
     // Before listening, so agents that reconnect find their captures.
@@ -67,10 +140,11 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     tracing::info!(
         storage = %coordinator.storage_url(),
         records = %coordinator.state_location(),
+        security = %coordinator.security_summary(),
         "coordinator ready"
     );
     let mut stdout = std::io::stdout();
-    writeln!(stdout, "listening on http://{address}")?;
+    writeln!(stdout, "listening on {scheme}://{address}")?;
     stdout.flush()?;
     coordinator.serve(listener, stop_requested()).await?;
     Ok(ExitCode::SUCCESS)

@@ -139,6 +139,7 @@ async fn run_demo(
     };
     let coordinator = CoordinatorArg {
         coordinator: coordinator_url.clone(),
+        security: Default::default(),
     };
     let outcome = start_and_follow(&coordinator, request, false).await?;
     if !matches!(
@@ -159,6 +160,16 @@ async fn run_demo(
         .await
         .context("the merge worker stopped")??;
     print!("{}", summary.render());
+    let report_path = out.join(format!("{profile_id}-report.html"));
+    let report_options = rankline_merge::MergeOptions::new(
+        vec![capture_dir.to_string_lossy().into_owned()],
+        &report_path,
+    );
+    let report = tokio::task::spawn_blocking(move || rankline_report::build(&report_options))
+        .await
+        .context("the report worker stopped")??;
+    super::report::write_report(&report, &report_path)?;
+    println!("\nreview: {}", report_path.display());
     println!(
         "\nDone. Everything is under {}:\n  capture: {}\n  merged:  {}\n\
          Merge it again, e.g. as Chrome JSON: rankline merge {} -o {}.json.gz\n\

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use rankline_merge::{
-    merge, parse_duration_ns, AlignMode, Filters, MergeOptions, RankSelector, RoleSelector,
-    SourceMode, Stage, Window,
+    merge, parse_duration_ns, AlignMode, Filters, MergeError, MergeOptions, RankSelector,
+    RoleSelector, SourceMode, Stage, Window,
 };
 
 /// Arguments of `rankline merge`.
@@ -19,7 +19,8 @@ use rankline_merge::{
     A JAX rank's .xplane.pb is read when it has one (--source auto): it is complete (the \
     trace.json.gz export stops at about 1,000,000 events) and has the device (TPU) planes.\n\n\
     Exit status: 0 when every rank was merged; 1 when the output was written but some ranks \
-    were skipped (--keep-going) or are missing from the capture; 2 when nothing was written.\n\n\
+    were skipped (--keep-going) or are missing from the capture, or when --window lies outside \
+    every event (then nothing is written); 2 when nothing could be merged.\n\n\
     Examples:\n  \
     rankline merge /data/captures/cap-123 -o cap-123.pftrace\n  \
     rankline merge logs/proc0 logs/proc1 -o run.pftrace --drop-python\n  \
@@ -32,7 +33,7 @@ pub struct Args {
 
     /// Output file; its extension picks the format: .pftrace (Perfetto,
     /// recommended), .json / .json.gz (Chrome JSON), .zip (Perfetto v58+
-    /// archive: per-rank traces plus a manifest of clock offsets).
+    /// archive: a trace per rank, each host a machine).
     #[arg(short, long, value_name = "OUTPUT")]
     output: PathBuf,
 
@@ -50,7 +51,8 @@ pub struct Args {
     source: SourceMode,
 
     /// Keep only events overlapping START..END: durations after the capture
-    /// start (100ms..350ms, 1.5s..) or epoch nanoseconds.
+    /// start (100ms..350ms, 1.5s..) or epoch nanoseconds. A window that
+    /// misses every event is an error (exit 1) that names the capture's span.
     #[arg(long, value_name = "START..END", value_parser = parse_window)]
     window: Option<Window>,
 
@@ -78,12 +80,20 @@ pub struct Args {
     #[arg(long)]
     keep_going: bool,
 
+    /// Keep the output under this size (1GB: what a browser tab opens):
+    /// when the full merge is bigger, it is merged again cut to a window
+    /// from the start of its events that fits, and the summary says what
+    /// was dropped. Units: B, KB, MB, GB, KiB, MiB, GiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_max_size)]
+    max_size: Option<u64>,
+
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     json: bool,
 
-    /// Ranks converted at once (each holds its events in memory); default:
-    /// the number of CPUs.
+    /// Ranks converted at once (each holds its events in memory), and lines
+    /// of an xplane converted at once (each holds one line); default: the
+    /// number of CPUs.
     #[arg(long, short = 'j', value_name = "N")]
     jobs: Option<usize>,
 
@@ -117,6 +127,10 @@ fn parse_min_dur(text: &str) -> Result<i64, String> {
     parse_duration_ns(text)
 }
 
+fn parse_max_size(text: &str) -> Result<u64, String> {
+    rankline_merge::parse_size(text)
+}
+
 fn parse_stage(text: &str) -> Result<Stage, String> {
     text.parse()
 }
@@ -135,9 +149,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         jobs: args.jobs,
         stop_after: args.stop_after,
         source: args.source,
+        max_size: args.max_size,
         ..MergeOptions::new(args.inputs, args.output)
     };
-    let summary = merge(&options)?;
+    let summary = match merge(&options) {
+        // The inputs were fine and the merge ran: like an incomplete merge,
+        // exit 1, not the 2 of a merge that could not be done.
+        Err(error @ MergeError::WindowSelectsNothing(_)) => {
+            eprintln!("error: {error}");
+            return Ok(ExitCode::from(1));
+        }
+        result => result?,
+    };
     super::print_summary(args.json, &summary, || summary.render())?;
     Ok(if summary.complete() {
         ExitCode::SUCCESS

@@ -5,9 +5,13 @@ pub mod agent;
 pub mod capture;
 pub mod coordinator;
 pub mod demo;
+pub mod diff;
 pub mod export_xprof;
 pub mod merge;
+pub mod report;
+pub mod security;
 pub mod sim_server;
+mod workload;
 
 /// A multi-threaded tokio runtime for the async subcommands.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -18,6 +18,9 @@ pub enum Kind {
     SglangJax,
     /// SGLang on GPU: one Kineto `trace.json.gz` per rank (`.tmp`, then renamed).
     Sglang,
+    /// vLLM on GPU: profiler routes only with --default-output-dir (or
+    /// VLLM_TORCH_PROFILER_DIR); `<worker>.<ms>.pt.trace.json.gz` per worker there.
+    Vllm,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -61,9 +64,11 @@ pub struct Args {
     dp_size: u32,
     #[arg(long, default_value_t = 1)]
     pp_size: u32,
-    /// This process's TP rank (SGLang file names).
-    #[arg(long, default_value_t = 0)]
-    tp_rank: u32,
+    /// This process's TP rank (SGLang file names). Without it an SGLang
+    /// server writes a file for every TP rank of its node, as a real one
+    /// with --tp-size 8 on one host writes eight.
+    #[arg(long)]
+    tp_rank: Option<u32>,
     #[arg(long, default_value_t = 0)]
     ep_rank: u32,
     #[arg(long, default_value_t = 0)]
@@ -130,6 +135,10 @@ pub struct Args {
     /// {"event","received_unix_ns","node_rank","group_rank","hostname","port"}.
     #[arg(long)]
     events_log: Option<PathBuf>,
+    /// Require `Authorization: Bearer <KEY>` like SGLang's --api-key (401
+    /// `{"error": "Unauthorized"}` without it; /health and /metrics stay open).
+    #[arg(long, value_name = "KEY")]
+    api_key: Option<String>,
 
     /// Fault: every /start_profile answers 500.
     #[arg(long, help_heading = "Fault injection")]
@@ -156,6 +165,10 @@ pub struct Args {
     /// answers 200, then the scheduler dies and every later request hangs.
     #[arg(long, help_heading = "Fault injection")]
     emulate_start_step_hang: bool,
+    /// Fault: every inference request (/generate, /v1/*) answers 400 with
+    /// the "missing model field" message of seed 004.
+    #[arg(long, help_heading = "Fault injection")]
+    reject_requests: bool,
 }
 
 fn millis(value: f64, flag: &str) -> anyhow::Result<Duration> {
@@ -173,10 +186,12 @@ impl Args {
             }),
             _ => None,
         };
+        let ranks_per_node = (self.tp_size / self.nnodes.max(1)).max(1);
         let mut config = SimServerConfig {
             kind: match self.kind {
                 Kind::SglangJax => ServerKind::SglangJax,
                 Kind::Sglang => ServerKind::Sglang,
+                Kind::Vllm => ServerKind::Vllm,
             },
             host: self.host.clone(),
             model_path: self.model_path.clone(),
@@ -184,7 +199,11 @@ impl Args {
             ep_size: self.ep_size,
             dp_size: self.dp_size,
             pp_size: self.pp_size,
-            tp_rank: self.tp_rank,
+            tp_rank: self.tp_rank.unwrap_or(self.node_rank * ranks_per_node),
+            sglang_ranks_written: match (self.kind, self.tp_rank) {
+                (Kind::Sglang | Kind::Vllm, None) => ranks_per_node,
+                _ => 1,
+            },
             ep_rank: self.ep_rank,
             dp_rank: self.dp_rank,
             pp_rank: self.pp_rank,
@@ -208,6 +227,7 @@ impl Args {
             default_output_dir: self.default_output_dir.clone(),
             profile_status_route: !self.no_profile_status,
             events_log: self.events_log.clone(),
+            api_key: self.api_key.clone(),
             faults: Faults {
                 fail_start: self.fail_start,
                 fail_stop: self.fail_stop,
@@ -220,6 +240,7 @@ impl Args {
                 }),
                 slow_write: millis(self.slow_write_ms, "slow-write-ms")?,
                 emulate_start_step_hang: self.emulate_start_step_hang,
+                reject_requests: self.reject_requests,
             },
             ..SimServerConfig::default()
         };

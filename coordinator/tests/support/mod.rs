@@ -265,11 +265,19 @@ pub fn rank_objects(profile_id: &str, identity: &AgentIdentity) -> Vec<StoredObj
     [key.trace(), key.xplane(), key.sidecar()]
         .into_iter()
         .map(|key| StoredObject {
+            sha256: content_hash(&key),
             key,
             size: 1000,
-            sha256: "00".repeat(32),
         })
         .collect()
+}
+
+/// A sha256-shaped digest that differs for every object, as real files' do.
+pub fn content_hash(key: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    format!("{:016x}", hasher.finish()).repeat(4)
 }
 
 pub fn ok_update(profile_id: &str, identity: &AgentIdentity) -> RankUpdate {

@@ -558,6 +558,7 @@ pub fn write_capture(root: &Path, id: &str, start_at_unix_ns: i64, ranks: &[Test
         finished_unix_ns: start_at_unix_ns + 2_000_000_000,
         settings: serde_json::Value::Null,
         ranks: manifest_ranks,
+        audit: Vec::new(),
     };
     std::fs::write(
         capture.join("manifest.json"),

@@ -262,6 +262,7 @@ impl<'s> Render<'s> {
                 plan.host_end - EDGE_NS,
                 &[
                     ("step_num", StatValue::Int(plan.step_num as i64)),
+                    ("batch_size", StatValue::Int(i64::from(plan.batch_size))),
                     ("_r", StatValue::Int(1)),
                 ],
             );

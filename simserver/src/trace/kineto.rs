@@ -17,7 +17,7 @@ use serde_json::json;
 use super::chrome::JsonOut;
 use super::plan::{
     device_ops, leaf_name, plan_steps, split_by, spread, DeviceOp, Jitter, OpCounts, OpKind,
-    Program, EDGE_NS, PYTHON_SHARES,
+    Program, StepPlan, EDGE_NS, PYTHON_SHARES,
 };
 use super::{write_file, Session, TraceFileKind, WriteOptions};
 use crate::SimError;
@@ -144,6 +144,19 @@ impl KinetoRank {
         name
     }
 
+    /// What vLLM's torch profiler names this worker's file, exported at `unix_ms`.
+    pub fn vllm_file_name(&self, unix_ms: i64) -> String {
+        rankline_layout::VllmTraceName {
+            dp_rank: self.dp_rank,
+            pp_rank: self.pp_rank,
+            tp_rank: self.tp_rank,
+            ep_rank: self.ep_rank,
+            rank: self.global_rank(),
+            unix_ms,
+        }
+        .file_name()
+    }
+
     fn global_rank(&self) -> u32 {
         (self.dp_rank * self.pp_size + self.pp_rank) * self.tp_size + self.tp_rank
     }
@@ -173,21 +186,45 @@ pub fn write_kineto_session(
     session: &Session,
     options: &WriteOptions,
 ) -> Result<PathBuf, SimError> {
-    let path = output_dir.join(file_name);
-    let bytes = render(rank, session).map_err(|source| SimError::Io {
-        context: format!("compressing {}", path.display()),
-        source,
-    })?;
-    if options.skip == Some(TraceFileKind::TraceJson) {
-        return Ok(path);
+    write_kineto_files(
+        output_dir,
+        rank,
+        &[(file_name.to_string(), session.clone())],
+        options,
+    )?;
+    Ok(output_dir.join(file_name))
+}
+
+/// Several Kineto files of one rank (SGLang's per-stage files), each
+/// `(file name, session)`: every `.tmp` is written before any is renamed,
+/// so a reader never sees one stage complete while the next is unstarted.
+pub fn write_kineto_files(
+    output_dir: &Path,
+    rank: &KinetoRank,
+    files: &[(String, Session)],
+    options: &WriteOptions,
+) -> Result<(), SimError> {
+    let mut written = Vec::with_capacity(files.len());
+    for (file_name, session) in files {
+        let path = output_dir.join(file_name);
+        let bytes = render(rank, session).map_err(|source| SimError::Io {
+            context: format!("compressing {}", path.display()),
+            source,
+        })?;
+        if options.skip == Some(TraceFileKind::TraceJson) {
+            continue;
+        }
+        let temporary = output_dir.join(format!("{file_name}.tmp"));
+        write_file(&temporary, &bytes, options.pace)?;
+        written.push((temporary, path));
     }
-    let temporary = output_dir.join(format!("{file_name}.tmp"));
-    write_file(&temporary, &bytes, options.pace)?;
-    std::fs::rename(&temporary, &path).map_err(|source| SimError::Io {
-        context: format!("renaming {} to {}", temporary.display(), path.display()),
-        source,
-    })?;
-    Ok(path)
+    for (temporary, path) in written {
+        std::fs::rename(&temporary, &path).map_err(|source| SimError::Io {
+            context: format!("renaming {} to {}", temporary.display(), path.display()),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 fn render(rank: &KinetoRank, session: &Session) -> std::io::Result<Vec<u8>> {
@@ -229,6 +266,7 @@ fn render(rank: &KinetoRank, session: &Session) -> std::io::Result<Vec<u8>> {
                 plan.host_end,
             );
         }
+        writer.step_annotation(&plan);
         let mut jitter = Jitter::new(shape.jitter_seed, plan.step_num, 0xC0DE);
         for (phase, layout) in plan.phase_layout().into_iter().enumerate() {
             if shape.python_tracer {
@@ -406,6 +444,24 @@ impl KinetoWriter<'_> {
     fn cpu(&mut self, category: &str, name: &str, start: i64, end: i64) {
         self.begin(category, name, self.cpu_pid, self.cpu_pid, start, end);
         self.out.raw("},");
+    }
+
+    /// The step as a `user_annotation` with the batch it ran (0: idle).
+    fn step_annotation(&mut self, plan: &StepPlan) {
+        let (start, end) = (plan.host_start + EDGE_NS, plan.host_end - EDGE_NS);
+        self.begin(
+            "user_annotation",
+            "run_batch",
+            self.cpu_pid,
+            self.cpu_pid,
+            start,
+            end,
+        );
+        self.out.raw(r#","args":{"step_num":"#);
+        self.out.int(plan.step_num as i64);
+        self.out.raw(r#","batch_size":"#);
+        self.out.int(i64::from(plan.batch_size));
+        self.out.raw("}},");
     }
 
     fn python(&mut self, name: &str, start: i64, end: i64) {

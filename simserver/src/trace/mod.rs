@@ -21,7 +21,7 @@ use std::time::Duration;
 use crate::SimError;
 
 pub use jax::{jax_run_dir, write_jax_session, JaxFiles};
-pub use kineto::{python_time_string, write_kineto_session, KinetoRank};
+pub use kineto::{python_time_string, write_kineto_files, write_kineto_session, KinetoRank};
 
 /// One forward step as the process lived it, on its own wall clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +36,8 @@ pub struct StepRecord {
     /// When the barrier released this process: the end of the step's first
     /// collective (epoch ns), the same real instant on every rank.
     pub release_unix_ns: i64,
+    /// Requests in the running batch during this step; 0 is an idle step.
+    pub batch_size: u32,
 }
 
 /// How big and detailed a rendered session is.

@@ -127,6 +127,8 @@ pub(crate) fn leaf_name<'n>(names: &[&'n str], i: usize, step_num: u64) -> &'n s
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StepPlan {
     pub step_num: u64,
+    /// Requests in the batch (0: an idle step).
+    pub batch_size: u32,
     pub round: u64,
     pub host_start: i64,
     pub device_start: i64,
@@ -229,6 +231,7 @@ pub(crate) fn plan_steps(session: &Session) -> Vec<StepPlan> {
         }
         plans.push(StepPlan {
             step_num: step.step_num,
+            batch_size: step.batch_size,
             round: step.round,
             host_start,
             device_start,
@@ -424,6 +427,7 @@ mod tests {
             round: n,
             arrive_unix_ns: arrive,
             release_unix_ns: release,
+            batch_size: 0,
         }
     }
 

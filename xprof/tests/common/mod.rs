@@ -161,6 +161,7 @@ pub fn capture_objects(id: &str, ranks: &[TestRank]) -> Vec<(String, Vec<u8>)> {
         finished_unix_ns: START_NS + 3_000_000_000,
         settings: serde_json::Value::Null,
         ranks: manifest_ranks,
+        audit: Vec::new(),
     };
     objects.push((
         format!("{id}/{MANIFEST_NAME}"),
