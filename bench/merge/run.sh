@@ -33,17 +33,8 @@ events="${EVENTS:-1000000}"
 results="${RESULTS:-$repo/bench/merge/RESULTS.md}"
 if [ "$(id -u)" = 0 ]; then nice_level="${NICE:--10}"; else nice_level="${NICE:-0}"; fi
 
-command -v /usr/bin/time >/dev/null || { apt-get install -y time >/dev/null; }
-cd "$repo"
-echo "building (release) ..."
-cargo build --release -q -p rankline --bin rankline
-cargo build --release -q -p rankline-merge --example bench_capture
-rankline="$repo/target/release/rankline"
-
-rm -rf "$work" && mkdir -p "$work"
-echo "writing $ranks ranks x $events events under $work ..."
-"$repo/target/release/examples/bench_capture" "$work" "$ranks" "$events" | tail -n 3
-capture="$work/capture/bench"
+# shellcheck source=../capture.sh
+source "$repo/bench/capture.sh"
 
 echo "fetching SGLang's profile_merger.py from the sglang wheel on PyPI ..."
 pip download --no-deps --quiet -d "$work/wheel" sglang

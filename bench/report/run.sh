@@ -17,17 +17,8 @@ events="${EVENTS:-1000000}"
 runs="${RUNS:-3}"
 results="${RESULTS:-$repo/bench/report/RESULTS.md}"
 
-command -v /usr/bin/time >/dev/null || apt-get install -y time >/dev/null
-cd "$repo"
-echo "building (release) ..."
-cargo build --release -q -p rankline --bin rankline
-cargo build --release -q -p rankline-merge --example bench_capture
-rankline="$repo/target/release/rankline"
-
-rm -rf "$work" && mkdir -p "$work"
-echo "writing $ranks ranks x $events events under $work ..."
-"$repo/target/release/examples/bench_capture" "$work" "$ranks" "$events" | tail -n 3
-capture="$work/capture/bench"
+# shellcheck source=../capture.sh
+source "$repo/bench/capture.sh"
 
 # one NAME COMMAND...: one timed run; appends "NAME wall_s rss_mb" to $work/times.
 one() {
