@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use rankline_proto::{
     capture_event, unix_now_ns, AgentIdentity, AuditEntry, CaptureAccepted, CaptureEvent,
-    CaptureSettings, CaptureSummary, RankProgress, RankResult, RankState, RankUpdate, StartCapture,
-    StoredObject,
+    CaptureSettings, CaptureStatus, CaptureSummary, RankProgress, RankResult, RankState,
+    RankUpdate, StartCapture, StoredObject,
 };
 use tokio::sync::{broadcast, Notify};
 
@@ -99,6 +99,8 @@ pub(crate) struct Capture {
     pub manifest_key: String,
     /// Who started and stopped it, oldest first.
     pub audit: Vec<AuditEntry>,
+    /// Why it failed although its ranks may be ok (see `fail`); empty if not.
+    pub failure: String,
     /// Live events for watchers: made for the first one, dropped when the
     /// capture finishes (its buffer is large; a thousand finished captures
     /// stay in memory).
@@ -155,6 +157,7 @@ impl Capture {
             finished_unix_ns: 0,
             manifest_key: String::new(),
             audit: Vec::new(),
+            failure: String::new(),
             events: None,
             manifest_writes: Arc::default(),
             version: 0,
@@ -177,6 +180,13 @@ impl Capture {
             at_unix_ns: unix_now_ns(),
         });
         self.changed();
+    }
+
+    /// Marks the capture failed for a reason outside its ranks (its
+    /// workload failed), on `who`'s word; the ranks keep their states.
+    pub fn fail(&mut self, reason: String, who: String) {
+        self.failure = reason;
+        self.audit("failed", who);
     }
 
     /// The current version when the stored record is older.
@@ -376,9 +386,14 @@ impl Capture {
             finished_unix_ns: self.finished_unix_ns,
             settings: Some(self.settings.clone()),
             audit: self.audit.clone(),
+            failure: self.failure.clone(),
             ..Default::default()
         };
-        summary.set_status(capture_status(&ranks));
+        summary.set_status(match capture_status(&ranks) {
+            CaptureStatus::Running => CaptureStatus::Running,
+            _ if !self.failure.is_empty() => CaptureStatus::Failed,
+            status => status,
+        });
         summary.ranks = ranks;
         summary
     }

@@ -7,7 +7,7 @@ use rankline_layout::{generate_profile_id, validate_profile_id, Manifest};
 use rankline_proto::control_server::Control;
 use rankline_proto::{
     capture_event, unix_now_ns, CaptureEvent, CaptureRequest, CaptureSettings, CaptureSummary,
-    GetCaptureRequest, ListAgentsRequest, ListAgentsResponse, ListCapturesRequest,
+    FailRequest, GetCaptureRequest, ListAgentsRequest, ListAgentsResponse, ListCapturesRequest,
     ListCapturesResponse, StopRequest, StopResponse, WatchRequest,
 };
 use rankline_storage::StorageError;
@@ -73,6 +73,27 @@ impl Control for ControlService {
             .registry()
             .stop_capture(&profile_id, stopped_by)?;
         Ok(Response::new(StopResponse { ranks }))
+    }
+
+    async fn fail(
+        &self,
+        request: Request<FailRequest>,
+    ) -> Result<Response<CaptureSummary>, Status> {
+        let failed_by = Caller::of(&request).describe();
+        let FailRequest { profile_id, reason } = request.into_inner();
+        let rewrite_manifest =
+            self.shared
+                .registry()
+                .fail_capture(&profile_id, reason, failed_by)?;
+        if rewrite_manifest {
+            // Answered once manifest.json says so (a dropped call leaves the
+            // write going; the record has the failure either way).
+            let _ = self.shared.rewrite_manifest(profile_id.clone()).await;
+        }
+        let summary = self.shared.registry().summary(&profile_id);
+        summary
+            .map(Response::new)
+            .ok_or_else(|| unknown_capture(&profile_id))
     }
 
     async fn list_agents(

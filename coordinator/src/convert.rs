@@ -198,6 +198,7 @@ pub fn manifest_from_summary(summary: &CaptureSummary, start_at_unix_ns: i64) ->
         format: MANIFEST_FORMAT.to_string(),
         profile_id: summary.profile_id.clone(),
         status: summary.status().word().to_string(),
+        reason: (!summary.failure.is_empty()).then(|| summary.failure.clone()),
         storage_url: summary.storage_url.clone(),
         created_unix_ns: summary.created_unix_ns,
         start_at_unix_ns,
@@ -270,6 +271,7 @@ pub fn summary_from_manifest(manifest: &Manifest) -> CaptureSummary {
         finished_unix_ns: manifest.finished_unix_ns,
         settings: Some(settings_from_json(&manifest.settings)),
         audit: manifest.audit.iter().map(audit_entry).collect(),
+        failure: manifest.reason.clone().unwrap_or_default(),
         ..Default::default()
     };
     summary.set_status(match manifest.status.as_str() {
@@ -353,9 +355,14 @@ mod tests {
                 who: "token ops from 127.0.0.1:5000".into(),
                 at_unix_ns: 1,
             }],
+            failure: "workload failed: HTTP 400".into(),
         };
         assert_eq!(summary.status(), CaptureStatus::Partial);
         let manifest = manifest_from_summary(&summary, 2);
+        assert_eq!(
+            manifest.reason.as_deref(),
+            Some("workload failed: HTTP 400")
+        );
         assert_eq!(manifest.ranks[1].status, "lost");
         assert_eq!(
             manifest.ranks[1].reason.as_deref(),

@@ -712,6 +712,29 @@ impl Registry {
         Ok(told)
     }
 
+    /// Marks a capture failed for a reason outside its ranks (see
+    /// `Capture::fail`). True when its manifest is written already and
+    /// must be written again to say so.
+    pub fn fail_capture(
+        &mut self,
+        profile_id: &str,
+        reason: String,
+        who: String,
+    ) -> Result<bool, Status> {
+        if reason.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "give the reason the capture failed; it is what `rankline capture show` prints",
+            ));
+        }
+        let capture = self
+            .captures
+            .get_mut(profile_id)
+            .ok_or_else(|| unknown_capture(profile_id))?;
+        tracing::warn!(capture = %profile_id, by = %who, %reason, "capture marked failed");
+        capture.fail(reason, who);
+        Ok(capture.phase != Phase::Running)
+    }
+
     /// Takes a capture restored from its record. The agents of its
     /// unfinished ranks are expected back: they count as lost only after
     /// the restart grace. Returns true when the capture's manifest must be

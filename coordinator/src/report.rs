@@ -165,6 +165,9 @@ pub fn summary_table(summary: &CaptureSummary) -> String {
         ok_count(&summary.ranks),
         summary.ranks.len()
     ));
+    if !summary.failure.is_empty() {
+        out.push_str(&format!("reason:   {}\n", summary.failure));
+    }
     let folder = capture_location(summary);
     out.push_str(&format!("files:    {folder}/\n"));
     if !summary.manifest_key.is_empty() {
@@ -341,6 +344,7 @@ pub fn summary_json(summary: &CaptureSummary) -> Value {
     json!({
         "profile_id": summary.profile_id,
         "status": summary.status().word(),
+        "reason": (!summary.failure.is_empty()).then_some(&summary.failure),
         "storage_url": summary.storage_url,
         "location": capture_location(summary),
         "manifest_key": summary.manifest_key,

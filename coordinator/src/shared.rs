@@ -2,13 +2,14 @@
 //! storage, the registry behind its lock, the shutdown signal, the manifest
 //! writer, and the capture records (saving them, restoring them).
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use rankline_layout::{RankCoords, RankKey, Sidecar};
 use rankline_proto::StoredObject;
 use rankline_storage::{Backoff, Storage, StorageError};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::capture::Phase;
@@ -76,14 +77,32 @@ impl Shared {
         if profile_ids.is_empty() {
             return;
         }
+        for profile_id in profile_ids {
+            self.spawn_manifest_task(Arc::clone(self).settle(profile_id));
+        }
+    }
+
+    /// Writes a finished capture's manifest again from its newest state, in
+    /// the background like `settle_all`; the receiver hears when the write
+    /// landed or was given up (it goes on if the receiver is dropped).
+    pub fn rewrite_manifest(self: &Arc<Self>, profile_id: String) -> oneshot::Receiver<()> {
+        let (done, written) = oneshot::channel();
+        let settle = Arc::clone(self).settle(profile_id);
+        self.spawn_manifest_task(async move {
+            settle.await;
+            let _ = done.send(());
+        });
+        written
+    }
+
+    /// Runs a manifest write among those shutdown waits for.
+    fn spawn_manifest_task(&self, task: impl Future<Output = ()> + Send + 'static) {
         let mut tasks = self
             .manifest_tasks
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         while tasks.try_join_next().is_some() {}
-        for profile_id in profile_ids {
-            tasks.spawn(Arc::clone(self).settle(profile_id));
-        }
+        tasks.spawn(task);
     }
 
     /// Reads the records a previous coordinator left: finished captures are

@@ -68,6 +68,9 @@ pub(crate) struct CaptureRecord {
     /// Who started and stopped the capture.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub audit: Vec<rankline_layout::AuditEntry>,
+    /// Why it failed although its ranks may be ok.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub failure: String,
 }
 
 /// One rank of a stored capture.
@@ -440,6 +443,7 @@ impl CaptureRecord {
                 })
                 .collect(),
             audit: capture.audit.iter().map(audit_record).collect(),
+            failure: capture.failure.clone(),
         }
     }
 
@@ -523,6 +527,7 @@ impl CaptureRecord {
         capture.finished_unix_ns = self.finished_unix_ns;
         capture.manifest_key = self.manifest_key;
         capture.audit = self.audit.iter().map(audit_entry).collect();
+        capture.failure = self.failure;
         Ok(capture)
     }
 }
@@ -531,7 +536,9 @@ impl CaptureRecord {
 mod tests {
     use std::sync::Arc;
 
-    use rankline_proto::{AgentIdentity, CaptureSettings, RankState, Role, ServerKind};
+    use rankline_proto::{
+        AgentIdentity, CaptureSettings, CaptureStatus, RankState, Role, ServerKind,
+    };
     use tokio::sync::Notify;
 
     use super::*;
@@ -580,6 +587,7 @@ mod tests {
         uploading.set_state(RankState::Uploading);
         capture.apply_agent_update(0, uploading);
         capture.end_rank(1, RankState::Lost, "agent went silent".into());
+        capture.fail("workload failed: HTTP 400".into(), "token ops".into());
         capture
     }
 
@@ -599,6 +607,7 @@ mod tests {
         assert_eq!(restored.start_at_unix_ns, capture.start_at_unix_ns);
         assert_eq!(restored.rank_events(), capture.rank_events());
         assert!(restored.ranks[1].decided_by_coordinator);
+        assert_eq!(restored.failure, "workload failed: HTTP 400");
         let drift = restored.ranks[0]
             .deadline
             .max(capture.ranks[0].deadline)
@@ -609,6 +618,20 @@ mod tests {
             None,
             "a restored record is saved"
         );
+    }
+
+    #[test]
+    fn a_failure_fails_the_capture_once_its_ranks_end_even_if_they_are_ok() {
+        let mut capture = running_capture();
+        assert_eq!(capture.summary().status(), CaptureStatus::Running);
+        for index in 0..capture.ranks.len() {
+            capture.end_rank(index, RankState::Ok, String::new());
+        }
+        let summary = capture.summary();
+        assert_eq!(summary.status(), CaptureStatus::Failed);
+        assert_eq!(summary.failure, "workload failed: HTTP 400");
+        assert_eq!(summary.audit.last().unwrap().action, "failed");
+        assert!(summary.ranks.iter().all(|r| r.state() == RankState::Ok));
     }
 
     #[test]

@@ -6,8 +6,8 @@ mod support;
 use rankline_coordinator::manifest_key;
 use rankline_layout::{RankKey, MANIFEST_FORMAT};
 use rankline_proto::{
-    capture_event, coordinator_message, CaptureSettings, CaptureStatus, ListAgentsRequest,
-    ListCapturesRequest, RankState, Role, StopRequest,
+    capture_event, coordinator_message, CaptureSettings, CaptureStatus, FailRequest,
+    ListAgentsRequest, ListCapturesRequest, RankState, Role, StopRequest,
 };
 use support::*;
 use tonic::Code;
@@ -347,6 +347,44 @@ async fn stop_is_forwarded_to_every_unfinished_rank() {
         })
         .await
         .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    coordinator.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_capture_marked_failed_says_so_in_its_manifest() {
+    let (coordinator, _, mut agent, mut control) = with_one_agent().await;
+    let mut events = start_capture(&mut control, request("wl", &[], steps_within(1, 10_000))).await;
+    agent.expect_start().await;
+    agent.run_to_ok("wl").await;
+    let (_, summary) = follow_to_end(&mut events).await;
+    assert_eq!(summary.status(), CaptureStatus::Complete);
+
+    let fail = |profile_id: &str, reason: &str| FailRequest {
+        profile_id: profile_id.into(),
+        reason: reason.into(),
+    };
+    let marked = control
+        .fail(fail("wl", "workload failed: HTTP 400"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(marked.status(), CaptureStatus::Failed);
+    assert_eq!(marked.failure, "workload failed: HTTP 400");
+    // Answered once the manifest says so.
+    let manifest = coordinator.manifest("wl").await;
+    assert_eq!(manifest.status, "failed");
+    assert_eq!(
+        manifest.reason.as_deref(),
+        Some("workload failed: HTTP 400")
+    );
+    assert_eq!(manifest.ranks[0].status, "ok");
+    let actions: Vec<&str> = manifest.audit.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["started", "failed"]);
+
+    let no_reason = control.fail(fail("wl", " ")).await.unwrap_err();
+    assert_eq!(no_reason.code(), Code::InvalidArgument);
+    let unknown = control.fail(fail("nope", "x")).await.unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
     coordinator.shut_down().await;
 }

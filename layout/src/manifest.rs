@@ -41,6 +41,10 @@ pub struct Manifest {
     pub profile_id: String,
     /// `complete`, `partial` or `failed`.
     pub status: String,
+    /// Why the capture failed although its ranks may be ok (its workload
+    /// failed: the server's message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub storage_url: String,
     /// Coordinator-clock instants.
     pub created_unix_ns: i64,
@@ -50,7 +54,7 @@ pub struct Manifest {
     #[serde(default)]
     pub settings: Value,
     pub ranks: Vec<ManifestRank>,
-    /// Who started and who stopped the capture, oldest first.
+    /// Who started, stopped or failed the capture, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub audit: Vec<AuditEntry>,
 }
@@ -60,7 +64,7 @@ pub struct Manifest {
 /// and the peer address).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
-    /// `started` or `stopped`.
+    /// `started`, `stopped` or `failed`.
     pub action: String,
     pub who: String,
     /// Coordinator clock.

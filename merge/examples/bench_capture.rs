@@ -145,6 +145,7 @@ fn main() -> Result<(), Error> {
         format: MANIFEST_FORMAT.into(),
         profile_id: PROFILE_ID.into(),
         status: "complete".into(),
+        reason: None,
         storage_url: root.display().to_string(),
         created_unix_ns: now,
         start_at_unix_ns: start_at,

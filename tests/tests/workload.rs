@@ -2,7 +2,7 @@
 //! simulated servers during the profiling window, their record beside the
 //! manifest, and a `requests` track in the merged trace.
 
-use rankline_e2e::{free_port, merge_json, run_rankline, Cluster, TraceProcessor};
+use rankline_e2e::{free_port, merge_json, run_rankline, CaptureRun, Cluster, TraceProcessor};
 use serde_json::Value;
 
 /// A cluster of `n` simulated sglang-jax servers, each with its agent.
@@ -32,6 +32,78 @@ fn workload_line(events: &[Value]) -> &Value {
         .rev()
         .find_map(|e| e.get("workload"))
         .expect("a workload line")
+}
+
+/// `<id>/manifest.json`.
+fn stored_manifest(cluster: &Cluster, profile_id: &str) -> Value {
+    let path = cluster.storage().join(profile_id).join("manifest.json");
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
+/// Asserts a capture whose ranks all ended ok is `failed` because of its
+/// workload, everywhere it is told: the `capture --json` workload line,
+/// manifest.json, and `capture show` (JSON and text); the failure is
+/// audited under the identity that started the capture.
+fn assert_failed_by_its_workload(cluster: &Cluster, run: &CaptureRun, id: &str, says: &str) {
+    let wants = |reason: &str| reason.starts_with("workload failed: ") && reason.contains(says);
+    let line = run
+        .events
+        .iter()
+        .rev()
+        .find(|e| e.get("workload").is_some());
+    let told = &line.expect("a workload line")["capture"];
+    assert_eq!(told["status"], "failed", "{told}");
+    assert!(wants(told["reason"].as_str().unwrap()), "{told}");
+
+    let manifest = stored_manifest(cluster, id);
+    assert_eq!(manifest["status"], "failed", "{manifest}");
+    assert!(wants(manifest["reason"].as_str().unwrap()), "{manifest}");
+    for rank in manifest["ranks"].as_array().unwrap() {
+        assert_eq!(rank["status"], "ok", "the ranks' files are good: {rank}");
+    }
+    let audit = manifest["audit"].as_array().unwrap();
+    let who = |action: &str| {
+        let entry = audit.iter().find(|e| e["action"] == action);
+        let who = entry.unwrap_or_else(|| panic!("no {action} in {manifest}"))["who"]
+            .as_str()
+            .unwrap();
+        who.split(" from ").next().unwrap().to_string()
+    };
+    assert_eq!(who("failed"), who("started"), "{manifest}");
+
+    let show = |json: bool| {
+        let mut args = vec![
+            "capture",
+            "show",
+            id,
+            "--coordinator",
+            cluster.coordinator_url(),
+        ];
+        if json {
+            args.push("--json");
+        }
+        let out = run_rankline(&args).unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let shown: Value = serde_json::from_str(&show(true)).unwrap();
+    assert_eq!(shown["status"], "failed", "{shown}");
+    assert_eq!(shown["reason"], manifest["reason"], "{shown}");
+    assert_eq!(shown["ranks"][0]["state"], "ok", "{shown}");
+    assert_eq!(shown["workload"]["status"], "failed", "{shown}");
+    let text = show(false);
+    assert!(text.contains(&format!("capture {id} failed: ")), "{text}");
+    assert!(
+        text.contains(&format!(
+            "reason:   {}",
+            manifest["reason"].as_str().unwrap()
+        )),
+        "{text}"
+    );
 }
 
 /// The pid group (pid / 1000) of the process named `name` in merged Chrome JSON.
@@ -205,6 +277,7 @@ fn a_server_that_refuses_the_requests_fails_the_capture_with_its_message() {
         .as_str()
         .unwrap()
         .contains("/v1/score answered HTTP 400"));
+    assert_failed_by_its_workload(&cluster, &run, "wl-400", "Field required");
 }
 
 #[test]
@@ -214,6 +287,8 @@ fn a_window_without_a_successful_request_fails_unless_idle_is_allowed() {
     let spec = "generate:rate=20,warmup=0,model=m,timeout=1s";
     let run = cluster
         .capture(&[
+            "--profile-id",
+            "wl-idle",
             "--duration",
             "600ms",
             "--workload",
@@ -232,9 +307,12 @@ fn a_window_without_a_successful_request_fails_unless_idle_is_allowed() {
             .contains("no request succeeded"),
         "{workload}"
     );
+    assert_failed_by_its_workload(&cluster, &run, "wl-idle", "no request succeeded");
 
     let allowed = cluster
         .capture(&[
+            "--profile-id",
+            "wl-idle-allowed",
             "--duration",
             "600ms",
             "--workload",
@@ -246,6 +324,13 @@ fn a_window_without_a_successful_request_fails_unless_idle_is_allowed() {
         .unwrap();
     assert_eq!(allowed.code, 0, "stderr:\n{}", allowed.stderr);
     assert_eq!(workload_line(&allowed.events)["status"], "ok");
+    assert!(
+        allowed.events.iter().all(|e| e.get("capture").is_none()),
+        "nothing marked failed"
+    );
+    let manifest = stored_manifest(&cluster, "wl-idle-allowed");
+    assert_eq!(manifest["status"], "complete", "{manifest}");
+    assert!(manifest.get("reason").is_none(), "{manifest}");
 }
 
 /// Two vLLM workers on two "hosts" (their collectives rendezvous), each

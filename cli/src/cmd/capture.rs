@@ -12,8 +12,8 @@ use rankline_coordinator::{manifest_key, parse_selectors, report, summary_from_m
 use rankline_layout::Manifest;
 use rankline_proto::{
     capture_event, unix_now_ns, CaptureEvent, CaptureRequest, CaptureSettings, CaptureStatus,
-    CaptureSummary, GetCaptureRequest, ListAgentsRequest, ListCapturesRequest, RankState,
-    StopRequest, WatchRequest,
+    CaptureSummary, FailRequest, GetCaptureRequest, ListAgentsRequest, ListCapturesRequest,
+    RankState, StopRequest, WatchRequest,
 };
 use rankline_storage::Storage;
 use tokio::sync::mpsc;
@@ -21,6 +21,10 @@ use tonic::Streaming;
 
 use super::security::ClientSecurityArgs;
 use super::workload::{self, Workload, WorkloadArgs};
+
+/// How long `capture --workload` waits for the coordinator to record that
+/// the workload failed (it keeps writing the manifest after that).
+const MARK_FAILED_TIMEOUT: Duration = Duration::from_secs(30);
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -33,8 +37,9 @@ Without --num-steps or --duration the servers profile until `rankline stop ID` o
 Ctrl-C asks every rank to stop (once), then waits for their files.
 
 With --workload, a failed workload (a server refused the requests, or none succeeded without
---allow-idle) exits 1 too; a refused warm-up exits 2 before anything is profiled. The requests
-go to `<profile_id>/workload.json` and the merged trace's requests track.";
+--allow-idle) ends the capture `failed` with the server's message as its reason (manifest.json,
+`rankline capture show ID`) and exits 1 too; a refused warm-up exits 2 before anything is
+profiled. The requests go to `<profile_id>/workload.json` and the merged trace's requests track.";
 
 /// The exit codes, then the workload SPEC.
 fn capture_help() -> String {
@@ -323,19 +328,65 @@ async fn run_capture(args: StartArgs) -> anyhow::Result<ExitCode> {
     let Some(workload) = workload else {
         return Ok(code);
     };
+    let profile_id = workload.profile_id().to_string();
     let summary = workload.finish().await?;
+    let failed_capture = if summary.status == "ok" || profile_id.is_empty() {
+        None
+    } else {
+        let reason = summary.reason.as_deref().unwrap_or("requests failed");
+        mark_failed(&args.coordinator, &profile_id, reason).await
+    };
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&serde_json::json!({"workload": summary}))?
-        );
+        let mut line = serde_json::json!({"workload": summary});
+        if let Some(capture) = &failed_capture {
+            line["capture"] = report::summary_json(capture);
+        }
+        println!("{}", serde_json::to_string(&line)?);
     } else {
         print!("{}", workload::summary_text(&summary));
+        if let Some(capture) = &failed_capture {
+            println!(
+                "capture {} marked failed: {}",
+                capture.profile_id, capture.failure
+            );
+        }
     }
     if summary.status != "ok" && matches!(outcome, Outcome::Finished(_)) {
         return Ok(ExitCode::from(1));
     }
     Ok(code)
+}
+
+/// Tells the coordinator the capture failed because its workload did, so
+/// its record, manifest.json and `capture show` say so; the capture as it
+/// is now, or `None` (said on stderr) when the coordinator did not take it.
+async fn mark_failed(
+    coordinator: &CoordinatorArg,
+    profile_id: &str,
+    workload_reason: &str,
+) -> Option<CaptureSummary> {
+    let marked = async {
+        let mut client = coordinator.connect().await?;
+        let mut request = tonic::Request::new(FailRequest {
+            profile_id: profile_id.to_string(),
+            reason: format!("workload failed: {workload_reason}"),
+        });
+        // The coordinator answers once manifest.json is rewritten; while its
+        // storage is down it keeps trying on its own.
+        request.set_timeout(MARK_FAILED_TIMEOUT);
+        let summary = client
+            .fail(request)
+            .await
+            .map_err(|status| coordinator.failed(&status))?;
+        anyhow::Ok(summary.into_inner())
+    };
+    match marked.await {
+        Ok(summary) => Some(summary),
+        Err(error) => {
+            eprintln!("could not mark capture {profile_id} failed: {error:#}");
+            None
+        }
+    }
 }
 
 /// Starts a capture and shows it to its end (also `rankline demo`'s capture).

@@ -206,6 +206,12 @@ fn closing_margin(duration_ms: u64) -> Duration {
     Duration::from_millis((duration_ms / 10).clamp(20, 500))
 }
 
+/// How long after every rank reports `profiling` the first request goes
+/// out: a rank's state reaches us after its server started tracing, but the
+/// request's instant is mapped onto the coordinator's clock with an error
+/// bound, and the server's first traced step begins a little later.
+const OPENING_MARGIN: Duration = Duration::from_millis(20);
+
 impl Workload {
     /// Follows the capture: opens the window once every rank profiles,
     /// closes it when one stops.
@@ -258,16 +264,18 @@ impl Workload {
             let end_local =
                 self.start_at_unix_ns + self.offset_ns.unwrap_or(0) + (ms as i64) * 1_000_000
                     - closing_margin(ms).as_nanos() as i64;
-            Duration::from_nanos((end_local - unix_now_ns()).max(0) as u64)
+            tokio::time::Instant::now()
+                + Duration::from_nanos((end_local - unix_now_ns()).max(0) as u64)
         });
         let driver = self.driver.clone();
         let task = tokio::spawn(async move {
+            tokio::time::sleep(OPENING_MARGIN).await;
             let closed = async move {
                 match deadline {
-                    Some(after) => {
+                    Some(closes_at) => {
                         tokio::select! {
                             _ = stopped => {}
-                            () = tokio::time::sleep(after) => {}
+                            () = tokio::time::sleep_until(closes_at) => {}
                         }
                     }
                     None => {
@@ -288,6 +296,11 @@ impl Workload {
         if let Some(stop) = self.window.as_mut().and_then(|w| w.stop.take()) {
             let _ = stop.send(());
         }
+    }
+
+    /// The capture it follows (empty until the coordinator accepted it).
+    pub(crate) fn profile_id(&self) -> &str {
+        &self.profile_id
     }
 
     /// Waits for the requests in flight, writes `workload.json` beside the

@@ -552,6 +552,7 @@ pub fn write_capture(root: &Path, id: &str, start_at_unix_ns: i64, ranks: &[Test
         format: MANIFEST_FORMAT.into(),
         profile_id: id.into(),
         status: if all_ok { "complete" } else { "partial" }.into(),
+        reason: None,
         storage_url: root.display().to_string(),
         created_unix_ns: start_at_unix_ns - 1_000_000_000,
         start_at_unix_ns,

@@ -155,6 +155,7 @@ pub fn capture_objects(id: &str, ranks: &[TestRank]) -> Vec<(String, Vec<u8>)> {
         format: MANIFEST_FORMAT.into(),
         profile_id: id.into(),
         status: "partial".into(),
+        reason: None,
         storage_url: "file:///elsewhere".into(),
         created_unix_ns: START_NS - 1_000_000_000,
         start_at_unix_ns: START_NS,
