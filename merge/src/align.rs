@@ -495,12 +495,7 @@ pub(crate) fn render(summary: &MergeSummary, out: &mut String) {
     if rows.is_empty() {
         return;
     }
-    let width = rows
-        .iter()
-        .map(|(r, _)| r.rank.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
+    let width = crate::summary::rank_column_width(rows.iter().map(|(r, _)| r.rank.as_str()));
     let _ = writeln!(
         out,
         "collective refinement (per server, against the rank with the tightest clock bound; \

@@ -66,7 +66,7 @@ pub use options::{
 pub use rank::{Location, NamedBy, RankInput, RankName, REQUESTS_ROLE};
 pub use scan::{prepare, CollectiveId, PreparedRank, PreparedRanks, Span, TraceItem};
 pub use source::SourceKind;
-pub use summary::{MergeSummary, RankSummary, SkippedRank};
+pub use summary::{rank_column_width, MergeSummary, RankSummary, SkippedRank};
 pub use timebase::{BaseSource, ClockStatus};
 
 use chrome::Element;

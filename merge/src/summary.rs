@@ -116,13 +116,7 @@ impl MergeSummary {
             (None, None) => {}
         }
         if !self.ranks.is_empty() {
-            let width = self
-                .ranks
-                .iter()
-                .map(|r| r.rank.len())
-                .max()
-                .unwrap_or(4)
-                .max(4);
+            let width = rank_column_width(self.ranks.iter().map(|r| r.rank.as_str()));
             let _ = writeln!(
                 out,
                 "  {:width$}  {:<6}  {:>9}  {:>9}  {:>8}  {:<37} {:<22} span after origin",
@@ -242,6 +236,12 @@ pub(crate) fn human_bytes(bytes: u64) -> String {
 /// `1 plane`, `3 planes`.
 fn counted(n: u64, what: &str) -> String {
     format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+/// The width of a text table's rank column: the longest rank name, and at
+/// least the heading `rank`.
+pub fn rank_column_width<'a>(names: impl IntoIterator<Item = &'a str>) -> usize {
+    names.into_iter().map(str::len).max().unwrap_or(0).max(4)
 }
 
 #[cfg(test)]

@@ -14,13 +14,7 @@ impl Report {
     /// Per-rank busy and steps, stages, stragglers and the top ops.
     pub fn render_text(&self) -> String {
         let mut out = String::new();
-        let width = self
-            .ranks
-            .iter()
-            .map(|r| r.rank.len())
-            .max()
-            .unwrap_or(4)
-            .max(4);
+        let width = rankline_merge::rank_column_width(self.ranks.iter().map(|r| r.rank.as_str()));
         let _ = writeln!(
             out,
             "  {:width$}  {:>7}  {:>13}  {:>13}  {:>6}  {:>9}  basis",
