@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::chrome::{raw_text, Element, RawEvent};
-use crate::number;
+use crate::input::chrome::{raw_text, Element, RawEvent};
+use crate::input::number;
 use crate::options::Filters;
-use crate::timebase::RankTime;
+use crate::time::timebase::RankTime;
 
 /// Why an event is not in the output.
 pub mod reason {

@@ -6,17 +6,17 @@ use std::io::Cursor;
 use std::ops::ControlFlow;
 use std::sync::Mutex;
 
-use crate::chrome::{self, raw_text, Element};
 use crate::events::EventFilter;
-use crate::json_out::JsonRank;
-use crate::json_scan;
-use crate::number;
-use crate::output::TextOutput;
-use crate::packets::SequenceInfo;
-use crate::pftrace::Timeline;
-use crate::source::decompressed;
-use crate::timebase::RankTime;
-use crate::xplane_in::{self, OpenXplane};
+use crate::input::chrome::{self, raw_text, Element};
+use crate::input::json_scan;
+use crate::input::number;
+use crate::input::source::decompressed;
+use crate::input::xplane::{self as xplane_in, OpenXplane};
+use crate::output::json_out::JsonRank;
+use crate::output::packets::SequenceInfo;
+use crate::output::pftrace::Timeline;
+use crate::output::sink::TextOutput;
+use crate::time::timebase::RankTime;
 
 /// Reads `bytes` (plain or gzipped) as a Chrome trace, touching every
 /// field the outputs use. Returns how many elements were read.

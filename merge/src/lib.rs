@@ -19,30 +19,14 @@
 //! [`prepare`] hands the same ranks, on the same clock, to analyses that
 //! read events without writing a trace (`rankline report`).
 
-mod align;
-mod archive;
-mod chrome;
-mod discover;
 mod error;
 mod events;
-mod fit;
 #[doc(hidden)]
 pub mod fuzzing;
-mod json_out;
-mod json_scan;
-mod number;
+mod input;
 mod options;
 mod output;
-mod packets;
-mod pftrace;
-mod proto;
-mod rank;
-mod remote;
-mod scan;
-mod source;
-mod summary;
-mod timebase;
-mod xplane_in;
+mod time;
 
 use std::io::{self, Read};
 use std::ops::ControlFlow;
@@ -54,27 +38,30 @@ use std::time::Instant as Clock;
 use rayon::prelude::*;
 use tracing::debug;
 
-pub use align::{jax_family as jax_collective_family, RankRefinement, RefineOutcome};
-pub use discover::MissingRank;
 pub use error::{InputError, InputProblem, MergeError};
 pub use events::{IdKey, RankStats, XplaneCounts};
-pub use fit::{parse_size, SizeFit};
+pub use input::discover::MissingRank;
+pub use input::rank::{Location, NamedBy, RankInput, RankName, REQUESTS_ROLE};
+pub use input::scan::{prepare, CollectiveId, PreparedRank, PreparedRanks, Span, TraceItem};
+pub use input::source::SourceKind;
 pub use options::{
     parse_duration_ns, AlignMode, Filters, Instant, MergeOptions, OutputFormat, RankSelector,
     RoleSelector, SourceMode, Stage, Window,
 };
-pub use rank::{Location, NamedBy, RankInput, RankName, REQUESTS_ROLE};
-pub use scan::{prepare, CollectiveId, PreparedRank, PreparedRanks, Span, TraceItem};
-pub use source::SourceKind;
-pub use summary::{rank_column_width, MergeSummary, RankSummary, SkippedRank};
-pub use timebase::{BaseSource, ClockStatus};
+pub use output::fit::{parse_size, SizeFit};
+pub use output::summary::{rank_column_width, MergeSummary, RankSummary, SkippedRank};
+pub use time::align::{jax_family as jax_collective_family, RankRefinement, RefineOutcome};
+pub use time::timebase::{BaseSource, ClockStatus};
 
-use chrome::Element;
 use events::{reason, EventFilter};
-use output::{ChunkSink, OutputFile, TextOutput};
-use source::RankSource;
-use timebase::RankTime;
-use xplane_in::{OpenXplane, XplaneFailure};
+use input::chrome::Element;
+use input::source::RankSource;
+use input::xplane::{OpenXplane, XplaneFailure};
+use input::{chrome, discover, source};
+use output::sink::{ChunkSink, OutputFile, TextOutput};
+use output::{archive, fit, json_out, packets, pftrace};
+use time::timebase::RankTime;
+use time::{align, timebase};
 
 /// XProf's JSON export keeps at most about this many events.
 const XPROF_EVENT_CAP: u64 = 1_000_000;
@@ -446,7 +433,7 @@ impl Run<'_> {
             // (without it, a failure leaves no output at all).
             SourceKind::Xplane if !self.keep_going => self.pftrace_rank(w, &out),
             SourceKind::Xplane => {
-                let stage = Mutex::new(out.stage(output::PACKET_STAGE_IN_MEMORY));
+                let stage = Mutex::new(out.stage(output::sink::PACKET_STAGE_IN_MEMORY));
                 let stats = self.pftrace_rank(w, &stage)?;
                 let stage = stage.into_inner().unwrap_or_else(|e| e.into_inner());
                 out.append(stage).map_err(RankFailure::Output)?;
@@ -554,7 +541,7 @@ impl Run<'_> {
                 let xplane =
                     OpenXplane::open(&w.source.location, &w.time).map_err(RankFailure::Input)?;
                 let cancelled = || self.cancelled();
-                xplane_in::write_pftrace(xplane, &w.time, filter, &info, sink, &cancelled)
+                input::xplane::write_pftrace(xplane, &w.time, filter, &info, sink, &cancelled)
                     .map_err(RankFailure::from)
             }
         }
@@ -681,7 +668,7 @@ fn read_elements(
         SourceKind::Xplane => {
             let mut xplane =
                 OpenXplane::open(&source.location, time).map_err(RankFailure::Input)?;
-            let read = xplane_in::for_each_element(&mut xplane, time, cancelled, on_element)?;
+            let read = input::xplane::for_each_element(&mut xplane, time, cancelled, on_element)?;
             Ok(ElementsRead {
                 bytes: xplane.bytes_read(),
                 stopped: read.stopped,

@@ -273,7 +273,7 @@ pub fn parse_duration_ns(text: &str) -> Result<i64, String> {
             ))
         }
     };
-    crate::number::decimal_text_scaled(number, exp10)
+    crate::input::number::decimal_text_scaled(number, exp10)
         .ok_or_else(|| format!("{text:?} is not a duration"))
 }
 

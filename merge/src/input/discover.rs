@@ -14,9 +14,9 @@ use rankline_layout::{
 use tracing::debug;
 
 use crate::error::{InputError, InputProblem};
+use crate::input::rank::{Location, NamedBy, RankInput, RankName, REQUESTS_ROLE};
+use crate::input::remote::{self, Fetched};
 use crate::options::Filters;
-use crate::rank::{Location, NamedBy, RankInput, RankName, REQUESTS_ROLE};
-use crate::remote::{self, Fetched};
 
 const TRACE_SUFFIXES: [&str; 4] = [".trace.json.gz", ".trace.json", ".json.gz", ".json"];
 const SIDECAR_SUFFIX: &str = ".meta.json";

@@ -23,12 +23,12 @@ use rayon::prelude::*;
 use serde::Serialize;
 use tracing::debug;
 
-use crate::chrome::{raw_text, Element, RawEvent};
 use crate::events::{IdKey, Phase};
-use crate::json_scan::members;
-use crate::number;
-use crate::summary::{MergeSummary, RankSummary};
-use crate::timebase::{ClockStatus, RankTime};
+use crate::input::chrome::{raw_text, Element, RawEvent};
+use crate::input::json_scan::members;
+use crate::input::number;
+use crate::output::summary::{MergeSummary, RankSummary};
+use crate::time::timebase::{ClockStatus, RankTime};
 use crate::Work;
 
 /// The XLA collective op families (`all-reduce.3`, `all-gather-done.1`, ...).
@@ -495,7 +495,8 @@ pub(crate) fn render(summary: &MergeSummary, out: &mut String) {
     if rows.is_empty() {
         return;
     }
-    let width = crate::summary::rank_column_width(rows.iter().map(|(r, _)| r.rank.as_str()));
+    let width =
+        crate::output::summary::rank_column_width(rows.iter().map(|(r, _)| r.rank.as_str()));
     let _ = writeln!(
         out,
         "collective refinement (per server, against the rank with the tightest clock bound; \
@@ -576,7 +577,7 @@ mod tests {
     fn read_json(trace: &str) -> RankCollectives {
         let time = RankTime::identity();
         let mut collector = Collector::default();
-        crate::chrome::read_trace(trace.as_bytes(), |element| {
+        crate::input::chrome::read_trace(trace.as_bytes(), |element| {
             if let Element::Event(event) = element {
                 collector.event(event, &time);
             }

@@ -9,21 +9,21 @@ use std::ops::ControlFlow;
 
 use memchr::memmem;
 
-use crate::chrome::{raw_text, Element, RawEvent};
 use crate::error::{InputError, InputProblem};
 use crate::events::{event_span, IdKey, Phase};
-use crate::json_scan::members;
-use crate::rank::RankName;
-use crate::remote::Fetched;
-use crate::source::SourceKind;
-use crate::summary::SkippedRank;
-use crate::timebase::ClockStatus;
+use crate::input::chrome::{raw_text, Element, RawEvent};
+use crate::input::json_scan::members;
+use crate::input::rank::RankName;
+use crate::input::remote::Fetched;
+use crate::input::source::SourceKind;
+use crate::output::summary::SkippedRank;
+use crate::time::timebase::ClockStatus;
 use crate::{
     align, plan, read_elements, worker_pool, MergeError, MergeOptions, MissingRank, Planned,
     RankFailure, RankRefinement, Work,
 };
 
-pub use crate::align::OpKey as CollectiveId;
+pub use crate::time::align::OpKey as CollectiveId;
 
 /// The ranks of `options`, ready to read: what [`crate::merge`] would merge
 /// (`options.output` is not used).

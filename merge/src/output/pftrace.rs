@@ -12,16 +12,16 @@ use std::cmp::Reverse;
 use std::io;
 use std::ops::ControlFlow;
 
-use crate::chrome::{raw_text, Element, RawEvent};
 use crate::events::{event_span, reason, EventFilter, IdKey, Phase, RankStats};
-use crate::json_scan::members;
-use crate::output::ChunkSink;
-use crate::packets::{
+use crate::input::chrome::{raw_text, Element, RawEvent};
+use crate::input::json_scan::members;
+use crate::output::packets::{
     rank_pid, synthetic_tid, AnnotationValue, Annotations, Interner, Lanes, OpenSlices,
     PacketWriter, SequenceInfo, TrackSpec, Uuids,
 };
-use crate::proto::{interned, track_event};
-use crate::timebase::RankTime;
+use crate::output::proto::{interned, track_event};
+use crate::output::sink::ChunkSink;
+use crate::time::timebase::RankTime;
 use rustc_hash::FxHashMap;
 
 /// A source thread (`pid`, `tid` of the input) of this rank.

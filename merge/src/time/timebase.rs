@@ -11,9 +11,9 @@ use rankline_xplane::XSpaceFile;
 use serde::Serialize;
 
 use crate::error::{InputError, InputProblem};
+use crate::input::rank::RankInput;
+use crate::input::source::open_trace;
 use crate::options::AlignMode;
-use crate::rank::RankInput;
-use crate::source::open_trace;
 
 /// Host instants further than this from zero (or from the fit's anchor) are
 /// not mapped: no real trace is 146 years long, and it keeps the clock
@@ -195,7 +195,10 @@ fn base_of(rank: &RankInput) -> Result<(BaseSource, i64), InputError> {
     let base = scan_base_time(&mut source.reader).map_err(|e| {
         InputError::new(
             trace.display(),
-            crate::source::read_problem(crate::chrome::ReadError::Io(e), source.gzipped),
+            crate::input::source::read_problem(
+                crate::input::chrome::ReadError::Io(e),
+                source.gzipped,
+            ),
         )
     })?;
     Ok(match base {

@@ -38,19 +38,19 @@ use rankline_xplane::{
 };
 use rustc_hash::FxHashMap;
 
-use crate::chrome::{Element, RawEvent};
 use crate::error::{InputError, InputProblem};
 use crate::events::{reason, EventFilter, RankStats, XplaneCounts};
-use crate::json_out::push_json_string;
-use crate::number::push_nanos_as_micros;
-use crate::output::ChunkSink;
-use crate::packets::{
+use crate::input::chrome::{Element, RawEvent};
+use crate::input::number::push_nanos_as_micros;
+use crate::input::rank::Location;
+use crate::output::json_out::push_json_string;
+use crate::output::packets::{
     rank_pid, synthetic_tid, AnnotationValue, Annotations, Interner, Lanes, OpenSlices,
     PacketWriter, SequenceInfo, TrackSpec, Uuids,
 };
-use crate::proto::{interned, track_event};
-use crate::rank::Location;
-use crate::timebase::RankTime;
+use crate::output::proto::{interned, track_event};
+use crate::output::sink::ChunkSink;
+use crate::time::timebase::RankTime;
 
 /// The plane whose lines are the host's threads.
 const HOST_PLANE: &str = "/host:CPU";

@@ -10,8 +10,8 @@ use std::io;
 
 use rustc_hash::FxHashMap;
 
-use crate::output::ChunkSink;
-use crate::proto::{self, annotation, descriptor, interned, packet, track_event};
+use crate::output::proto::{self, annotation, descriptor, interned, packet, track_event};
+use crate::output::sink::ChunkSink;
 
 /// Output is handed to the sink in pieces of about this size.
 pub const CHUNK: usize = 4 << 20;

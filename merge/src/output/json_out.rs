@@ -15,13 +15,13 @@ use std::ops::ControlFlow;
 
 use rustc_hash::FxHashMap;
 
-use crate::chrome::{raw_text, Element, RawEvent};
 use crate::events::{event_span, EventFilter, IdKey, Phase, RankStats};
-use crate::json_scan::members;
-use crate::number::push_nanos_as_micros;
-use crate::output::{Edit, Stage};
-use crate::packets::Lanes;
-use crate::timebase::RankTime;
+use crate::input::chrome::{raw_text, Element, RawEvent};
+use crate::input::json_scan::members;
+use crate::input::number::push_nanos_as_micros;
+use crate::output::packets::Lanes;
+use crate::output::sink::{Edit, Stage};
+use crate::time::timebase::RankTime;
 
 /// Text is handed to the stage in pieces of about this size.
 const CHUNK: usize = 1 << 20;

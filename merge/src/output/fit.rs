@@ -13,7 +13,7 @@
 use serde::Serialize;
 
 use crate::options::{Instant, Window};
-use crate::summary::{human_bytes, MergeSummary};
+use crate::output::summary::{human_bytes, MergeSummary};
 use crate::{merge, MergeError, MergeOptions};
 
 /// Merges after the first one, when the output keeps coming out too big.

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::discover::MissingRank;
 use crate::events::RankStats;
+use crate::input::discover::MissingRank;
+use crate::input::source::SourceKind;
 use crate::options::{AlignMode, OutputFormat, Stage};
-use crate::source::SourceKind;
-use crate::timebase::{BaseSource, ClockStatus};
+use crate::time::timebase::{BaseSource, ClockStatus};
 
 /// The result of [`crate::merge`].
 #[derive(Debug, Clone, Serialize)]
@@ -181,7 +181,7 @@ impl MergeSummary {
         if let Some(fit) = &self.size_fit {
             fit.render(self.origin_unix_ns, &mut out);
         }
-        crate::align::render(self, &mut out);
+        crate::time::align::render(self, &mut out);
         for skipped in &self.skipped {
             let _ = writeln!(
                 out,

@@ -106,7 +106,7 @@ impl Location {
     }
 
     /// This location, named by its URL when it is a copy in `fetched`.
-    pub(crate) fn fetched_from(&self, fetched: &crate::remote::Fetched) -> Location {
+    pub(crate) fn fetched_from(&self, fetched: &crate::input::remote::Fetched) -> Location {
         match self {
             Location::Local(path) => match fetched.url_of(path) {
                 Some(url) => Location::Fetched {

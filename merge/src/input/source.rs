@@ -8,10 +8,10 @@ use flate2::bufread::MultiGzDecoder;
 
 use serde::Serialize;
 
-use crate::chrome::ReadError;
 use crate::error::{InputError, InputProblem};
+use crate::input::chrome::ReadError;
+use crate::input::rank::{Location, RankInput};
 use crate::options::SourceMode;
-use crate::rank::{Location, RankInput};
 
 /// Read buffer for the compressed bytes.
 const FILE_BUFFER: usize = 256 << 10;

@@ -2,7 +2,7 @@
 //!
 //! The decompressed text flows through a window of a few MiB, checked as
 //! UTF-8 once as it arrives. Each element of `traceEvents` is scanned in
-//! place by [`crate::json_scan`]: the grammar is checked and every value is
+//! place by [`crate::input::json_scan`]: the grammar is checked and every value is
 //! kept as its raw JSON text borrowed from the window (no `Value` tree, no
 //! copies). When an element runs past the end of the window, the window is
 //! refilled and that one element scanned again. So a 1 GB trace is read in
@@ -12,8 +12,10 @@ use std::borrow::Cow;
 use std::io::{self, Read};
 use std::ops::ControlFlow;
 
-use crate::json_scan::{self, scan_string, scan_string_escapes, scan_value, skip_ws, Scan, Why};
-use crate::number;
+use crate::input::json_scan::{
+    self, scan_string, scan_string_escapes, scan_value, skip_ws, Scan, Why,
+};
+use crate::input::number;
 
 /// Window size; it grows only for a single element larger than it.
 const WINDOW: usize = 4 << 20;
