@@ -1,8 +1,8 @@
 //! The harness of rankline's end-to-end tests: real `rankline` processes on
 //! loopback, started, awaited and always cleaned up.
 //!
-//! Every process is spawned from the workspace's `rankline` binary (built on
-//! first use), waits for its `listening on <url>` line, keeps its stderr in
+//! Every process is spawned from the `rankline` binary cargo built for the
+//! test run, waits for its `listening on <url>` line, keeps its stderr in
 //! a log file that is printed if the test fails, and is killed (process
 //! group included) when its [`Proc`] is dropped.
 
@@ -27,22 +27,30 @@ pub use pki::{write_private, CertFiles, TestPki};
 pub use s3::S3Server;
 pub use trace_processor::{Import, Problem, Table, TraceProcessor};
 
-/// The `rankline` binary of this workspace, built once per test process so
-/// the tests never run a stale binary.
+/// The `rankline` binary the tests run: `RANKLINE_BIN` if set (the
+/// benchmarks point it at a release build), else the one cargo built for
+/// this test run. The e2e tests are a test target of the `rankline` package
+/// (cli/Cargo.toml), so cargo builds that binary, fresh, into the folder
+/// above the test executable's `deps/` before any test starts.
 pub fn rankline_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        if let Ok(bin) = std::env::var("RANKLINE_BIN") {
+        if let Some(bin) = std::env::var_os("RANKLINE_BIN") {
             return PathBuf::from(bin);
         }
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "rankline", "--bin", "rankline"])
-            .current_dir(workspace_root())
-            .status()
-            .expect("run cargo build for the rankline binary");
-        assert!(status.success(), "cargo build -p rankline failed");
-        target_dir().join("debug").join("rankline")
+        let test_exe = std::env::current_exe().expect("the test executable's path");
+        let profile_dir = test_exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test executable lives in <target>/<profile>/deps");
+        let bin = profile_dir.join(format!("rankline{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            bin.is_file(),
+            "{} is missing: run the e2e tests through cargo (`cargo nextest run -p rankline`), \
+             which builds it, or set RANKLINE_BIN",
+            bin.display()
+        );
+        bin
     })
 }
 
@@ -52,12 +60,6 @@ pub fn workspace_root() -> PathBuf {
         .parent()
         .expect("tests/ lives in the workspace")
         .to_path_buf()
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 /// `tests/fixtures/real-jax/<rest>`: real JAX and sglang-jax output.

@@ -2,7 +2,7 @@
 //! StartCapture / StopCapture, the agent drives a scriptable server (or only
 //! collects), and the results land in a file:// storage.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! follows SERVERS.md: real-format files, the folder before the files, the
 //! automatic stop by `num_steps`, Kineto's `.tmp`, multi-host nodes.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;

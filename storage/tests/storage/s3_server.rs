@@ -1,7 +1,7 @@
 //! Storage against a real S3-compatible server (s3s-fs on loopback, installed
 //! by `.ci/run`): the same calls the agent and coordinator make.
 
-mod common;
+use crate::common;
 
 use common::ServerProcess;
 use rankline_storage::Storage;

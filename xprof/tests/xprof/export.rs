@@ -1,7 +1,7 @@
 //! Exporting captures as XProf runs: from a local folder (hard links), from
 //! object storage (downloads), without a manifest, and what goes wrong.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

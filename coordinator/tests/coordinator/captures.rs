@@ -1,7 +1,7 @@
 //! The coordinator end to end in one process: fake agents on real gRPC
 //! streams, the Control API, and manifests in a file:// storage.
 
-mod support;
+use crate::support;
 
 use rankline_coordinator::manifest_key;
 use rankline_layout::{RankKey, MANIFEST_FORMAT};

@@ -10,7 +10,7 @@
 //! the emulator's data folder, and `get_bytes`, `download_to`, `head`,
 //! `verify` and `list` (XML `list-type=2`) are checked against them.
 
-mod common;
+use crate::common;
 
 use common::ServerProcess;
 use rankline_storage::Storage;

@@ -3,7 +3,7 @@
 //! collectives, a sidecar without clock data, a rank whose collectives
 //! disagree with its clock bound) and on the real `jax_multi4` fixture.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;

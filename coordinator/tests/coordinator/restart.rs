@@ -2,7 +2,7 @@
 //! served again in-process on the same storage and address, and the fake
 //! agents reconnect as real ones do (with their in-flight captures).
 
-mod support;
+use crate::support;
 
 use rankline_coordinator::manifest_key;
 use rankline_layout::RankKey;

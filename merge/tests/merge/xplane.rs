@@ -5,7 +5,7 @@
 //! order, display names, metadata stats, aggregates, epoch timestamps,
 //! damage).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;

@@ -3,7 +3,7 @@
 //! at one: `AZURE_STORAGE_USE_EMULATOR=true` and `AZURITE_BLOB_STORAGE_URL`.
 //! Everything is exercised, block-blob multipart uploads included.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

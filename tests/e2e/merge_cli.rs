@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn rankline(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rankline"))
+    Command::new(rankline_e2e::rankline_bin())
         .args(args)
         .env_remove("RUST_LOG")
         .output()
@@ -18,7 +18,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn multi2() -> Vec<String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/real-jax/jax_multi2");
+    let root = rankline_e2e::fixture("jax_multi2");
     ["proc0", "proc1"]
         .iter()
         .map(|p| root.join(p).display().to_string())

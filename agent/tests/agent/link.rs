@@ -1,7 +1,7 @@
 //! The agent's link to the coordinator, its clock estimate and its
 //! discovery of the server, driven in-process.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

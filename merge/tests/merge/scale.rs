@@ -4,7 +4,7 @@
 //! error, data-loss or skipped stat and one slice per event merged; and
 //! `max_size` cuts the merge to a window that fits and says what it dropped.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! exactly once, at its absolute time, strictly nested per track, and
 //! `jax_multi4`'s collectives line up once each rank's profile start is used.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -3,7 +3,7 @@
 //! Runs only when `RANKLINE_XPROF_PYTHON` names a python with `xprof`
 //! installed (`pip install xprof`, ~350 MB); skipped otherwise.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! overlap spilling, phases, every output format, filters, captures, and
 //! bad inputs.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -7,7 +7,7 @@
 //! The conversion runs in a child process (this test binary again, running
 //! [`child_merge`]), so its peak RSS is its own.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -49,7 +49,12 @@ fn child_merge() {
 /// Runs [`child_merge`] on `dir`; returns the child's peak RSS in bytes.
 fn run_child(dir: &Path) -> u64 {
     let status = Command::new(std::env::current_exe().unwrap())
-        .args(["child_merge", "--exact", "--ignored", "--nocapture"])
+        .args([
+            "xplane_big::child_merge",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
         .env(CHILD_DIR, dir)
         .status()
         .unwrap();

@@ -4,7 +4,7 @@
 //! JSON tokens, gzip). Nothing may panic, and every `.pftrace` produced must
 //! pass the test decoder's structural checks.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 

@@ -2,7 +2,7 @@
 //! storage takes them, an agent started again finishing what its
 //! predecessor left in the journal, and the retention policy.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;

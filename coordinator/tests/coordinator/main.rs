@@ -1,0 +1,6 @@
+//! One test binary for the crate (one link, not one per file): each module is one area's tests.
+
+mod support;
+
+mod captures;
+mod restart;

@@ -1,0 +1,6 @@
+//! One test binary for the crate (one link, not one per file): each module is one area's tests.
+
+mod common;
+
+mod export;
+mod xprof_reader;
