@@ -75,7 +75,7 @@ pub fn xplane_to_pftrace(bytes: &[u8]) -> Option<Vec<u8>> {
         ranks: 1,
         process_name: "fuzz",
     };
-    xplane_in::write_pftrace(
+    crate::output::xplane_pftrace::write_pftrace(
         xplane,
         &time,
         &EventFilter::default(),

@@ -541,8 +541,10 @@ impl Run<'_> {
                 let xplane =
                     OpenXplane::open(&w.source.location, &w.time).map_err(RankFailure::Input)?;
                 let cancelled = || self.cancelled();
-                input::xplane::write_pftrace(xplane, &w.time, filter, &info, sink, &cancelled)
-                    .map_err(RankFailure::from)
+                output::xplane_pftrace::write_pftrace(
+                    xplane, &w.time, filter, &info, sink, &cancelled,
+                )
+                .map_err(RankFailure::from)
             }
         }
     }

@@ -13,13 +13,18 @@ use std::io::{self, Write};
 
 use prost::Message;
 
+use rankline_protowire::{
+    put_bytes_field, put_fixed64_field, put_int_field, put_len_header, put_parts_field,
+    put_varint_field,
+};
+
 use crate::messages::{x_event, x_stat};
 use crate::{XEventMetadata, XLine, XPlane, XStat, XStatMetadata};
 
-/// Protobuf keys of the length-delimited fields written by hand.
-const SPACE_PLANES_KEY: u8 = (1 << 3) | 2;
-const SPACE_HOSTNAMES_KEY: u8 = (4 << 3) | 2;
-const PLANE_LINES_KEY: u8 = (3 << 3) | 2;
+/// Field numbers of the length-delimited fields written by hand.
+const SPACE_PLANES: u32 = 1;
+const SPACE_HOSTNAMES: u32 = 4;
+const PLANE_LINES: u32 = 3;
 
 /// A stat value to encode.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -35,40 +40,6 @@ pub enum StatValue<'a> {
 
 /// A stat: its name and value.
 pub type Stat<'a> = (&'a str, StatValue<'a>);
-
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-fn put_varint_field(out: &mut Vec<u8>, field: u32, value: u64) {
-    put_varint(out, u64::from(field << 3));
-    put_varint(out, value);
-}
-
-/// An int64 field, left out when 0 (proto3).
-fn put_int_field(out: &mut Vec<u8>, field: u32, value: i64) {
-    if value != 0 {
-        put_varint_field(out, field, value as u64);
-    }
-}
-
-fn put_bytes_field(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
-    put_varint(out, u64::from(field << 3 | 2));
-    put_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
-fn put_len_field(out: &mut Vec<u8>, key: u8, parts: &[&[u8]]) {
-    out.push(key);
-    put_varint(out, parts.iter().map(|p| p.len() as u64).sum());
-    for part in parts {
-        out.extend_from_slice(part);
-    }
-}
 
 /// The names a plane's events and stats use, interned to ids as they
 /// first appear.
@@ -250,8 +221,7 @@ impl<'m> LineEncoder<'m> {
             put_int_field(stat, 1, self.metadata.stat_id(key));
             match value {
                 StatValue::Double(v) => {
-                    put_varint(stat, 2 << 3 | 1);
-                    stat.extend_from_slice(&v.to_bits().to_le_bytes());
+                    put_fixed64_field(stat, 2, v.to_bits());
                 }
                 StatValue::Uint(v) => put_varint_field(stat, 3, v),
                 StatValue::Int(v) => put_varint_field(stat, 4, v as u64),
@@ -283,7 +253,7 @@ impl<'m> LineEncoder<'m> {
         }
         .encode_to_vec();
         let mut out = Vec::with_capacity(head.len() + self.events.len() + 12);
-        put_len_field(&mut out, PLANE_LINES_KEY, &[&head, &self.events]);
+        put_parts_field(&mut out, PLANE_LINES, &[&head, &self.events]);
         Some(out)
     }
 }
@@ -330,13 +300,13 @@ impl PlaneEncoder {
     pub fn finish_into(self, space: &mut Vec<u8>) {
         let head = plane_head(self.id, &self.name);
         let tail = self.metadata.encode(self.stats);
-        put_len_field(space, SPACE_PLANES_KEY, &[&head, &self.lines, &tail]);
+        put_parts_field(space, SPACE_PLANES, &[&head, &self.lines, &tail]);
     }
 }
 
 /// Appends `XSpace.hostnames`.
 pub fn put_hostname(space: &mut Vec<u8>, hostname: &str) {
-    put_len_field(space, SPACE_HOSTNAMES_KEY, &[hostname.as_bytes()]);
+    put_parts_field(space, SPACE_HOSTNAMES, &[hostname.as_bytes()]);
 }
 
 /// Where a streamed plane puts its metadata.
@@ -392,8 +362,8 @@ pub fn write_plane<W: Write>(
     let head = plane_head(id, name);
     let tail = metadata.encode(stats);
     let payload = head.len() as u64 + lines_len + tail.len() as u64;
-    let mut header = vec![SPACE_PLANES_KEY];
-    put_varint(&mut header, payload);
+    let mut header = Vec::new();
+    put_len_header(&mut header, SPACE_PLANES, payload as usize);
     out.write_all(&header)?;
     out.write_all(&head)?;
     if placement == MetadataPlacement::BeforeLines {

@@ -15,6 +15,8 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 
+use rankline_protowire::{put_bytes_field, put_varint_field};
+
 use crate::time_base::{profile_times_from, ProfileTimes};
 use crate::wire::{FieldReader, SliceReader, SliceValue, WireValue};
 use crate::{XplaneError, TASK_ENVIRONMENT_PLANE};
@@ -337,7 +339,7 @@ impl<R: Read + Seek> XSpaceFile<R> {
                     _ => {
                         let bytes = self.reader.read_bytes(len)?;
                         let bytes = bounded_stat(&bytes, entry.start)?;
-                        put_len_field(&mut metadata.plane_stats, PLANE_STATS_FIELD, &bytes);
+                        put_bytes_field(&mut metadata.plane_stats, PLANE_STATS_FIELD, &bytes);
                     }
                 }
             }
@@ -378,7 +380,7 @@ impl<R: Read + Seek> XSpaceFile<R> {
                             METADATA_STATS_FIELD => {
                                 let bytes = self.reader.read_bytes(n)?;
                                 let bytes = bounded_stat(&bytes, payload.start)?;
-                                put_len_field(&mut event.stats, METADATA_STATS_FIELD, &bytes);
+                                put_bytes_field(&mut event.stats, METADATA_STATS_FIELD, &bytes);
                             }
                             // `metadata` (a serialized proto), `child_id`s.
                             _ => self.reader.seek_past(n)?,
@@ -431,21 +433,6 @@ impl<R: Read + Seek> XSpaceFile<R> {
     }
 }
 
-/// Appends a length-delimited field.
-fn put_len_field(out: &mut Vec<u8>, field: u32, payload: &[u8]) {
-    put_varint(out, u64::from(field << 3 | 2));
-    put_varint(out, payload.len() as u64);
-    out.extend_from_slice(payload);
-}
-
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
 /// A `map<int64, XStatMetadata>` entry: the key and the stat's name.
 pub(crate) fn stat_metadata_entry(bytes: &[u8], base: u64) -> Result<(i64, String), XplaneError> {
     let mut key = None;
@@ -485,9 +472,8 @@ fn bounded_stat(bytes: &[u8], base: u64) -> Result<Cow<'_, [u8]>, XplaneError> {
         _ => bytes.len(),
     };
     let mut out = Vec::new();
-    put_varint(&mut out, 1 << 3);
-    put_varint(&mut out, stat.metadata_id as u64);
-    put_len_field(&mut out, 5, format!("<{len} bytes>").as_bytes());
+    put_varint_field(&mut out, 1, stat.metadata_id as u64);
+    put_bytes_field(&mut out, 5, format!("<{len} bytes>").as_bytes());
     Ok(Cow::Owned(out))
 }
 
@@ -784,6 +770,7 @@ mod tests {
     use crate::synth::{write_synthetic_space, SynthSpec};
     use crate::{XEvent, XEventMetadata, XLine, XPlane, XSpace, XStat, XStatMetadata};
     use prost::Message;
+    use rankline_protowire::put_varint;
     use std::io::Cursor;
 
     /// Every event of every line: (plane, line, name, kind, stats as text).

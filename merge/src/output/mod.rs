@@ -11,3 +11,4 @@ pub(crate) mod pftrace;
 pub(crate) mod proto;
 pub(crate) mod sink;
 pub(crate) mod summary;
+pub(crate) mod xplane_pftrace;

@@ -1,13 +1,5 @@
-//! One rank read from its `.xplane.pb`, the JAX profiler's complete record.
-//!
-//! The file is walked plane by plane and line by line
-//! ([`rankline_xplane::XSpaceFile`]): one line's bytes are in memory at a
-//! time, never a plane or the whole file. Every plane with lines becomes
-//! tracks under the rank (`/host:CPU`'s lines as threads, as the JSON
-//! export shows them; a device plane as a track, `TPU:0`, with one child
-//! track per line), every span event a slice named by its metadata, with
-//! its stats (and its metadata's) as debug annotations. Aggregates
-//! (`num_occurrences`) are counted, not drawn.
+//! One rank's `.xplane.pb` as a Perfetto packet sequence, its lines
+//! converted in parallel (each line its own sequence).
 //!
 //! [`write_pftrace`] makes two passes over each line: the first interns
 //! its events' names (written in one interned-data packet before the line)
@@ -19,31 +11,25 @@
 //! line whose events are out of order is sorted through a small index
 //! (start, end, offset per event). Packets of one rank are therefore in
 //! time order per track, not across tracks: trace_processor sorts them.
-//!
-//! [`for_each_element`] hands the same events over as Chrome trace elements
-//! instead, for the consumers that read those (JSON output, the collective
-//! alignment).
 
-use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
-use std::io::{self, Read, Seek};
-use std::ops::ControlFlow;
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rankline_xplane::{
     line_start_unix_ns, ByteRange, EventKind, EventView, LineView, PlaneIndex, PlaneMetadata,
-    SpaceIndex, StatValue, StatView, XSpaceFile, XplaneError,
+    StatValue, StatView, XSpaceFile, XplaneError,
 };
 use rustc_hash::FxHashMap;
 
-use crate::error::{InputError, InputProblem};
+use crate::error::InputError;
 use crate::events::{reason, EventFilter, RankStats, XplaneCounts};
-use crate::input::chrome::{Element, RawEvent};
-use crate::input::number::push_nanos_as_micros;
-use crate::input::rank::Location;
-use crate::output::json_out::push_json_string;
+use crate::input::xplane::{
+    span_ns, stat_key, stat_value, xplane_problem, LineError, OpenXplane, XplaneFailure,
+    XplaneSource, HOST_PLANE, LONG_NAME,
+};
 use crate::output::packets::{
     rank_pid, synthetic_tid, AnnotationValue, Annotations, Interner, Lanes, OpenSlices,
     PacketWriter, SequenceInfo, TrackSpec, Uuids,
@@ -51,145 +37,6 @@ use crate::output::packets::{
 use crate::output::proto::{interned, track_event};
 use crate::output::sink::ChunkSink;
 use crate::time::timebase::RankTime;
-
-/// The plane whose lines are the host's threads.
-const HOST_PLANE: &str = "/host:CPU";
-/// Byte values longer than this are summarized, not shown in hex.
-const MAX_HEX_BYTES: usize = 16;
-/// The annotation that shows an event's name when its display name hides
-/// it.
-const LONG_NAME: &str = "long_name";
-
-/// Why converting an xplane rank stopped.
-pub enum XplaneFailure {
-    Input(InputError),
-    Output(io::Error),
-    /// The caller asked to stop.
-    Cancelled,
-}
-
-/// What an xplane is read from: a file, or bytes in memory (fuzzing).
-pub trait XplaneSource: Read + Seek + Send {}
-
-impl<T: Read + Seek + Send> XplaneSource for T {}
-
-/// An opened `.xplane.pb`.
-pub struct OpenXplane {
-    file: XSpaceFile<Box<dyn XplaneSource>>,
-    index: SpaceIndex,
-    /// What the file's relative line timestamps count from.
-    session_start_ns: i64,
-    display: String,
-}
-
-impl OpenXplane {
-    /// Opens and indexes `location`; relative line timestamps count from
-    /// its `profile_start_time`, else from the rank's time base.
-    pub fn open(location: &Location, time: &RankTime) -> Result<OpenXplane, InputError> {
-        let display = location.display();
-        let file = location
-            .open()
-            .map_err(|e| InputError::new(display.clone(), InputProblem::opening(e)))?;
-        Self::from_reader(Box::new(file), display, time)
-    }
-
-    /// [`OpenXplane::open`] on any seekable bytes, named `display`.
-    pub fn from_reader(
-        reader: Box<dyn XplaneSource>,
-        display: String,
-        time: &RankTime,
-    ) -> Result<OpenXplane, InputError> {
-        let problem = |e: XplaneError| InputError::new(display.clone(), xplane_problem(e));
-        let (mut file, index) = XSpaceFile::open(reader).map_err(problem)?;
-        let start = file.profile_times(&index).map_err(problem)?.start_unix_ns;
-        Ok(OpenXplane {
-            file,
-            index,
-            session_start_ns: start.unwrap_or(time.base_ns),
-            display,
-        })
-    }
-
-    fn failure(&self, error: XplaneError) -> XplaneFailure {
-        XplaneFailure::Input(InputError::new(self.display.clone(), xplane_problem(error)))
-    }
-
-    /// Walks every line of every plane that has lines: `on_plane` first for
-    /// each plane, then `on_line` for each of its lines (in memory only
-    /// while it runs), given the plane's state and metadata.
-    fn walk<S>(
-        &mut self,
-        cancelled: &dyn Fn() -> bool,
-        mut on_plane: impl FnMut(usize, &PlaneIndex) -> S,
-        mut on_line: impl FnMut(&mut S, &PlaneMetadata, usize, &LineView<'_>) -> Result<(), LineError>,
-    ) -> Result<XplaneCounts, XplaneFailure> {
-        let mut counts = XplaneCounts::default();
-        let mut buf = Vec::new();
-        let planes = std::mem::take(&mut self.index.planes);
-        for (position, plane) in planes.iter().filter(|p| !p.lines.is_empty()).enumerate() {
-            let metadata = self
-                .file
-                .read_metadata(plane)
-                .map_err(|e| self.failure(e))?;
-            let mut state = on_plane(position, plane);
-            counts.planes += 1;
-            for (line_position, &range) in plane.lines.iter().enumerate() {
-                if cancelled() {
-                    return Err(XplaneFailure::Cancelled);
-                }
-                self.file
-                    .read_line(range, &mut buf)
-                    .map_err(|e| self.failure(e))?;
-                let line = LineView::parse(&buf, range.start).map_err(|e| self.failure(e))?;
-                counts.lines += 1;
-                on_line(&mut state, &metadata, line_position, &line).map_err(|e| match e {
-                    LineError::Input(e) => self.failure(e),
-                    LineError::Output(e) => XplaneFailure::Output(e),
-                    LineError::Stopped => XplaneFailure::Cancelled,
-                })?;
-            }
-        }
-        self.index.planes = planes;
-        Ok(counts)
-    }
-
-    /// Bytes read from the file.
-    pub fn bytes_read(&self) -> u64 {
-        self.file.bytes_read()
-    }
-}
-
-/// An xplane reader's failure as a message about the input.
-pub fn xplane_problem(error: XplaneError) -> InputProblem {
-    match error {
-        XplaneError::Io(e) => InputProblem::Unreadable(e),
-        other => InputProblem::Xplane(other.to_string()),
-    }
-}
-
-/// Nanoseconds nearest to `ps` picoseconds (the JSON export rounds the
-/// same way, to 3 decimals of a microsecond).
-fn ps_to_ns(ps: i64) -> i64 {
-    match ps.checked_add(500) {
-        // 64-bit division: this runs several times per event.
-        Some(rounded) => rounded.div_euclid(1000),
-        None => ((i128::from(ps) + 500).div_euclid(1000)) as i64,
-    }
-}
-
-/// An event's start and duration in ns from its offset and duration in ps.
-/// The end is rounded from the exact end, not the rounded start plus the
-/// rounded duration, so that back-to-back events stay back to back.
-fn span_ns(offset_ps: i64, duration_ps: i64) -> (i64, i64) {
-    let start = ps_to_ns(offset_ps);
-    let duration_ps = duration_ps.max(0);
-    let end = match offset_ps.checked_add(duration_ps) {
-        Some(end_ps) => ps_to_ns(end_ps),
-        // Both halves fit in an i64 once divided.
-        None => ((i128::from(offset_ps) + i128::from(duration_ps) + 500).div_euclid(1000)) as i64,
-    };
-    (start, end - start)
-}
 
 /// Where a line's events are placed in time.
 #[derive(Clone, Copy)]
@@ -216,56 +63,6 @@ impl LineTime<'_> {
             .ok_or(reason::BAD_TS)?;
         Ok((start, end.max(start)))
     }
-}
-
-/// A stat's name (`stat <id>` for an id the plane does not define).
-fn stat_key(metadata: &PlaneMetadata, id: i64) -> Cow<'_, str> {
-    match metadata.stat_name(id) {
-        Some(name) => Cow::Borrowed(name),
-        None => Cow::Owned(format!("stat {id}")),
-    }
-}
-
-/// A stat's value as an annotation's: a `ref_value` as the name it refers
-/// to, bytes in hex or as their size (in `scratch`).
-fn stat_value<'m>(
-    metadata: &'m PlaneMetadata,
-    stat: &StatView<'m>,
-    scratch: &'m mut String,
-) -> AnnotationValue<'m> {
-    match stat.value {
-        StatValue::Double(v) => AnnotationValue::Double(v),
-        StatValue::Uint64(v) => AnnotationValue::Uint(v),
-        StatValue::Int64(v) => AnnotationValue::Int(v),
-        StatValue::Str(text) => match std::str::from_utf8(text) {
-            Ok(text) => AnnotationValue::Text(text),
-            Err(_) => {
-                *scratch = String::from_utf8_lossy(text).into_owned();
-                AnnotationValue::Text(scratch)
-            }
-        },
-        StatValue::Bytes(raw) => {
-            *scratch = bytes_text(raw);
-            AnnotationValue::Text(scratch)
-        }
-        StatValue::Ref(id) => match i64::try_from(id).ok().and_then(|id| metadata.stat_name(id)) {
-            Some(name) => AnnotationValue::Text(name),
-            None => AnnotationValue::Uint(id),
-        },
-        StatValue::None => AnnotationValue::Text(""),
-    }
-}
-
-fn bytes_text(raw: &[u8]) -> String {
-    use std::fmt::Write as _;
-    if raw.len() > MAX_HEX_BYTES {
-        return format!("<{} bytes>", raw.len());
-    }
-    let mut text = String::from("0x");
-    for byte in raw {
-        let _ = write!(text, "{byte:02x}");
-    }
-    text
 }
 
 /// What a plane's event metadata becomes, decided once per metadata id.
@@ -576,26 +373,6 @@ fn line_worker(
         lock(queue).done(job.plane);
     }
     Ok(writer.stats)
-}
-
-/// Why one line's conversion stopped.
-enum LineError {
-    Input(XplaneError),
-    Output(io::Error),
-    /// The consumer of the events wants no more.
-    Stopped,
-}
-
-impl From<XplaneError> for LineError {
-    fn from(error: XplaneError) -> Self {
-        LineError::Input(error)
-    }
-}
-
-impl From<io::Error> for LineError {
-    fn from(error: io::Error) -> Self {
-        LineError::Output(error)
-    }
 }
 
 /// One worker's converter. Its buffers are kept from line to line; its
@@ -1068,239 +845,4 @@ fn annotation_len(bytes: &[u8]) -> usize {
     let mut reader = rankline_xplane::wire::SliceReader::new(bytes, 0);
     let _ = reader.next_field();
     reader.position()
-}
-
-/// What [`for_each_element`] read.
-pub struct ElementsRead {
-    pub counts: XplaneCounts,
-    /// The consumer asked to stop before the end.
-    pub stopped: bool,
-}
-
-/// Hands a rank's xplane to `on_element` as Chrome trace elements: a
-/// `process_name` per plane with lines (`pid` = its position + 1), a
-/// `thread_name` and `thread_sort_index` per line (`tid` = its position +
-/// 1), and an `X` event per span with `ts`/`dur` relative to the rank's
-/// time base and its own stats as `args` (strings, as in XProf's export).
-/// Aggregates are only counted.
-pub fn for_each_element(
-    xplane: &mut OpenXplane,
-    time: &RankTime,
-    cancelled: &dyn Fn() -> bool,
-    mut on_element: impl FnMut(Element<'_, '_>) -> ControlFlow<()>,
-) -> Result<ElementsRead, XplaneFailure> {
-    let session_start_ns = xplane.session_start_ns;
-    let mut text = ElementText::default();
-    let (mut events, mut aggregated) = (0, 0);
-    let mut stopped = false;
-    let mut emit = |text: &ElementText| -> Result<(), LineError> {
-        match on_element(Element::Event(&text.event())) {
-            ControlFlow::Continue(()) => Ok(()),
-            ControlFlow::Break(()) => {
-                stopped = true;
-                Err(LineError::Stopped)
-            }
-        }
-    };
-    let walked = xplane.walk(
-        cancelled,
-        |position, plane| (position as u64 + 1, plane.name.clone()),
-        |(pid, plane_name), metadata, position, line| {
-            let tid = position as u64 + 1;
-            if position == 0 {
-                text.metadata(*pid, None, "process_name", "name", plane_name);
-                emit(&text)?;
-            }
-            text.metadata(*pid, Some(tid), "thread_name", "name", line.shown_name());
-            emit(&text)?;
-            text.metadata(
-                *pid,
-                Some(tid),
-                "thread_sort_index",
-                "sort_index",
-                &tid.to_string(),
-            );
-            emit(&text)?;
-            let line_start = line_start_unix_ns(line.timestamp_ns, session_start_ns);
-            for event in line.events() {
-                let (_, event) = event?;
-                events += 1;
-                let offset_ps = match event.kind {
-                    EventKind::Span { offset_ps } => offset_ps,
-                    EventKind::Aggregate { .. } => {
-                        aggregated += 1;
-                        continue;
-                    }
-                };
-                let (offset, duration) = span_ns(offset_ps, event.duration_ps);
-                let start = line_start.saturating_add(offset);
-                text.span(*pid, tid, start.saturating_sub(time.base_ns), duration);
-                text.name(metadata, event.metadata_id);
-                text.args(metadata, &event)?;
-                emit(&text)?;
-            }
-            Ok(())
-        },
-    );
-    let mut counts = match walked {
-        Ok(counts) => counts,
-        Err(XplaneFailure::Cancelled) if stopped => XplaneCounts::default(),
-        Err(failure) => return Err(failure),
-    };
-    counts.events = events;
-    counts.aggregated = aggregated;
-    Ok(ElementsRead { counts, stopped })
-}
-
-/// The text of one Chrome trace element being built, field by field.
-#[derive(Default)]
-struct ElementText {
-    buf: Vec<u8>,
-    /// Byte ranges of (ph, pid, tid, ts, dur, name, args) in `buf`.
-    fields: [Option<(usize, usize)>; 7],
-    scratch: String,
-}
-
-impl ElementText {
-    fn field(&mut self, index: usize, write: impl FnOnce(&mut Vec<u8>)) {
-        let start = self.buf.len();
-        write(&mut self.buf);
-        self.fields[index] = Some((start, self.buf.len()));
-    }
-
-    fn reset(&mut self, phase: &str) {
-        self.buf.clear();
-        self.fields = Default::default();
-        self.field(0, |b| push_json_string(b, phase));
-    }
-
-    fn number(&mut self, index: usize, value: u64) {
-        self.field(index, |b| {
-            b.extend_from_slice(itoa::Buffer::new().format(value).as_bytes())
-        });
-    }
-
-    /// An `M` event `{name, args: {key: value}}`.
-    fn metadata(&mut self, pid: u64, tid: Option<u64>, name: &str, key: &str, value: &str) {
-        self.reset("M");
-        self.number(1, pid);
-        if let Some(tid) = tid {
-            self.number(2, tid);
-        }
-        self.field(5, |b| push_json_string(b, name));
-        let numeric = key == "sort_index";
-        self.field(6, |b| {
-            b.push(b'{');
-            push_json_string(b, key);
-            b.push(b':');
-            if numeric {
-                b.extend_from_slice(value.as_bytes());
-            } else {
-                push_json_string(b, value);
-            }
-            b.push(b'}');
-        });
-    }
-
-    /// An `X` event's phase, ids and times.
-    fn span(&mut self, pid: u64, tid: u64, relative_ns: i64, duration_ns: i64) {
-        self.reset("X");
-        self.number(1, pid);
-        self.number(2, tid);
-        self.field(3, |b| push_nanos_as_micros(b, relative_ns));
-        self.field(4, |b| push_nanos_as_micros(b, duration_ns.max(0)));
-    }
-
-    fn name(&mut self, metadata: &PlaneMetadata, id: i64) {
-        let name = metadata.events.get(&id).map(|e| e.shown_name());
-        self.field(5, |b| match name {
-            Some(name) => push_json_string(b, name),
-            None => push_json_string(b, &format!("event metadata {id}")),
-        });
-    }
-
-    /// The event's own stats as a JSON object (no field when it has none).
-    fn args(&mut self, metadata: &PlaneMetadata, event: &EventView<'_>) -> Result<(), XplaneError> {
-        let mut stats = event.stats().peekable();
-        if stats.peek().is_none() {
-            return Ok(());
-        }
-        // Each key once, the later stat winning (real host events carry
-        // `_src` twice), as XProf's own export does.
-        let mut args: Vec<(String, Vec<u8>)> = Vec::new();
-        for stat in stats {
-            let stat = stat?;
-            let key = stat_key(metadata, stat.metadata_id).into_owned();
-            let mut value = Vec::new();
-            // Strings, as XProf's JSON export writes every arg.
-            match stat_value(metadata, &stat, &mut self.scratch) {
-                AnnotationValue::Bool(b) => {
-                    push_json_string(&mut value, if b { "true" } else { "false" })
-                }
-                AnnotationValue::Int(v) => {
-                    push_json_string(&mut value, itoa::Buffer::new().format(v))
-                }
-                AnnotationValue::Uint(v) => {
-                    push_json_string(&mut value, itoa::Buffer::new().format(v))
-                }
-                AnnotationValue::Double(v) => push_json_string(&mut value, &v.to_string()),
-                AnnotationValue::Text(text) => push_json_string(&mut value, text),
-            }
-            args.retain(|(seen, _)| *seen != key);
-            args.push((key, value));
-        }
-        let start = self.buf.len();
-        self.buf.push(b'{');
-        for (i, (key, value)) in args.iter().enumerate() {
-            if i > 0 {
-                self.buf.push(b',');
-            }
-            push_json_string(&mut self.buf, key);
-            self.buf.push(b':');
-            self.buf.extend_from_slice(value);
-        }
-        self.buf.push(b'}');
-        self.fields[6] = Some((start, self.buf.len()));
-        Ok(())
-    }
-
-    fn event(&self) -> RawEvent<'_> {
-        // Every field was written from `&str`s and ASCII.
-        let get =
-            |i: usize| self.fields[i].and_then(|(a, b)| std::str::from_utf8(&self.buf[a..b]).ok());
-        RawEvent {
-            ph: get(0),
-            pid: get(1),
-            tid: get(2),
-            ts: get(3),
-            dur: get(4),
-            name: get(5),
-            args: get(6),
-            cat: None,
-            id: None,
-            others: Vec::new(),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn picoseconds_round_to_the_nearest_nanosecond() {
-        assert_eq!(ps_to_ns(1_499), 1);
-        assert_eq!(ps_to_ns(1_500), 2);
-        assert_eq!(ps_to_ns(-1_500), -1);
-        assert_eq!(ps_to_ns(i64::MAX), i64::MAX / 1000 + 1);
-        assert_eq!(span_ns(1_500, 1_500), (2, 1), "ends at 3 ns, not 2 + 2");
-        assert_eq!(span_ns(1_000, -5), (1, 0));
-        assert_eq!(span_ns(i64::MAX, i64::MAX).1, i64::MAX / 1000 + 1);
-    }
-
-    #[test]
-    fn bytes_show_as_hex_or_their_size() {
-        assert_eq!(bytes_text(&[0, 0xab]), "0x00ab");
-        assert_eq!(bytes_text(&[1; 40]), "<40 bytes>");
-    }
 }
