@@ -733,7 +733,13 @@ impl CaptureRun {
         } else {
             files
                 .iter()
-                .map(|file| format!("{} ({})", file.source_name(), spool::human_bytes(file.size)))
+                .map(|file| {
+                    format!(
+                        "{} ({})",
+                        file.source_name(),
+                        rankline_units::bytes(file.size)
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -742,7 +748,7 @@ impl CaptureRun {
                 "the server could not finish writing this rank's files into {} (found: {found}; they may be cut short and are left there)",
                 self.output_dir.display()
             ),
-            available: available.map_or_else(|| "nothing".to_string(), spool::human_bytes),
+            available: available.map_or_else(|| "nothing".to_string(), rankline_units::bytes),
             spool: self.shared.config.spool.clone(),
         }
     }
@@ -759,7 +765,7 @@ impl CaptureRun {
         CaptureError::SpoolFull {
             what: format!("{what} {}: {source}", path.display()),
             available: spool::available_bytes(spool)
-                .map_or_else(|_| "nothing".to_string(), spool::human_bytes),
+                .map_or_else(|_| "nothing".to_string(), rankline_units::bytes),
             spool: spool.clone(),
         }
     }

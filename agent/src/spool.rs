@@ -295,22 +295,6 @@ pub fn available_bytes(path: &Path) -> io::Result<u64> {
     Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
 }
 
-/// `1536` → `1.5 KiB`, for messages.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} bytes")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 /// An agent id as one path segment: `h/unified-0/TP-0-EP-0` → `h_unified-0_TP-0-EP-0`.
 fn file_safe(id: &str) -> String {
     id.chars()
@@ -466,8 +450,5 @@ mod tests {
         assert!(!is_disk_full(&io::Error::from_raw_os_error(13)));
         let dir = tempfile::tempdir().unwrap();
         assert!(available_bytes(dir.path()).unwrap() > 0);
-        assert_eq!(human_bytes(512), "512 bytes");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(10 << 30), "10.0 GiB");
     }
 }

@@ -3,17 +3,13 @@
 //! loading a whole file.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader};
 use std::path::Path;
 
 use flate2::read::GzDecoder;
 use rankline_layout::{FileKind, TimeBase, TimeBaseSource};
 
 use crate::files::FoundFile;
-
-const KINETO_BASE_KEY: &[u8] = b"\"baseTimeNanoseconds\"";
-/// Room after the key for `: 1763850000123456789`.
-const VALUE_ROOM: usize = 48;
 
 /// A trace's time base and, for JAX, the recorded stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +68,7 @@ pub fn from_xplane(path: &Path) -> io::Result<TraceTimes> {
 pub fn from_kineto(path: &Path) -> io::Result<TraceTimes> {
     let file = BufReader::with_capacity(64 * 1024, File::open(path)?);
     Ok(
-        match find_last_number_after_key(GzDecoder::new(file), KINETO_BASE_KEY)? {
+        match rankline_layout::scan_kineto_base(&mut GzDecoder::new(file))? {
             Some(base) => TraceTimes {
                 time_base: TimeBase {
                     source: TimeBaseSource::KinetoBaseTimeNanoseconds,
@@ -83,51 +79,6 @@ pub fn from_kineto(path: &Path) -> io::Result<TraceTimes> {
             None => TraceTimes::unknown(),
         },
     )
-}
-
-fn find_last_number_after_key(mut reader: impl Read, key: &[u8]) -> io::Result<Option<i64>> {
-    let mut window: Vec<u8> = Vec::with_capacity(128 * 1024);
-    let mut chunk = vec![0u8; 64 * 1024];
-    let mut found = None;
-    loop {
-        let n = reader.read(&mut chunk)?;
-        window.extend_from_slice(&chunk[..n]);
-        let at_end = n == 0;
-        // A partial key at the end may complete with the next chunk.
-        let mut keep_from = window.len().saturating_sub(key.len() - 1);
-        let mut start = 0;
-        while let Some(pos) = find(&window[start..], key) {
-            let key_at = start + pos;
-            let value_at = key_at + key.len();
-            // The value may be cut off by the chunk end: parse it next time.
-            if !at_end && window.len() < value_at + VALUE_ROOM {
-                keep_from = keep_from.min(key_at);
-                break;
-            }
-            if let Some(value) = parse_json_integer_after_colon(&window[value_at..]) {
-                found = Some(value);
-            }
-            start = value_at;
-        }
-        if at_end {
-            return Ok(found);
-        }
-        window.drain(..keep_from);
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-fn parse_json_integer_after_colon(bytes: &[u8]) -> Option<i64> {
-    let text = std::str::from_utf8(&bytes[..bytes.len().min(VALUE_ROOM)]).ok()?;
-    let text = text.trim_start().strip_prefix(':')?.trim_start();
-    let digits: String = text
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '-')
-        .collect();
-    digits.parse().ok()
 }
 
 #[cfg(test)]
@@ -158,14 +109,6 @@ mod tests {
             TimeBaseSource::KinetoBaseTimeNanoseconds
         );
         assert_eq!(times.time_base.unix_ns, 1_763_850_000_123_456_789);
-    }
-
-    #[test]
-    fn a_key_split_by_the_chunk_edge_is_found() {
-        let prefix = "x".repeat(64 * 1024 - 10);
-        let text = format!(r#"{prefix}"baseTimeNanoseconds":42}}"#);
-        let found = find_last_number_after_key(text.as_bytes(), KINETO_BASE_KEY).unwrap();
-        assert_eq!(found, Some(42));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use crate::agent::Shared;
 use crate::book::FINISHED_RETENTION;
 use crate::capture::{self, rank_update, CaptureError};
-use crate::spool::{self, human_bytes, Journal, JournalFile, JournalScan};
+use crate::spool::{self, Journal, JournalFile, JournalScan};
 use rankline_storage::Backoff;
 
 /// How often upload progress is reported.
@@ -52,7 +52,7 @@ pub(crate) fn start(shared: Arc<Shared>, journal: Journal, resumed: bool) {
     let mut detail = format!(
         "{} files, {} to {}",
         upload.journal.record.files.len(),
-        human_bytes(upload.total),
+        rankline_units::bytes(upload.total),
         upload.journal.record.storage_url
     );
     if resumed {
@@ -185,7 +185,7 @@ fn prune(shared: &Shared, agent_id: &str) {
             captures = ?pruned.captures,
             "retention: removed the spool files of {} captures ({}) whose upload was verified",
             pruned.captures.len(),
-            human_bytes(pruned.bytes)
+            rankline_units::bytes(pruned.bytes)
         ),
         Ok(_) => {}
         Err(error) => {
@@ -384,7 +384,7 @@ impl Upload {
         let detail = format!(
             "stored {} objects ({}), each read back and checked by size and sha256",
             objects.len(),
-            human_bytes(bytes)
+            rankline_units::bytes(bytes)
         );
         tracing::info!(profile_id = %self.profile_id, "capture done: {detail}");
         let mut update = rank_update(&self.profile_id, RankState::Ok, detail.clone());

@@ -57,22 +57,6 @@ impl Table {
     }
 }
 
-/// `12.3 MB`, decimal units as storage consoles show them.
-pub fn format_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < UNITS.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 /// Where an object is, for a person: a plain path for a local folder, the
 /// URL otherwise.
 pub fn object_location(storage_url: &str, key: &str) -> String {
@@ -126,7 +110,7 @@ pub fn rank_change_line(progress: &RankProgress) -> String {
         update.state().word()
     );
     if update.state() == RankState::Uploading && update.bytes_total > 0 {
-        line.push_str(&format!(" {}", format_bytes(update.bytes_total)));
+        line.push_str(&format!(" {}", rankline_units::bytes(update.bytes_total)));
     }
     if !update.detail.is_empty() {
         line.push_str(&format!(" ({})", update.detail));
@@ -149,7 +133,7 @@ pub fn summary_table(summary: &CaptureSummary) -> String {
             identity.host.clone(),
             rank.state().word().to_string(),
             if bytes > 0 {
-                format_bytes(bytes)
+                rankline_units::bytes(bytes)
             } else {
                 "-".into()
             },
@@ -212,6 +196,7 @@ pub fn captures_table(captures: &[CaptureSummary]) -> String {
 
 /// `rankline agents`; `now_unix_ns` makes "last seen" relative.
 pub fn agents_table(agents: &[AgentInfo], now_unix_ns: i64) -> String {
+    let offset_heading = rankline_units::OFFSET_HEADING.to_uppercase();
     let mut table = Table::new(&[
         "AGENT",
         "HOST",
@@ -219,7 +204,7 @@ pub fn agents_table(agents: &[AgentInfo], now_unix_ns: i64) -> String {
         "KIND",
         "CONNECTED",
         "LAST SEEN",
-        "CLOCK OFFSET",
+        &offset_heading,
         "RTT",
         "CAPTURE",
     ]);
@@ -256,26 +241,11 @@ fn clock_cells(clock: &ClockEstimate) -> (String, String) {
     (
         format!(
             "{} ± {}",
-            signed_duration(clock.offset_ns),
-            short_duration(clock.error_bound_ns)
+            rankline_units::offset(clock.offset_ns),
+            rankline_units::duration(clock.error_bound_ns as i64)
         ),
-        short_duration(clock.round_trip_ns),
+        rankline_units::duration(clock.round_trip_ns as i64),
     )
-}
-
-/// `+1.234ms`, `-56µs`.
-fn signed_duration(ns: i64) -> String {
-    let sign = if ns < 0 { '-' } else { '+' };
-    format!("{sign}{}", short_duration(ns.unsigned_abs()))
-}
-
-fn short_duration(ns: u64) -> String {
-    match ns {
-        0..=999 => format!("{ns}ns"),
-        1_000..=999_999 => format!("{:.0}µs", ns as f64 / 1e3),
-        1_000_000..=999_999_999 => format!("{:.3}ms", ns as f64 / 1e6),
-        _ => format!("{:.3}s", ns as f64 / 1e9),
-    }
 }
 
 fn ago(then_unix_ns: i64, now_unix_ns: i64) -> String {
@@ -414,14 +384,6 @@ pub fn agent_json(agent: &AgentInfo) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bytes_and_durations_read_well() {
-        assert_eq!(format_bytes(999), "999 B");
-        assert_eq!(format_bytes(12_345_678), "12.3 MB");
-        assert_eq!(signed_duration(-56_000), "-56µs");
-        assert_eq!(signed_duration(1_234_000), "+1.234ms");
-    }
 
     #[test]
     fn local_storage_shows_paths() {

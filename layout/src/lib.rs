@@ -17,6 +17,7 @@ mod manifest;
 mod names;
 mod profile_id;
 mod sidecar;
+mod time_base;
 mod vllm;
 mod workload;
 
@@ -29,5 +30,6 @@ pub use profile_id::{generate_profile_id, validate_profile_id, ProfileIdError};
 pub use sidecar::{
     FileKind, FileRecord, RankIdentity, Sidecar, TimeBase, TimeBaseSource, SIDECAR_FORMAT,
 };
+pub use time_base::scan_kineto_base;
 pub use vllm::VllmTraceName;
 pub use workload::{WorkloadError, WorkloadFile, WorkloadSummary, WORKLOAD_FORMAT, WORKLOAD_NAME};

@@ -48,8 +48,9 @@ pub use options::{
     parse_duration_ns, AlignMode, Filters, Instant, MergeOptions, OutputFormat, RankSelector,
     RoleSelector, SourceMode, Stage, Window,
 };
-pub use output::fit::{parse_size, SizeFit};
+pub use output::fit::SizeFit;
 pub use output::summary::{rank_column_width, MergeSummary, RankSummary, SkippedRank};
+pub use rankline_units::parse_size;
 pub use time::align::{jax_family as jax_collective_family, RankRefinement, RefineOutcome};
 pub use time::timebase::{BaseSource, ClockStatus};
 

@@ -8,7 +8,9 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::html::{duration, escape, ns_cell, percent_cell, Cell, Page};
+use rankline_units::duration;
+
+use crate::html::{escape, ns_cell, percent_cell, Cell, Page};
 use crate::Report;
 
 /// A change smaller than this fraction of the larger side counts as `same`.

@@ -5,6 +5,8 @@
 
 use std::fmt::Write as _;
 
+use rankline_units::duration;
+
 use crate::{Heatmap, Report};
 
 /// Heat map columns beyond this are summed into bins.
@@ -125,21 +127,6 @@ pub(crate) fn percent_cell(fraction: f64) -> Cell {
 
 fn count_cell(n: u64) -> Cell {
     Cell::Num(n.to_string(), n as f64)
-}
-
-/// `1.234 s`, `12.345 ms`, `7.8 us`, `120 ns`.
-pub fn duration(ns: i64) -> String {
-    let abs = ns.unsigned_abs() as f64;
-    let sign = if ns < 0 { "-" } else { "" };
-    if abs >= 1e9 {
-        format!("{sign}{:.3} s", abs / 1e9)
-    } else if abs >= 1e6 {
-        format!("{sign}{:.3} ms", abs / 1e6)
-    } else if abs >= 1e3 {
-        format!("{sign}{:.1} us", abs / 1e3)
-    } else {
-        format!("{sign}{abs} ns")
-    }
 }
 
 pub(crate) fn escape(text: &str) -> String {

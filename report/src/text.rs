@@ -4,7 +4,8 @@
 use std::fmt::Write as _;
 
 use crate::diff::Diff;
-use crate::html::duration;
+use rankline_units::duration;
+
 use crate::Report;
 
 /// Rows of top ops and changed ops shown.

@@ -29,9 +29,7 @@ use rankline_layout::ProfileIdError;
 use rankline_storage::StorageError;
 
 pub use locate::CaptureLocation;
-pub use summary::{
-    ClockSpread, ExportSummary, ExportedHost, FailedHost, HostClock, Placement, SkippedRank,
-};
+pub use summary::{ClockSpread, ExportSummary, ExportedHost, FailedHost, Placement, SkippedRank};
 
 /// xplanes placed at once (downloads in flight, or local links and hashes).
 const PLACE_IN_PARALLEL: usize = 4;

@@ -5,10 +5,11 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use rankline_layout::ClockFit;
 use sha2::{Digest, Sha256};
 
 use crate::plan::PlannedHost;
-use crate::summary::{ExportedHost, FailedHost, HostClock, Placement};
+use crate::summary::{ExportedHost, FailedHost, Placement};
 use crate::CaptureLocation;
 
 /// How much of a file is hashed at a time.
@@ -107,7 +108,11 @@ fn exported(host: &PlannedHost, path: PathBuf, placed: Placement, sha256: String
         sha256,
         sha256_recorded: host.recorded_sha256.is_some(),
         placed,
-        clock: host.clock.as_ref().map(HostClock::from),
+        // The summary shows the fit, not the samples it came from.
+        clock: host.clock.clone().map(|fit| ClockFit {
+            samples: Vec::new(),
+            ..fit
+        }),
     }
 }
 

@@ -37,25 +37,6 @@ impl Placement {
     }
 }
 
-/// A host's clock against the coordinator's, from its sidecar.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct HostClock {
-    /// Host clock minus coordinator clock.
-    pub offset_ns: i64,
-    pub error_bound_ns: u64,
-    pub drift_ppm: f64,
-}
-
-impl From<&ClockFit> for HostClock {
-    fn from(fit: &ClockFit) -> Self {
-        HostClock {
-            offset_ns: fit.offset_ns,
-            error_bound_ns: fit.error_bound_ns,
-            drift_ppm: fit.drift_ppm,
-        }
-    }
-}
-
 /// One host of the run: a rank's xplane, in place and verified.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExportedHost {
@@ -76,8 +57,9 @@ pub struct ExportedHost {
     /// Whether `sha256` was checked against one the agent recorded.
     pub sha256_recorded: bool,
     pub placed: Placement,
+    /// The host's clock fit (offset = host − coordinator), without its samples.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub clock: Option<HostClock>,
+    pub clock: Option<ClockFit>,
 }
 
 /// A rank with nothing for XProf.
@@ -115,7 +97,7 @@ pub struct ClockSpread {
 
 impl ClockSpread {
     pub fn of(hosts: &[ExportedHost]) -> ClockSpread {
-        let clocks: Vec<&HostClock> = hosts.iter().filter_map(|h| h.clock.as_ref()).collect();
+        let clocks: Vec<&ClockFit> = hosts.iter().filter_map(|h| h.clock.as_ref()).collect();
         let min = clocks.iter().map(|c| c.offset_ns).min();
         let max = clocks.iter().map(|c| c.offset_ns).max();
         ClockSpread {
@@ -222,7 +204,7 @@ impl ExportSummary {
             self.capture_id,
             self.run,
             self.hosts.len(),
-            human_bytes(bytes)
+            rankline_units::bytes(bytes)
         );
         let width = self.hosts.iter().map(|h| h.host.len()).max().unwrap_or(0);
         for host in &self.hosts {
@@ -231,9 +213,9 @@ impl ExportSummary {
                 .as_ref()
                 .map(|c| {
                     format!(
-                        "clock {} ±{}",
-                        signed_duration(c.offset_ns),
-                        duration(c.error_bound_ns as i64)
+                        "clock offset {} ±{} (host − coordinator)",
+                        rankline_units::offset(c.offset_ns),
+                        rankline_units::duration(c.error_bound_ns as i64)
                     )
                 })
                 .unwrap_or_else(|| "clock not measured".into());
@@ -241,7 +223,7 @@ impl ExportSummary {
                 text,
                 "  {:width$}  {:>10}  {:10}  {}",
                 host.host,
-                human_bytes(host.size),
+                rankline_units::bytes(host.size),
                 host.placed.verb(),
                 clock
             );
@@ -281,56 +263,15 @@ impl ExportSummary {
                     n => format!(", {n} host(s) not measured"),
                 };
                 format!(
-                    "{head}; measured offsets against the coordinator: {} .. {} (spread {}, \
+                    "{head}; measured offsets (host − coordinator): {} .. {} (spread {}, \
                      worst bound ±{}){unmeasured}; {tail}",
-                    signed_duration(min),
-                    signed_duration(max),
-                    duration(spread),
-                    duration(c.worst_error_bound_ns.unwrap_or(0) as i64)
+                    rankline_units::offset(min),
+                    rankline_units::offset(max),
+                    rankline_units::duration(spread),
+                    rankline_units::duration(c.worst_error_bound_ns.unwrap_or(0) as i64)
                 )
             }
             _ => format!("{head}; no host's offset was measured; {tail}"),
         }
-    }
-}
-
-fn signed_duration(ns: i64) -> String {
-    let sign = if ns < 0 { "-" } else { "+" };
-    format!("{sign}{}", duration(ns.abs()))
-}
-
-fn duration(ns: i64) -> String {
-    let abs = ns.unsigned_abs() as f64;
-    if abs >= 1e9 {
-        format!("{:.2} s", ns as f64 / 1e9)
-    } else if abs >= 1e6 {
-        format!("{:.2} ms", ns as f64 / 1e6)
-    } else if abs >= 1e3 {
-        format!("{:.1} µs", ns as f64 / 1e3)
-    } else {
-        format!("{ns} ns")
-    }
-}
-
-fn human_bytes(bytes: u64) -> String {
-    const MB: f64 = 1e6;
-    if bytes as f64 >= MB {
-        format!("{:.1} MB", bytes as f64 / MB)
-    } else {
-        format!("{:.1} kB", bytes as f64 / 1e3)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_naturally() {
-        assert_eq!(signed_duration(-2_430_000), "-2.43 ms");
-        assert_eq!(signed_duration(45_000), "+45.0 µs");
-        assert_eq!(duration(1_500_000_000), "1.50 s");
-        assert_eq!(duration(120), "120 ns");
-        assert_eq!(human_bytes(512_300_000), "512.3 MB");
     }
 }

@@ -13,7 +13,7 @@
 use serde::Serialize;
 
 use crate::options::{Instant, Window};
-use crate::output::summary::{human_bytes, MergeSummary};
+use crate::output::summary::MergeSummary;
 use crate::{merge, MergeError, MergeOptions};
 
 /// Merges after the first one, when the output keeps coming out too big.
@@ -43,12 +43,16 @@ impl SizeFit {
     /// One line for the summary.
     pub(crate) fn render(&self, origin_unix_ns: i64, out: &mut String) {
         use std::fmt::Write as _;
-        let limit = format!("{} bytes ({})", self.max_bytes, human_bytes(self.max_bytes));
+        let limit = format!(
+            "{} bytes ({})",
+            self.max_bytes,
+            rankline_units::bytes(self.max_bytes)
+        );
         let _ = match self.window_unix_ns {
             None => writeln!(
                 out,
                 "--max-size {limit}: the output fits ({}), nothing cut",
-                human_bytes(self.full_bytes)
+                rankline_units::bytes(self.full_bytes)
             ),
             Some((start, end)) => {
                 let ms = |ns: i64| (ns - origin_unix_ns) as f64 / 1e6;
@@ -57,7 +61,7 @@ impl SizeFit {
                     "--max-size {limit}: the full output would be {}; kept the window {:.3} .. \
                      {:.3} ms after the origin ({:.1}% of the events' time span, {} merges), \
                      dropping {} more events (pass --window {}..{} to get the same again)",
-                    human_bytes(self.full_bytes),
+                    rankline_units::bytes(self.full_bytes),
                     ms(start),
                     ms(end),
                     self.kept_fraction * 100.0,
@@ -149,54 +153,4 @@ fn cannot_fit(max_bytes: u64, summary: &MergeSummary, why: &str) -> MergeError {
          (--ranks), pass --drop-python or --min-dur, or raise --max-size",
         summary.bytes_written
     ))
-}
-
-/// Parses a size: bytes, or a number with a unit (`1GB`, `500MB`, `1.5 GiB`,
-/// `800k`): decimal units are powers of 1000, `KiB`/`MiB`/`GiB`/`TiB` of 1024.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let trimmed = text.trim();
-    let split = trimmed
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(trimmed.len());
-    let (number, unit) = trimmed.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size: write e.g. 1GB, 500MB or 2GiB"))?;
-    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "m" | "mb" => 1e6,
-        "g" | "gb" => 1e9,
-        "t" | "tb" => 1e12,
-        "kib" => 1024.0,
-        "mib" => 1024.0 * 1024.0,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        other => {
-            return Err(format!(
-                "{text:?}: unknown unit {other:?} (use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)"
-            ))
-        }
-    };
-    let bytes = value * scale;
-    if !(1.0..=u64::MAX as f64).contains(&bytes) {
-        return Err(format!("{text:?}: a size must be at least one byte"));
-    }
-    Ok(bytes as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_parse_with_decimal_and_binary_units() {
-        assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
-        assert_eq!(parse_size("1.5 GiB"), Ok(1_610_612_736));
-        assert_eq!(parse_size("500mb"), Ok(500_000_000));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("1XB").unwrap_err().contains("unknown unit"));
-        assert!(parse_size("GB").is_err());
-        assert!(parse_size("0").is_err());
-    }
 }

@@ -9,6 +9,9 @@ use crate::events::RankStats;
 use crate::input::discover::MissingRank;
 use crate::input::source::SourceKind;
 use crate::options::{AlignMode, OutputFormat, Stage};
+use rankline_units::{duration, offset, OFFSET_HEADING};
+
+use crate::time::align::{RankRefinement, RefineOutcome};
 use crate::time::timebase::{BaseSource, ClockStatus};
 
 /// The result of [`crate::merge`].
@@ -95,7 +98,7 @@ impl MergeSummary {
                     out,
                     "stopped after {stage:?} (diagnostic): {} ranks, {} decompressed, {seconds:.2} s",
                     self.ranks.len(),
-                    human_bytes(bytes),
+                    rankline_units::bytes(bytes),
                 );
             }
             (Some(path), None) => {
@@ -105,7 +108,7 @@ impl MergeSummary {
                     self.ranks.len(),
                     if self.ranks.len() == 1 { "" } else { "s" },
                     path.display(),
-                    human_bytes(self.bytes_written),
+                    rankline_units::bytes(self.bytes_written),
                     match self.align {
                         AlignMode::Clock => "clock",
                         AlignMode::None => "none",
@@ -119,12 +122,12 @@ impl MergeSummary {
             let width = rank_column_width(self.ranks.iter().map(|r| r.rank.as_str()));
             let _ = writeln!(
                 out,
-                "  {:width$}  {:<6}  {:>9}  {:>9}  {:>8}  {:<37} {:<22} span after origin",
-                "rank", "source", "events in", "out", "dropped", "time base", "clock"
+                "  {:width$}  {:<6}  {:>9}  {:>9}  {:>8}  {:<37} {:<27} span after origin",
+                "rank", "source", "events in", "out", "dropped", "time base", OFFSET_HEADING
             );
             for rank in &self.ranks {
                 let clock = match rank.clock {
-                    ClockStatus::Applied => format!("{:+.3} ms", rank.clock_shift_ns as f64 / 1e6),
+                    ClockStatus::Applied => rankline_units::offset(-rank.clock_shift_ns),
                     ClockStatus::Disabled => "off (--align none)".into(),
                     ClockStatus::NotMeasured => "not measured".into(),
                     ClockStatus::Implausible => "ignored (implausible)".into(),
@@ -143,7 +146,7 @@ impl MergeSummary {
                 };
                 let _ = writeln!(
                     out,
-                    "  {:width$}  {source:<6}  {:>9}  {:>9}  {:>8}  {:<37} {:<22} {span}",
+                    "  {:width$}  {source:<6}  {:>9}  {:>9}  {:>8}  {:<37} {:<27} {span}",
                     rank.rank,
                     rank.stats.events_in,
                     rank.stats.events_out,
@@ -181,7 +184,7 @@ impl MergeSummary {
         if let Some(fit) = &self.size_fit {
             fit.render(self.origin_unix_ns, &mut out);
         }
-        crate::time::align::render(self, &mut out);
+        render_refinement(self, &mut out);
         for skipped in &self.skipped {
             let _ = writeln!(
                 out,
@@ -224,35 +227,82 @@ impl MergeSummary {
     }
 }
 
-pub(crate) fn human_bytes(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1 << 30 => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
-        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{b} B"),
-    }
-}
-
 /// `1 plane`, `3 planes`.
 fn counted(n: u64, what: &str) -> String {
     format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+/// The refinement table of the people's summary.
+fn render_refinement(summary: &MergeSummary, out: &mut String) {
+    let rows: Vec<(&RankSummary, &RankRefinement)> = summary
+        .ranks
+        .iter()
+        .filter_map(|rank| Some((rank, rank.collectives.as_ref()?)))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let width = rank_column_width(rows.iter().map(|(r, _)| r.rank.as_str()));
+    let _ = writeln!(
+        out,
+        "collective refinement (per server, against the rank with the tightest clock bound; \
+         spread: median deviation of single collectives from the residual):"
+    );
+    let _ = writeln!(
+        out,
+        "  {:width$}  {:>7}  {:>27}  {:>11}  {:>9}  {:>11}  {:>10}  {:>11}  {:>11}  outcome",
+        "rank",
+        "matched",
+        OFFSET_HEADING,
+        "bound",
+        "drift",
+        "residual",
+        "spread",
+        "applied",
+        "after"
+    );
+    for (rank, r) in rows {
+        let clock_offset = match rank.clock {
+            ClockStatus::Applied => offset(-rank.clock_shift_ns),
+            _ => "-".into(),
+        };
+        let optional = |v: Option<i64>| v.map(offset).unwrap_or_else(|| "-".into());
+        let outcome = match r.outcome {
+            RefineOutcome::Reference => "reference".to_string(),
+            RefineOutcome::Applied => "applied".into(),
+            RefineOutcome::OutsideBound => format!(
+                "kept clock: outside ±{}",
+                duration(r.allowance_ns.unwrap_or(0) as i64)
+            ),
+            RefineOutcome::Unmeasured => "kept clock: no clock bound to check".into(),
+            RefineOutcome::SameClock => "kept: same host clock as the reference".into(),
+            RefineOutcome::NoCollectives => "no collectives".into(),
+            RefineOutcome::NothingInCommon => "none in common with the reference".into(),
+        };
+        let _ = writeln!(
+            out,
+            "  {:width$}  {:>7}  {:>27}  {:>11}  {:>9}  {:>11}  {:>10}  {:>11}  {:>11}  {outcome}",
+            rank.rank,
+            r.matched,
+            clock_offset,
+            r.clock_bound_ns
+                .map(|b| format!("±{}", duration(b as i64)))
+                .unwrap_or_else(|| "-".into()),
+            rank.clock_drift_ppm
+                .map(|d| format!("{d:+.1}ppm"))
+                .unwrap_or_else(|| "-".into()),
+            optional(r.residual_before_ns),
+            r.spread_ns
+                .map(|v| format!("±{}", duration(v as i64)))
+                .unwrap_or_else(|| "-".into()),
+            offset(r.refinement_ns),
+            optional(r.residual_after_ns),
+        );
+    }
 }
 
 /// The width of a text table's rank column: the longest rank name, and at
 /// least the heading `rank`.
 pub fn rank_column_width<'a>(names: impl IntoIterator<Item = &'a str>) -> usize {
     names.into_iter().map(str::len).max().unwrap_or(0).max(4)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bytes_read_like_people_write_them() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
-        assert_eq!(human_bytes(5 << 30), "5.00 GiB");
-    }
 }

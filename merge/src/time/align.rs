@@ -14,7 +14,6 @@
 //! NCCL kernels with the same process group and `Seq`, in occurrence order.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::ops::ControlFlow;
 
 use memchr::memmem;
@@ -27,7 +26,7 @@ use crate::events::{IdKey, Phase};
 use crate::input::chrome::{raw_text, Element, RawEvent};
 use crate::input::json_scan::members;
 use crate::input::number;
-use crate::output::summary::{MergeSummary, RankSummary};
+use crate::output::summary::RankSummary;
 use crate::time::timebase::{ClockStatus, RankTime};
 use crate::Work;
 
@@ -455,118 +454,38 @@ pub(crate) fn warnings(ranks: &[RankSummary]) -> Vec<String> {
     for rank in ranks {
         let Some(r) = &rank.collectives else { continue };
         let reference = r.reference.as_deref().unwrap_or("-");
-        let residual = r.residual_before_ns.map(micros).unwrap_or_default();
-        let message =
-            match r.outcome {
-                RefineOutcome::OutsideBound => format!(
+        let residual = r
+            .residual_before_ns
+            .map(rankline_units::offset)
+            .unwrap_or_default();
+        let message = match r.outcome {
+            RefineOutcome::OutsideBound => format!(
                 "its collectives put it {residual} off {reference}, more than the clocks' bound \
                  {} allows: the clock offset is kept. One of the two clock measurements is off \
                  (a long round trip, or the clock stepped during the capture), or its \
                  collectives do not end together",
-                r.allowance_ns.map(|a| format!("±{}", micros_abs(a))).unwrap_or_default()
+                r.allowance_ns
+                    .map(|a| format!("±{}", rankline_units::duration(a as i64)))
+                    .unwrap_or_default()
             ),
-                RefineOutcome::Unmeasured => format!(
+            RefineOutcome::Unmeasured => format!(
                 "its collectives put it {residual} off {reference}, but {} clock was not measured, \
                  so this cannot be checked: not applied",
                 if rank.clock == ClockStatus::Applied { "the reference's" } else { "its" }
             ),
-                RefineOutcome::NoCollectives if r.reference.is_some() => {
-                    "no collective in its trace: only its clock offset aligns it".to_string()
-                }
-                RefineOutcome::NothingInCommon => format!(
+            RefineOutcome::NoCollectives if r.reference.is_some() => {
+                "no collective in its trace: only its clock offset aligns it".to_string()
+            }
+            RefineOutcome::NothingInCommon => format!(
                 "none of its {} collectives matches one of {reference}'s: only its clock offset \
                  aligns it",
                 r.collectives
             ),
-                _ => continue,
-            };
+            _ => continue,
+        };
         warnings.push(format!("{}: {message}", rank.rank));
     }
     warnings
-}
-
-/// The refinement table of the people's summary.
-pub(crate) fn render(summary: &MergeSummary, out: &mut String) {
-    let rows: Vec<(&RankSummary, &RankRefinement)> = summary
-        .ranks
-        .iter()
-        .filter_map(|rank| Some((rank, rank.collectives.as_ref()?)))
-        .collect();
-    if rows.is_empty() {
-        return;
-    }
-    let width =
-        crate::output::summary::rank_column_width(rows.iter().map(|(r, _)| r.rank.as_str()));
-    let _ = writeln!(
-        out,
-        "collective refinement (per server, against the rank with the tightest clock bound; \
-         spread: median deviation of single collectives from the residual):"
-    );
-    let _ = writeln!(
-        out,
-        "  {:width$}  {:>7}  {:>13}  {:>11}  {:>9}  {:>11}  {:>10}  {:>11}  {:>11}  outcome",
-        "rank",
-        "matched",
-        "clock offset",
-        "bound",
-        "drift",
-        "residual",
-        "spread",
-        "applied",
-        "after"
-    );
-    for (rank, r) in rows {
-        let offset = match rank.clock {
-            ClockStatus::Applied => micros(-rank.clock_shift_ns),
-            _ => "-".into(),
-        };
-        let optional = |v: Option<i64>| v.map(micros).unwrap_or_else(|| "-".into());
-        let outcome = match r.outcome {
-            RefineOutcome::Reference => "reference".to_string(),
-            RefineOutcome::Applied => "applied".into(),
-            RefineOutcome::OutsideBound => format!(
-                "kept clock: outside ±{}",
-                micros_abs(r.allowance_ns.unwrap_or(0))
-            ),
-            RefineOutcome::Unmeasured => "kept clock: no clock bound to check".into(),
-            RefineOutcome::SameClock => "kept: same host clock as the reference".into(),
-            RefineOutcome::NoCollectives => "no collectives".into(),
-            RefineOutcome::NothingInCommon => "none in common with the reference".into(),
-        };
-        let _ = writeln!(
-            out,
-            "  {:width$}  {:>7}  {:>13}  {:>11}  {:>9}  {:>11}  {:>10}  {:>11}  {:>11}  {outcome}",
-            rank.rank,
-            r.matched,
-            offset,
-            r.clock_bound_ns
-                .map(|b| format!("±{}", micros_abs(b)))
-                .unwrap_or_else(|| "-".into()),
-            rank.clock_drift_ppm
-                .map(|d| format!("{d:+.1}ppm"))
-                .unwrap_or_else(|| "-".into()),
-            optional(r.residual_before_ns),
-            r.spread_ns
-                .map(|v| format!("±{}", micros_abs(v)))
-                .unwrap_or_else(|| "-".into()),
-            micros(r.refinement_ns),
-            optional(r.residual_after_ns),
-        );
-    }
-}
-
-/// `+12.3us`, `-1.234ms`.
-fn micros(ns: i64) -> String {
-    let sign = if ns < 0 { '-' } else { '+' };
-    format!("{sign}{}", micros_abs(ns.unsigned_abs()))
-}
-
-fn micros_abs(ns: u64) -> String {
-    if ns >= 1_000_000 {
-        format!("{:.3}ms", ns as f64 / 1e6)
-    } else {
-        format!("{:.1}us", ns as f64 / 1e3)
-    }
 }
 
 #[cfg(test)]

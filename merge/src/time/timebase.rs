@@ -3,9 +3,6 @@
 //! else Kineto's `baseTimeNanoseconds`, else none), then its host's clock fit
 //! when alignment uses clocks.
 
-use std::io::Read;
-
-use memchr::memmem;
 use rankline_layout::{ClockFit, TimeBaseSource};
 use rankline_xplane::XSpaceFile;
 use serde::Serialize;
@@ -192,7 +189,7 @@ fn base_of(rank: &RankInput) -> Result<(BaseSource, i64), InputError> {
         return Ok((BaseSource::None, 0));
     };
     let mut source = open_trace(trace)?;
-    let base = scan_base_time(&mut source.reader).map_err(|e| {
+    let base = rankline_layout::scan_kineto_base(&mut source.reader).map_err(|e| {
         InputError::new(
             trace.display(),
             crate::input::source::read_problem(
@@ -207,94 +204,9 @@ fn base_of(rank: &RankInput) -> Result<(BaseSource, i64), InputError> {
     })
 }
 
-/// Finds Kineto's `"baseTimeNanoseconds": N` anywhere in the stream (it is
-/// written after the events), without parsing the JSON. The last one wins.
-pub fn scan_base_time(reader: &mut dyn Read) -> std::io::Result<Option<i64>> {
-    const KEY: &[u8] = b"\"baseTimeNanoseconds\"";
-    // Enough to hold the key, blanks and a 20-digit number across a refill.
-    const CARRY: usize = 128;
-    let finder = memmem::Finder::new(KEY);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut carried = 0;
-    let mut found = None;
-    loop {
-        let n = reader.read(&mut buf[carried..])?;
-        let filled = carried + n;
-        let window = &buf[..filled];
-        for at in finder.find_iter(window) {
-            if let Some(value) = number_after_key(&window[at + KEY.len()..], n == 0) {
-                found = Some(value);
-            }
-        }
-        if n == 0 {
-            return Ok(found);
-        }
-        let keep = filled.min(CARRY);
-        buf.copy_within(filled - keep..filled, 0);
-        carried = keep;
-    }
-}
-
-/// `: 123` → 123, when the number is complete within `rest`.
-fn number_after_key(rest: &[u8], at_end: bool) -> Option<i64> {
-    let skip_blanks = |bytes: &[u8]| -> usize {
-        bytes
-            .iter()
-            .position(|b| !b.is_ascii_whitespace())
-            .unwrap_or(bytes.len())
-    };
-    let mut at = skip_blanks(rest);
-    if rest.get(at) != Some(&b':') {
-        return None;
-    }
-    at += 1;
-    at += skip_blanks(&rest[at..]);
-    let digits = rest[at..].iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || (at + digits == rest.len() && !at_end) {
-        return None;
-    }
-    std::str::from_utf8(&rest[at..at + digits])
-        .ok()?
-        .parse()
-        .ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base_time_is_found_after_the_events() {
-        let text =
-            br#"{"traceEvents":[{"name":"x"}], "baseTimeNanoseconds" : 1763850000123456789}"#;
-        assert_eq!(
-            scan_base_time(&mut &text[..]).unwrap(),
-            Some(1_763_850_000_123_456_789)
-        );
-        assert_eq!(
-            scan_base_time(&mut &b"{\"traceEvents\":[]}"[..]).unwrap(),
-            None
-        );
-    }
-
-    #[test]
-    fn base_time_across_reads_is_found_once() {
-        // A reader that returns 7 bytes at a time splits the key and number.
-        struct Chunks<'a>(&'a [u8]);
-        impl Read for Chunks<'_> {
-            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-                let n = self.0.len().min(7).min(buf.len());
-                buf[..n].copy_from_slice(&self.0[..n]);
-                self.0 = &self.0[n..];
-                Ok(n)
-            }
-        }
-        let text = br#"{"traceEvents":[],"baseTimeNanoseconds":1763850000123456789}"#;
-        assert_eq!(
-            scan_base_time(&mut Chunks(text)).unwrap(),
-            Some(1_763_850_000_123_456_789)
-        );
-    }
 
     #[test]
     fn clock_fits_map_onto_the_reference_and_garbage_is_refused() {

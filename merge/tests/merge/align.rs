@@ -246,14 +246,14 @@ fn collectives_refine_inside_the_bounds_and_every_edge_case_says_what_it_did() {
         "TP-3-EP-0: its collectives put it +2.0",
         "off TP-0-EP-0, but its clock was not measured, so this cannot be checked",
         "TP-4-EP-0: its collectives put it -39",
-        "more than the clocks' bound ±80.0us allows: the clock offset is kept",
+        "more than the clocks' bound ±80.0 µs allows: the clock offset is kept",
         "TP-5-EP-0: no collective in its trace",
     ] {
         assert!(warnings.contains(expected), "{expected:?} in:\n{warnings}");
     }
     let text = summary.render();
     assert!(text.contains("align: collectives"), "{text}");
-    assert!(text.contains("kept clock: outside ±80.0us"), "{text}");
+    assert!(text.contains("kept clock: outside ±80.0 µs"), "{text}");
     let json = serde_json::to_value(&summary).unwrap();
     assert_eq!(json["ranks"][1]["collectives"]["outcome"], "applied");
     assert_eq!(
