@@ -16,7 +16,9 @@ use tokio_util::task::TaskTracker;
 use crate::book::CaptureBook;
 use crate::claim::{self, FileClaim};
 use crate::clock::ClockSync;
-use crate::config::{kind_word, AgentConfig, ModeChoice};
+use rankline_proto::convert::server_kind_word;
+
+use crate::config::{AgentConfig, ModeChoice};
 use crate::discovery::{resolve_identity, Discovered};
 use crate::link;
 use crate::server::ServerApi;
@@ -252,7 +254,7 @@ fn log_identity(identity: &AgentIdentity, what: &str) {
         tp = identity.tp_rank,
         ep = identity.ep_rank,
         mode = if identity.trigger { "trigger" } else { "collect" },
-        kind = kind_word(identity.server_kind()),
+        kind = server_kind_word(identity.server_kind()),
         server = %identity.server_url,
         "{what}"
     );

@@ -23,12 +23,12 @@ use tokio::time::Instant;
 use crate::agent::Shared;
 use crate::book::Refusal;
 use crate::clock::BurstEstimate;
-use crate::config::kind_word;
 use crate::files::{ForeignFilesCheck, FoundFile, RankFilesSpec, Scan, StabilityCheck};
 use crate::server::{start_body, ProfileStatus, ServerError, StopOutcome};
 use crate::spool::{self, CaptureInstants, CaptureRecord, Journal, JournalFile, JOURNAL_FORMAT};
 use crate::time_base::{self, TraceTimes};
 use crate::upload;
+use rankline_proto::convert::server_kind_word;
 
 /// The last stretch before the start instant is slept on a blocking thread,
 /// whose wake-up is far more precise than the async timer's millisecond.
@@ -848,7 +848,7 @@ impl CaptureRun {
                 host: identity.host.clone(),
                 coords: self.coords.clone(),
                 server_url: identity.server_url.clone(),
-                server_kind: kind_word(identity.server_kind()).to_string(),
+                server_kind: server_kind_word(identity.server_kind()).to_string(),
                 trigger: identity.trigger,
                 node_rank: identity.node_rank,
                 labels: identity.labels.clone().into_iter().collect(),

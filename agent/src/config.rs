@@ -10,8 +10,7 @@ use rankline_proto::{Role, ServerKind};
 
 use crate::spool::Retention;
 
-/// The default coordinator address agents dial.
-pub const DEFAULT_COORDINATOR_URL: &str = "http://127.0.0.1:7471";
+pub use rankline_proto::DEFAULT_COORDINATOR_URL;
 /// The default base URL of the local server's HTTP API.
 pub const DEFAULT_SERVER_URL: &str = "http://127.0.0.1:30000";
 /// The default spool folder (captures are written below `<spool>/captures`).
@@ -50,15 +49,6 @@ impl KindChoice {
             KindChoice::Sglang => Some(ServerKind::Sglang),
             KindChoice::Vllm => Some(ServerKind::Vllm),
         }
-    }
-}
-
-/// The word a server kind is known by on the command line and in sidecars.
-pub fn kind_word(kind: ServerKind) -> &'static str {
-    match kind {
-        ServerKind::Sglang => "sglang",
-        ServerKind::Vllm => "vllm",
-        ServerKind::Unspecified | ServerKind::SglangJax => "sglang-jax",
     }
 }
 

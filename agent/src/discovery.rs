@@ -7,7 +7,9 @@ use rankline_layout::RankCoords;
 use rankline_proto::{AgentIdentity, Role, ServerKind};
 use serde_json::Value;
 
-use crate::config::{kind_word, AgentConfig, ModeChoice};
+use rankline_proto::convert::server_kind_word;
+
+use crate::config::{AgentConfig, ModeChoice};
 
 /// Keys only sglang-jax's server arguments have.
 const JAX_ONLY_KEYS: &[&str] = &[
@@ -115,7 +117,9 @@ impl fmt::Display for Discovered {
                     parts.push(format!("tp_size={n}"));
                 }
                 match &facts.kind {
-                    Some((kind, hint)) => parts.push(format!("kind={} ({hint})", kind_word(*kind))),
+                    Some((kind, hint)) => {
+                        parts.push(format!("kind={} ({hint})", server_kind_word(*kind)))
+                    }
                     None => parts.push("kind unknown".to_string()),
                 }
                 f.write_str(&parts.join(", "))

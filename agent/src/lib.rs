@@ -41,8 +41,8 @@ mod vllm;
 pub use agent::{Agent, AgentError};
 pub use capture::CaptureError;
 pub use config::{
-    kind_word, AgentConfig, KindChoice, ModeChoice, Timing, DEFAULT_COORDINATOR_URL,
-    DEFAULT_SERVER_URL, DEFAULT_SPOOL,
+    AgentConfig, KindChoice, ModeChoice, Timing, DEFAULT_COORDINATOR_URL, DEFAULT_SERVER_URL,
+    DEFAULT_SPOOL,
 };
 pub use host::{run_ranks, RankChoice};
 pub use spool::Retention;

@@ -13,10 +13,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Caller;
-use crate::convert::default_agent_id;
 use crate::registry::CommandSender;
 use crate::shared::Shared;
 use crate::validate;
+use rankline_proto::convert::default_agent_id;
 
 /// Commands queued for one agent. A capture sends one or two; the room is
 /// for bursts while the agent's network is slow.

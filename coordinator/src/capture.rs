@@ -16,7 +16,7 @@ use rankline_proto::{
 };
 use tokio::sync::{broadcast, Notify};
 
-use crate::convert::{capture_status, rank_name};
+use rankline_proto::convert::{capture_status, rank_name};
 
 /// Room for events a slow watcher has not read yet; past it the watcher gets
 /// a fresh snapshot instead (see `control::forward_events`).

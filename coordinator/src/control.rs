@@ -16,10 +16,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::auth::Caller;
-use crate::convert::{manifest_key, summary_from_manifest};
 use crate::registry::{duplicate_id, unknown_capture, CapturePlan, Follow};
 use crate::selection::Selection;
 use crate::shared::Shared;
+use rankline_proto::convert::{manifest_key, summary_from_manifest};
 
 /// Events buffered per watcher between the coordinator and the network.
 const WATCHER_QUEUE: usize = 256;

@@ -26,18 +26,15 @@
 //! # }
 //! ```
 //!
-//! [`client`] connects the CLI (or a test) to a coordinator; [`report`]
-//! renders what it answers for people and scripts.
+//! The client side (connecting to `Control`, rendering its answers) is
+//! `rankline-client`.
 
 mod agent_link;
 pub mod auth;
 mod capture;
-pub mod client;
 mod config;
 mod control;
-mod convert;
 mod registry;
-pub mod report;
 mod selection;
 mod shared;
 mod state;
@@ -56,10 +53,6 @@ use tonic::transport::Server;
 
 pub use auth::{AuthError, Security, ServerTls, TokenTable};
 pub use config::CoordinatorConfig;
-pub use convert::{
-    capture_status, default_agent_id, manifest_from_summary, manifest_key, rank_name,
-    server_kind_word, summary_from_manifest,
-};
 pub use selection::{parse_selectors, SelectError, Selection, SELECT_KEYS};
 pub use state::RestoreReport;
 

@@ -20,10 +20,10 @@ use tonic::Status;
 
 use crate::capture::{Capture, Phase};
 use crate::config::CoordinatorConfig;
-use crate::convert::rank_name;
 use crate::selection::Selection;
 use crate::state::CaptureRecord;
 use crate::validate;
+use rankline_proto::convert::rank_name;
 
 /// Finished captures kept in memory; older ones are still in storage
 /// (`GetCapture` reads their manifest).

@@ -14,9 +14,9 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::capture::Phase;
 use crate::config::CoordinatorConfig;
-use crate::convert::{manifest_from_summary, manifest_key};
 use crate::registry::Registry;
 use crate::state::{RecordStore, RestoreReport};
+use rankline_proto::convert::{manifest_from_summary, manifest_key};
 
 /// How long a stopping coordinator waits for manifests still being written.
 const MANIFEST_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);

@@ -25,10 +25,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::capture::{Capture, Phase, Rank};
-use crate::convert::{
+use rankline_proto::convert::{
     agent_identity, audit_entry, audit_record, rank_identity, settings_from_json, settings_json,
 };
-use crate::report::object_location;
+use rankline_storage::object_location;
 
 /// The `format` of a capture record this version writes.
 pub const RECORD_FORMAT: &str = "rankline.coordinator.capture/v1";

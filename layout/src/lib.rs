@@ -12,6 +12,7 @@
 //! <storage>/<profile_id>/[<role>-<worker>/]<profile_id>-TP-<n>-EP-<m>.meta.json
 //! ```
 
+mod capture;
 mod clock;
 mod manifest;
 mod names;
@@ -21,6 +22,10 @@ mod time_base;
 mod vllm;
 mod workload;
 
+pub use capture::{
+    read_manifest, read_sidecar, write_document, DocumentError, ObjectKind, SIDECAR_SUFFIX,
+    TRACE_SUFFIX, XPLANE_SUFFIX,
+};
 pub use clock::{ClockFit, ClockSampleRecord};
 pub use manifest::{
     AuditEntry, Manifest, ManifestRank, RankObjects, MANIFEST_FORMAT, MANIFEST_NAME,

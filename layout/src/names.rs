@@ -1,6 +1,7 @@
 //! Canonical object names of a rank, and parsing of the names servers write.
 
 use serde::{Deserialize, Serialize};
+use crate::{SIDECAR_SUFFIX, TRACE_SUFFIX, XPLANE_SUFFIX};
 
 /// Where a rank sits in a deployment: which server (role, worker) and which
 /// process of it (tp, ep, and dp/pp when the deployment has them).
@@ -96,15 +97,15 @@ impl RankKey {
     }
 
     pub fn trace(&self) -> String {
-        format!("{}.trace.json.gz", self.stem)
+        format!("{}{TRACE_SUFFIX}", self.stem)
     }
 
     pub fn xplane(&self) -> String {
-        format!("{}.xplane.pb", self.stem)
+        format!("{}{XPLANE_SUFFIX}", self.stem)
     }
 
     pub fn sidecar(&self) -> String {
-        format!("{}.meta.json", self.stem)
+        format!("{}{SIDECAR_SUFFIX}", self.stem)
     }
 }
 
@@ -146,7 +147,7 @@ pub fn parse_rank_file_name(file_name: &str) -> Option<ParsedRankName> {
     let base = base
         .strip_suffix(".trace.json")
         .or_else(|| base.strip_suffix(".json"))
-        .or_else(|| base.strip_suffix(".xplane.pb"))
+        .or_else(|| base.strip_suffix(XPLANE_SUFFIX))
         .or_else(|| base.strip_suffix(".meta"))
         .unwrap_or(base);
     // The id may itself contain '-', so anchor on the last "-TP-<digits>".

@@ -11,7 +11,12 @@ mod generated {
 
 pub use generated::*;
 
+pub mod convert;
 pub mod security;
+
+/// Where agents and the CLI look for a coordinator unless told otherwise
+/// (the coordinator's default listen address).
+pub const DEFAULT_COORDINATOR_URL: &str = "http://127.0.0.1:7471";
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -155,3 +155,29 @@ impl Storage {
         }
     }
 }
+
+/// Where an object is, for a person: a plain path for a local folder, the
+/// URL otherwise.
+pub fn object_location(storage_url: &str, key: &str) -> String {
+    let root = storage_url.trim_end_matches('/');
+    let root = root.strip_prefix("file://").unwrap_or(root);
+    if key.is_empty() {
+        root.to_string()
+    } else {
+        format!("{root}/{key}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_storage_shows_paths() {
+        assert_eq!(
+            object_location("file:///data/caps", "c/manifest.json"),
+            "/data/caps/c/manifest.json"
+        );
+        assert_eq!(object_location("s3://b/p/", "c"), "s3://b/p/c");
+    }
+}

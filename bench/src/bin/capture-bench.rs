@@ -247,8 +247,7 @@ async fn measure(
     let n = fleet.servers.len();
     let plain = ClientSecurity::default();
     let security = secured.map_or(&plain, |c| &c.client);
-    let mut client =
-        rankline_coordinator::client::connect_with(fleet.coordinator.url(), security).await?;
+    let mut client = rankline_client::connect_with(fleet.coordinator.url(), security).await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let agents = client

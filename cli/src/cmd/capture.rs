@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use rankline_coordinator::client::{self, Client, DEFAULT_COORDINATOR_URL};
-use rankline_coordinator::{manifest_key, parse_selectors, report, summary_from_manifest};
+use rankline_client::{self as client, render as report, Client, DEFAULT_COORDINATOR_URL};
+use rankline_coordinator::parse_selectors;
 use rankline_layout::Manifest;
+use rankline_proto::convert::{manifest_key, summary_from_manifest};
 use rankline_proto::{
     capture_event, unix_now_ns, CaptureEvent, CaptureRequest, CaptureSettings, CaptureStatus,
     CaptureSummary, FailRequest, GetCaptureRequest, ListAgentsRequest, ListCapturesRequest,
@@ -696,7 +697,10 @@ impl Follower {
                         "capture {}: {} rank(s), {starts}; files go to {}/",
                         accepted.profile_id,
                         accepted.ranks.len(),
-                        report::object_location(&accepted.storage_url, &accepted.profile_id)
+                        rankline_storage::object_location(
+                            &accepted.storage_url,
+                            &accepted.profile_id
+                        )
                     );
                 }
             }

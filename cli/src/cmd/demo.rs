@@ -243,7 +243,7 @@ fn start_agent(
 }
 
 async fn wait_for_agents(coordinator_url: &str, expected: usize) -> anyhow::Result<()> {
-    let mut client = rankline_coordinator::client::connect(coordinator_url).await?;
+    let mut client = rankline_client::connect(coordinator_url).await?;
     for _ in 0..300 {
         let agents = client
             .list_agents(ListAgentsRequest {})

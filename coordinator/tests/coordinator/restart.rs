@@ -4,8 +4,8 @@
 
 use crate::support;
 
-use rankline_coordinator::manifest_key;
 use rankline_layout::RankKey;
+use rankline_proto::convert::manifest_key;
 use rankline_proto::{
     capture_event, coordinator_message, CaptureSettings, CaptureStatus, ListCapturesRequest,
     RankState, Role,

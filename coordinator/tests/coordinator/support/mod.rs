@@ -7,9 +7,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rankline_coordinator::{client, manifest_key, Coordinator, CoordinatorConfig, RestoreReport};
+use rankline_coordinator::{Coordinator, CoordinatorConfig, RestoreReport};
 use rankline_layout::{Manifest, RankKey};
 use rankline_proto::agent_link_client::AgentLinkClient;
+use rankline_proto::convert::manifest_key;
 use rankline_proto::{
     agent_message, capture_event, coordinator_message, unix_now_ns, AgentHello, AgentIdentity,
     AgentMessage, CaptureEvent, CaptureRequest, CaptureSettings, CaptureSummary, ClockEstimate,
@@ -93,8 +94,8 @@ impl TestCoordinator {
         Some(serde_json::from_slice(&bytes).expect("record JSON"))
     }
 
-    pub async fn control(&self) -> client::Client {
-        client::connect(&self.url)
+    pub async fn control(&self) -> rankline_client::Client {
+        rankline_client::connect(&self.url)
             .await
             .expect("connect to coordinator")
     }
@@ -366,7 +367,12 @@ pub fn request(
 
 /// A coordinator with one unified agent (`h0`, TP-0) joined, and a
 /// Control client: the start of most tests.
-pub async fn with_one_agent() -> (TestCoordinator, AgentIdentity, FakeAgent, client::Client) {
+pub async fn with_one_agent() -> (
+    TestCoordinator,
+    AgentIdentity,
+    FakeAgent,
+    rankline_client::Client,
+) {
     let coordinator = TestCoordinator::start().await;
     let who = identity("h0", Role::Unified, 0, 0);
     let agent = FakeAgent::join(&coordinator.url, who.clone()).await;
@@ -376,14 +382,17 @@ pub async fn with_one_agent() -> (TestCoordinator, AgentIdentity, FakeAgent, cli
 
 /// Starts a capture the coordinator must accept; its event stream.
 pub async fn start_capture(
-    control: &mut client::Client,
+    control: &mut rankline_client::Client,
     request: CaptureRequest,
 ) -> Streaming<CaptureEvent> {
     control.capture(request).await.unwrap().into_inner()
 }
 
 /// Asks for a capture the coordinator must refuse; its refusal.
-pub async fn refused(control: &mut client::Client, request: CaptureRequest) -> tonic::Status {
+pub async fn refused(
+    control: &mut rankline_client::Client,
+    request: CaptureRequest,
+) -> tonic::Status {
     control.capture(request).await.unwrap_err()
 }
 
@@ -439,7 +448,7 @@ where
 }
 
 /// `GetCapture` for a capture that must exist.
-pub async fn fetch(control: &mut client::Client, profile_id: &str) -> CaptureSummary {
+pub async fn fetch(control: &mut rankline_client::Client, profile_id: &str) -> CaptureSummary {
     control
         .get_capture(GetCaptureRequest {
             profile_id: profile_id.into(),
@@ -450,7 +459,10 @@ pub async fn fetch(control: &mut client::Client, profile_id: &str) -> CaptureSum
 }
 
 /// `Watch` on a capture that must exist.
-pub async fn watch(control: &mut client::Client, profile_id: &str) -> Streaming<CaptureEvent> {
+pub async fn watch(
+    control: &mut rankline_client::Client,
+    profile_id: &str,
+) -> Streaming<CaptureEvent> {
     control
         .watch(WatchRequest {
             profile_id: profile_id.into(),

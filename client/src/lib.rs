@@ -1,5 +1,9 @@
-//! Connecting to a coordinator's `Control` service, with errors that say
-//! what to do next.
+//! The client side of the coordinator's `Control` service, as the CLI and
+//! the tests use it: connecting (with errors that say what to do next) and,
+//! in [`render`], what the answers look like for people and for scripts.
+//! The coordinator crate holds only the server side.
+
+pub mod render;
 
 use std::error::Error as _;
 use std::time::Duration;
@@ -9,8 +13,7 @@ use rankline_proto::error_chain;
 use rankline_proto::security::{refusal_advice, ClientSecurity, SecureChannel, SecurityError};
 use tonic::{Code, Status};
 
-/// Where the CLI looks for a coordinator unless told otherwise.
-pub const DEFAULT_COORDINATOR_URL: &str = "http://127.0.0.1:7471";
+pub use rankline_proto::DEFAULT_COORDINATOR_URL;
 
 /// How long to wait for a coordinator to accept the connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

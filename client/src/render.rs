@@ -10,7 +10,8 @@ use rankline_proto::{
 };
 use serde_json::{json, Value};
 
-use crate::convert::{rank_name, server_kind_word, settings_json};
+use rankline_proto::convert::{rank_name, server_kind_word, settings_json};
+use rankline_storage::object_location;
 
 /// A table whose columns line up; the last column is never padded.
 struct Table {
@@ -54,18 +55,6 @@ impl Table {
             out.push('\n');
         }
         out
-    }
-}
-
-/// Where an object is, for a person: a plain path for a local folder, the
-/// URL otherwise.
-pub fn object_location(storage_url: &str, key: &str) -> String {
-    let root = storage_url.trim_end_matches('/');
-    let root = root.strip_prefix("file://").unwrap_or(root);
-    if key.is_empty() {
-        root.to_string()
-    } else {
-        format!("{root}/{key}")
     }
 }
 
@@ -384,15 +373,6 @@ pub fn agent_json(agent: &AgentInfo) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn local_storage_shows_paths() {
-        assert_eq!(
-            object_location("file:///data/caps", "c/manifest.json"),
-            "/data/caps/c/manifest.json"
-        );
-        assert_eq!(object_location("s3://b/p/", "c"), "s3://b/p/c");
-    }
 
     #[test]
     fn summary_table_lists_ranks_and_where_the_files_are() {

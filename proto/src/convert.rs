@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use rankline_layout::{Manifest, ManifestRank, RankIdentity, RankObjects};
-use rankline_layout::{MANIFEST_FORMAT, MANIFEST_NAME};
-use rankline_proto::{
+use crate::{
     AgentIdentity, AuditEntry, CaptureSettings, CaptureStatus, CaptureSummary, RankResult,
     RankState, Role, ServerKind, StoredObject,
 };
+use rankline_layout::{Manifest, ManifestRank, RankIdentity, RankObjects};
+use rankline_layout::{MANIFEST_FORMAT, MANIFEST_NAME};
 use serde_json::{json, Map, Value};
 
 /// A short name for people: `prefill-0 TP-1-EP-0`.
@@ -150,7 +150,7 @@ pub fn settings_json(settings: &CaptureSettings) -> Value {
 }
 
 /// The settings back from their manifest form.
-pub(crate) fn settings_from_json(value: &Value) -> CaptureSettings {
+pub fn settings_from_json(value: &Value) -> CaptureSettings {
     let number = |name: &str| value.get(name).and_then(Value::as_u64);
     let small = |name: &str| number(name).and_then(|n| u32::try_from(n).ok());
     CaptureSettings {
@@ -224,7 +224,7 @@ pub fn manifest_from_summary(summary: &CaptureSummary, start_at_unix_ns: i64) ->
 }
 
 /// An audit line as records and manifests keep it.
-pub(crate) fn audit_record(entry: &AuditEntry) -> rankline_layout::AuditEntry {
+pub fn audit_record(entry: &AuditEntry) -> rankline_layout::AuditEntry {
     rankline_layout::AuditEntry {
         action: entry.action.clone(),
         who: entry.who.clone(),
@@ -233,7 +233,7 @@ pub(crate) fn audit_record(entry: &AuditEntry) -> rankline_layout::AuditEntry {
 }
 
 /// A kept audit line on the wire.
-pub(crate) fn audit_entry(record: &rankline_layout::AuditEntry) -> AuditEntry {
+pub fn audit_entry(record: &rankline_layout::AuditEntry) -> AuditEntry {
     AuditEntry {
         action: record.action.clone(),
         who: record.who.clone(),
