@@ -16,7 +16,6 @@ use tokio_util::task::TaskTracker;
 use crate::book::CaptureBook;
 use crate::claim::{self, FileClaim};
 use crate::clock::ClockSync;
-use rankline_proto::convert::server_kind_word;
 
 use crate::config::{AgentConfig, ModeChoice};
 use crate::discovery::{resolve_identity, Discovered};
@@ -254,7 +253,7 @@ fn log_identity(identity: &AgentIdentity, what: &str) {
         tp = identity.tp_rank,
         ep = identity.ep_rank,
         mode = if identity.trigger { "trigger" } else { "collect" },
-        kind = server_kind_word(identity.server_kind()),
+        kind = identity.server_kind().word(),
         server = %identity.server_url,
         "{what}"
     );

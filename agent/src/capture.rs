@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rankline_layout::{
-    validate_profile_id, FileKind, RankCoords, RankIdentity, RankKey, Sidecar, SIDECAR_FORMAT,
+    FileKind, ObjectKind, ProfileId, RankCoords, RankIdentity, RankKey, Sidecar, SIDECAR_FORMAT,
 };
 use rankline_proto::{
     unix_now_ns, AgentIdentity, CaptureSettings, RankState, RankUpdate, ServerKind, StartCapture,
@@ -28,7 +28,6 @@ use crate::server::{start_body, ProfileStatus, ServerError, StopOutcome};
 use crate::spool::{self, CaptureInstants, CaptureRecord, Journal, JournalFile, JOURNAL_FORMAT};
 use crate::time_base::{self, TraceTimes};
 use crate::upload;
-use rankline_proto::convert::server_kind_word;
 
 /// The last stretch before the start instant is slept on a blocking thread,
 /// whose wake-up is far more precise than the async timer's millisecond.
@@ -95,7 +94,7 @@ pub enum CaptureError {
 /// one already known, or runs it in its own task.
 pub(crate) fn start(shared: &Arc<Shared>, command: StartCapture) {
     let profile_id = command.profile_id.clone();
-    if let Err(error) = validate_profile_id(&profile_id) {
+    if let Err(error) = ProfileId::parse(profile_id.as_str()) {
         shared.book.publish(rank_update(
             &profile_id,
             RankState::Failed,
@@ -701,9 +700,10 @@ impl CaptureRun {
                     .iter()
                     .filter_map(|name| {
                         let file = name.rsplit('/').next()?;
-                        file.strip_suffix(".xplane.pb")
-                            .or_else(|| file.strip_suffix(".trace.json.gz"))
-                            .map(str::to_string)
+                        match ObjectKind::split(file)? {
+                            (_, ObjectKind::Sidecar) => None,
+                            (host, _) => Some(host.to_string()),
+                        }
                     })
                     .collect();
                 hosts.dedup();
@@ -848,7 +848,7 @@ impl CaptureRun {
                 host: identity.host.clone(),
                 coords: self.coords.clone(),
                 server_url: identity.server_url.clone(),
-                server_kind: server_kind_word(identity.server_kind()).to_string(),
+                server_kind: identity.server_kind().into(),
                 trigger: identity.trigger,
                 node_rank: identity.node_rank,
                 labels: identity.labels.clone().into_iter().collect(),

@@ -7,8 +7,6 @@ use rankline_layout::RankCoords;
 use rankline_proto::{AgentIdentity, Role, ServerKind};
 use serde_json::Value;
 
-use rankline_proto::convert::server_kind_word;
-
 use crate::config::{AgentConfig, ModeChoice};
 
 /// Keys only sglang-jax's server arguments have.
@@ -117,9 +115,7 @@ impl fmt::Display for Discovered {
                     parts.push(format!("tp_size={n}"));
                 }
                 match &facts.kind {
-                    Some((kind, hint)) => {
-                        parts.push(format!("kind={} ({hint})", server_kind_word(*kind)))
-                    }
+                    Some((kind, hint)) => parts.push(format!("kind={} ({hint})", kind.word())),
                     None => parts.push("kind unknown".to_string()),
                 }
                 f.write_str(&parts.join(", "))

@@ -5,12 +5,11 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use rankline_layout::{parse_rank_file_name, FileKind, RankCoords};
+use rankline_layout::{parse_rank_file_name, FileKind, RankCoords, TRACE_SUFFIX, XPLANE_SUFFIX};
 use rankline_proto::ServerKind;
 
 /// Where JAX puts a session's files below the output folder.
 const JAX_SESSIONS: &str = "plugins/profile";
-const TRACE_SUFFIX: &str = ".trace.json.gz";
 
 /// One file of the rank as found on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +75,7 @@ impl RankFilesSpec {
         // The folder names are timestamps, so name order is time order.
         sessions.sort_by(|a, b| b.0.cmp(&a.0));
         let trace_name = format!("{}{TRACE_SUFFIX}", self.host);
-        let xplane_name = format!("{}.xplane.pb", self.host);
+        let xplane_name = format!("{}{XPLANE_SUFFIX}", self.host);
         let mut others = Vec::new();
         for (session, _) in sessions {
             let folder = output_dir.join(JAX_SESSIONS).join(&session);
@@ -88,7 +87,7 @@ impl RankFilesSpec {
                 } else if *name == xplane_name {
                     FileKind::Xplane
                 } else {
-                    if name.ends_with(".xplane.pb") || name.ends_with(TRACE_SUFFIX) {
+                    if name.ends_with(XPLANE_SUFFIX) || name.ends_with(TRACE_SUFFIX) {
                         others.push(format!("{JAX_SESSIONS}/{session}/{name}"));
                     }
                     continue;

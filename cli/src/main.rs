@@ -5,7 +5,11 @@
 //! `rankline-coordinator`, `rankline-merge`, `rankline-xprof`,
 //! `rankline-simserver`).
 
+mod args;
 mod cmd;
+mod exit;
+mod output;
+mod signals;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -45,11 +49,11 @@ enum Command {
     /// Profile the selected ranks now, or show a stored capture (`capture show ID`).
     Capture(cmd::capture::Args),
     /// Ask every rank of a running capture to stop now.
-    Stop(cmd::capture::StopArgs),
+    Stop(cmd::stop::Args),
     /// List the agents connected to the coordinator, with their clock offsets.
-    Agents(cmd::capture::AgentsArgs),
+    Agents(cmd::agents::Args),
     /// List the captures the coordinator knows.
-    Captures(cmd::capture::CapturesArgs),
+    Captures(cmd::captures::Args),
     /// Merge a capture's per-rank traces into one Perfetto timeline.
     Merge(cmd::merge::Args),
     /// Review a capture: per-rank busy/idle, step times, top ops, stragglers (one HTML page).
@@ -72,16 +76,16 @@ fn main() -> ExitCode {
     );
     init_logging(cli.verbose, daemon);
     if !daemon {
-        end_quietly_when_stdout_closes();
+        signals::end_quietly_when_stdout_closes();
     }
     let result = match cli.command {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Coordinator(args) => cmd::coordinator::run(args),
         Command::Agent(args) => cmd::agent::run(args),
         Command::Capture(args) => cmd::capture::run(args),
-        Command::Stop(args) => cmd::capture::run_stop(args),
-        Command::Agents(args) => cmd::capture::run_agents(args),
-        Command::Captures(args) => cmd::capture::run_captures(args),
+        Command::Stop(args) => cmd::stop::run(args),
+        Command::Agents(args) => cmd::agents::run(args),
+        Command::Captures(args) => cmd::captures::run(args),
         Command::Merge(args) => cmd::merge::run(args),
         Command::Report(args) => cmd::report::run(args),
         Command::Diff(args) => cmd::diff::run(args),
@@ -92,22 +96,8 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::from(2)
+            ExitCode::from(exit::REFUSED)
         }
-    }
-}
-
-/// `rankline capture show ID --json | head`: once the reader is gone, the
-/// next write ends the process quietly, as with any Unix tool, instead of a
-/// panic on the broken pipe (Rust ignores SIGPIPE by default). Daemons keep
-/// ignoring it: their output goes to logs, and sockets report a closed
-/// peer as an error anyway.
-fn end_quietly_when_stdout_closes() {
-    #[cfg(unix)]
-    // SAFETY: restores the default action of one signal before any thread
-    // is started; no handler runs Rust code.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

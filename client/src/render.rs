@@ -10,7 +10,8 @@ use rankline_proto::{
 };
 use serde_json::{json, Value};
 
-use rankline_proto::convert::{rank_name, server_kind_word, settings_json};
+use rankline_layout::{ObjectKind, SettingsRecord};
+use rankline_proto::convert::rank_name;
 use rankline_storage::object_location;
 
 /// A table whose columns line up; the last column is never padded.
@@ -72,10 +73,7 @@ fn rank_files(profile_id: &str, objects: &[StoredObject]) -> String {
         .key
         .strip_prefix(&format!("{profile_id}/"))
         .unwrap_or(&first.key);
-    let stem = [".trace.json.gz", ".xplane.pb", ".meta.json"]
-        .iter()
-        .find_map(|suffix| relative.strip_suffix(suffix))
-        .unwrap_or(relative);
+    let stem = ObjectKind::split(relative).map_or(relative, |(stem, _)| stem);
     format!("{stem}.*")
 }
 
@@ -211,7 +209,7 @@ pub fn agents_table(agents: &[AgentInfo], now_unix_ns: i64) -> String {
             identity.agent_id.clone(),
             identity.host.clone(),
             rank,
-            server_kind_word(identity.server_kind()).to_string(),
+            identity.server_kind().word().to_string(),
             if agent.connected { "yes" } else { "no" }.to_string(),
             ago(agent.last_seen_unix_ns, now_unix_ns),
             offset,
@@ -273,7 +271,7 @@ pub fn identity_json(identity: &AgentIdentity) -> Value {
         "pp_rank": identity.pp_rank,
         "node_rank": identity.node_rank,
         "server_url": identity.server_url,
-        "server_kind": server_kind_word(identity.server_kind()),
+        "server_kind": identity.server_kind().word(),
         "trigger": identity.trigger,
         "labels": identity.labels,
         "agent_version": identity.agent_version,
@@ -309,7 +307,7 @@ pub fn summary_json(summary: &CaptureSummary) -> Value {
         "manifest_key": summary.manifest_key,
         "created_unix_ns": summary.created_unix_ns,
         "finished_unix_ns": summary.finished_unix_ns,
-        "settings": summary.settings.as_ref().map(settings_json),
+        "settings": summary.settings.as_ref().map(SettingsRecord::from),
         "audit": summary.audit.iter().map(|entry| json!({
             "action": entry.action,
             "who": entry.who,

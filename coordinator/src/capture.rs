@@ -16,6 +16,7 @@ use rankline_proto::{
 };
 use tokio::sync::{broadcast, Notify};
 
+use rankline_layout::ObjectKind;
 use rankline_proto::convert::{capture_status, rank_name};
 
 /// Room for events a slow watcher has not read yet; past it the watcher gets
@@ -252,7 +253,9 @@ impl Capture {
         let traces = |rank: &Rank| -> Vec<StoredObject> {
             rank.objects
                 .iter()
-                .filter(|o| !o.sha256.is_empty() && !o.key.ends_with(".meta.json"))
+                .filter(|o| {
+                    !o.sha256.is_empty() && ObjectKind::of_key(&o.key) != Some(ObjectKind::Sidecar)
+                })
                 .cloned()
                 .collect()
         };

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use rankline_layout::{generate_profile_id, validate_profile_id, Manifest};
+use rankline_layout::{generate_profile_id, manifest_key, ProfileId};
 use rankline_proto::control_server::Control;
 use rankline_proto::{
     capture_event, unix_now_ns, CaptureEvent, CaptureRequest, CaptureSettings, CaptureSummary,
@@ -19,7 +19,7 @@ use crate::auth::Caller;
 use crate::registry::{duplicate_id, unknown_capture, CapturePlan, Follow};
 use crate::selection::Selection;
 use crate::shared::Shared;
-use rankline_proto::convert::{manifest_key, summary_from_manifest};
+use rankline_proto::convert::summary_from_manifest;
 
 /// Events buffered per watcher between the coordinator and the network.
 const WATCHER_QUEUE: usize = 256;
@@ -116,28 +116,25 @@ impl Control for ControlService {
         &self,
         request: Request<GetCaptureRequest>,
     ) -> Result<Response<CaptureSummary>, Status> {
-        let profile_id = request.into_inner().profile_id;
-        validate_profile_id(&profile_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let profile_id = ProfileId::parse(request.into_inner().profile_id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         if let Some(summary) = self.shared.registry().summary(&profile_id) {
             return Ok(Response::new(summary));
         }
         // Not in memory (older, or from before a restart): its manifest.
         let key = manifest_key(&profile_id);
-        let bytes = match self.shared.storage.get_bytes(&key).await {
-            Ok(bytes) => bytes,
+        let manifest = match self.shared.storage.read_manifest(&key).await {
+            Ok(manifest) => manifest,
             Err(error) if error.is_not_found() => return Err(unknown_capture(&profile_id)),
+            Err(error @ StorageError::Document { .. }) => {
+                return Err(Status::data_loss(error.to_string()))
+            }
             Err(error) => {
                 return Err(Status::unavailable(format!(
                 "capture {profile_id} is not in memory and its manifest could not be read: {error}"
             )))
             }
         };
-        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
-            Status::data_loss(format!(
-                "{}/{key} is not a valid manifest: {e}",
-                self.shared.storage.url()
-            ))
-        })?;
         Ok(Response::new(summary_from_manifest(&manifest)))
     }
 }
@@ -158,9 +155,9 @@ impl ControlService {
         let profile_id = if request.profile_id.is_empty() {
             self.fresh_profile_id()
         } else {
-            validate_profile_id(&request.profile_id)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-            request.profile_id
+            ProfileId::parse(request.profile_id)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?
+                .into()
         };
         if self.shared.registry().has_capture(&profile_id) {
             return Err(duplicate_id(&profile_id));

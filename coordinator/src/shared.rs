@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use rankline_layout::{RankCoords, RankKey, Sidecar};
+use rankline_layout::{manifest_key, read_sidecar, write_document, RankCoords, RankKey};
 use rankline_proto::StoredObject;
 use rankline_storage::{Backoff, Storage, StorageError};
 use tokio::sync::{oneshot, watch};
@@ -16,7 +16,7 @@ use crate::capture::Phase;
 use crate::config::CoordinatorConfig;
 use crate::registry::Registry;
 use crate::state::{RecordStore, RestoreReport};
-use rankline_proto::convert::{manifest_from_summary, manifest_key};
+use rankline_proto::convert::manifest_from_summary;
 
 /// How long a stopping coordinator waits for manifests still being written.
 const MANIFEST_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -275,14 +275,11 @@ impl Shared {
                 return;
             };
             let manifest = manifest_from_summary(&summary, start_at);
-            let bytes = match serde_json::to_vec_pretty(&manifest) {
-                Ok(bytes) => bytes,
-                Err(error) => {
-                    tracing::error!(capture = %profile_id, %error, "could not encode the manifest");
-                    break None;
-                }
-            };
-            match self.storage.put_bytes(&key, bytes).await {
+            match self
+                .storage
+                .put_bytes(&key, write_document(&manifest))
+                .await
+            {
                 Ok(_) => {
                     tracing::info!(capture = %profile_id, status = %manifest.status, key = %key, "manifest written");
                     break Some(key);
@@ -366,7 +363,7 @@ impl Shared {
                 return None;
             }
         };
-        let sidecar: Sidecar = match serde_json::from_slice(&bytes) {
+        let sidecar = match read_sidecar(&bytes) {
             Ok(sidecar) => sidecar,
             Err(error) => {
                 tracing::warn!(key = %sidecar_key, %error, "a rank's sidecar is not valid; leaving the rank as it is");

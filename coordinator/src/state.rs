@@ -18,16 +18,16 @@
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use rankline_layout::{validate_profile_id, RankIdentity};
-use rankline_proto::{unix_now_ns, RankState, RankUpdate, StartCapture, StoredObject};
+use rankline_layout::{ProfileId, RankIdentity, SettingsRecord};
+use rankline_proto::{
+    unix_now_ns, CaptureSettings, RankState, RankUpdate, StartCapture, StoredObject,
+};
 use rankline_storage::{Storage, StorageError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::capture::{Capture, Phase, Rank};
-use rankline_proto::convert::{
-    agent_identity, audit_entry, audit_record, rank_identity, settings_from_json, settings_json,
-};
+use rankline_proto::convert::{agent_identity, audit_entry, audit_record, rank_identity};
 use rankline_storage::object_location;
 
 /// The `format` of a capture record this version writes.
@@ -59,7 +59,7 @@ pub(crate) struct CaptureRecord {
     pub finished_unix_ns: i64,
     /// As sent to the agents, `timeout_ms` included (the manifest's form).
     #[serde(default)]
-    pub settings: Value,
+    pub settings: SettingsRecord,
     /// Set once the manifest is written.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub manifest_key: String,
@@ -413,7 +413,7 @@ impl CaptureRecord {
             created_unix_ns: capture.created_unix_ns,
             start_at_unix_ns: capture.start_at_unix_ns,
             finished_unix_ns: capture.finished_unix_ns,
-            settings: settings_json(&capture.settings),
+            settings: SettingsRecord::from(&capture.settings),
             manifest_key: capture.manifest_key.clone(),
             ranks: capture
                 .ranks
@@ -455,7 +455,7 @@ impl CaptureRecord {
         changes: std::sync::Arc<tokio::sync::Notify>,
         earliest_deadline: Instant,
     ) -> Result<Capture, String> {
-        validate_profile_id(&self.profile_id).map_err(|e| e.to_string())?;
+        ProfileId::parse(self.profile_id.as_str()).map_err(|e| e.to_string())?;
         let phase = Phase::from_word(&self.phase)
             .ok_or_else(|| format!("unknown capture phase {:?}", self.phase))?;
         let now = Instant::now();
@@ -518,7 +518,7 @@ impl CaptureRecord {
         let start = StartCapture {
             profile_id: self.profile_id,
             start_at_unix_ns: self.start_at_unix_ns,
-            settings: Some(settings_from_json(&self.settings)),
+            settings: Some(CaptureSettings::from(&self.settings)),
             storage_url: self.storage_url,
         };
         let mut capture = Capture::with_ranks(&start, ranks, changes);

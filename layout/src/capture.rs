@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::{Manifest, Sidecar, MANIFEST_FORMAT, SIDECAR_FORMAT};
+use crate::{Manifest, Sidecar, MANIFEST_FORMAT, MANIFEST_NAME, SIDECAR_FORMAT};
 
 /// A rank's Chrome/Kineto trace, as stored.
 pub const TRACE_SUFFIX: &str = ".trace.json.gz";
@@ -18,6 +18,11 @@ pub const TRACE_SUFFIX: &str = ".trace.json.gz";
 pub const XPLANE_SUFFIX: &str = ".xplane.pb";
 /// A rank's metadata sidecar, written last.
 pub const SIDECAR_SUFFIX: &str = ".meta.json";
+
+/// The key of a capture's manifest: `<profile_id>/manifest.json`.
+pub fn manifest_key(profile_id: &str) -> String {
+    format!("{profile_id}/{MANIFEST_NAME}")
+}
 
 /// Which of a rank's stored objects a key names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,14 +35,14 @@ pub enum ObjectKind {
 impl ObjectKind {
     /// The kind a key's canonical suffix names, if any.
     pub fn of_key(key: &str) -> Option<ObjectKind> {
-        [
-            (TRACE_SUFFIX, ObjectKind::Trace),
-            (XPLANE_SUFFIX, ObjectKind::Xplane),
-            (SIDECAR_SUFFIX, ObjectKind::Sidecar),
-        ]
-        .into_iter()
-        .find(|(suffix, _)| key.ends_with(suffix))
-        .map(|(_, kind)| kind)
+        ObjectKind::split(key).map(|(_, kind)| kind)
+    }
+
+    /// A key's stem (the key without its canonical suffix) and kind.
+    pub fn split(key: &str) -> Option<(&str, ObjectKind)> {
+        [ObjectKind::Trace, ObjectKind::Xplane, ObjectKind::Sidecar]
+            .into_iter()
+            .find_map(|kind| Some((key.strip_suffix(kind.suffix())?, kind)))
     }
 
     /// The suffix stored objects of this kind end with.
@@ -132,14 +137,21 @@ mod tests {
             Some(ObjectKind::Sidecar)
         );
         assert_eq!(ObjectKind::of_key("c/manifest.json"), None);
+        assert_eq!(
+            ObjectKind::split("p/TP-1-EP-0.xplane.pb"),
+            Some(("p/TP-1-EP-0", ObjectKind::Xplane))
+        );
     }
 
     #[test]
     fn an_unknown_format_says_to_upgrade() {
-        let error = read_manifest(br#"{"format":"rankline.capture/v9","ranks":"changed"}"#)
-            .unwrap_err();
+        let error =
+            read_manifest(br#"{"format":"rankline.capture/v9","ranks":"changed"}"#).unwrap_err();
         let text = error.to_string();
-        assert!(matches!(error, DocumentError::UnknownFormat { .. }), "{text}");
+        assert!(
+            matches!(error, DocumentError::UnknownFormat { .. }),
+            "{text}"
+        );
         assert!(text.contains("rankline.capture/v9"), "{text}");
         assert!(text.contains("upgrade rankline"), "{text}");
         let error = read_sidecar(br#"{"format":"rankline.rank/v2"}"#).unwrap_err();
@@ -150,7 +162,9 @@ mod tests {
     fn not_json_names_the_document() {
         let error = read_manifest(b"<html>").unwrap_err();
         assert!(
-            error.to_string().starts_with("not a rankline capture manifest"),
+            error
+                .to_string()
+                .starts_with("not a rankline capture manifest"),
             "{error}"
         );
     }

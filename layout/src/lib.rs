@@ -20,21 +20,23 @@ mod profile_id;
 mod sidecar;
 mod time_base;
 mod vllm;
+mod vocabulary;
 mod workload;
 
 pub use capture::{
-    read_manifest, read_sidecar, write_document, DocumentError, ObjectKind, SIDECAR_SUFFIX,
-    TRACE_SUFFIX, XPLANE_SUFFIX,
+    manifest_key, read_manifest, read_sidecar, write_document, DocumentError, ObjectKind,
+    SIDECAR_SUFFIX, TRACE_SUFFIX, XPLANE_SUFFIX,
 };
 pub use clock::{ClockFit, ClockSampleRecord};
 pub use manifest::{
     AuditEntry, Manifest, ManifestRank, RankObjects, MANIFEST_FORMAT, MANIFEST_NAME,
 };
 pub use names::{parse_rank_file_name, sglang_ep_rank, ParsedRankName, RankCoords, RankKey};
-pub use profile_id::{generate_profile_id, validate_profile_id, ProfileIdError};
+pub use profile_id::{generate_profile_id, ProfileId, ProfileIdError};
 pub use sidecar::{
     FileKind, FileRecord, RankIdentity, Sidecar, TimeBase, TimeBaseSource, SIDECAR_FORMAT,
 };
 pub use time_base::scan_kineto_base;
 pub use vllm::VllmTraceName;
+pub use vocabulary::{CaptureStatus, RankStatus, ServerKind, SettingsRecord};
 pub use workload::{WorkloadError, WorkloadFile, WorkloadSummary, WORKLOAD_FORMAT, WORKLOAD_NAME};

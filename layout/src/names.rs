@@ -1,7 +1,7 @@
 //! Canonical object names of a rank, and parsing of the names servers write.
 
-use serde::{Deserialize, Serialize};
 use crate::{SIDECAR_SUFFIX, TRACE_SUFFIX, XPLANE_SUFFIX};
+use serde::{Deserialize, Serialize};
 
 /// Where a rank sits in a deployment: which server (role, worker) and which
 /// process of it (tp, ep, and dp/pp when the deployment has them).

@@ -1,6 +1,71 @@
 //! Profile ids: what a valid one is, and how the coordinator makes one.
+//!
+//! A [`ProfileId`] is checked once, where it enters (a request, a flag, a
+//! stored record); code holding one need not check it again.
 
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+/// A checked profile id: 1 to 128 of `[A-Za-z0-9._-]`, starting with a
+/// letter or digit. Serialized as the bare string.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ProfileId(String);
+
+impl ProfileId {
+    /// Checks `id` and takes it.
+    pub fn parse(id: impl Into<String>) -> Result<ProfileId, ProfileIdError> {
+        let id = id.into();
+        validate_profile_id(&id)?;
+        Ok(ProfileId(id))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ProfileId {
+    type Error = ProfileIdError;
+    fn try_from(id: String) -> Result<Self, Self::Error> {
+        ProfileId::parse(id)
+    }
+}
+
+impl From<ProfileId> for String {
+    fn from(id: ProfileId) -> String {
+        id.0
+    }
+}
+
+impl FromStr for ProfileId {
+    type Err = ProfileIdError;
+    fn from_str(id: &str) -> Result<Self, Self::Err> {
+        ProfileId::parse(id)
+    }
+}
+
+impl AsRef<str> for ProfileId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for ProfileId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ProfileId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// Why a profile id was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -17,7 +82,7 @@ pub enum ProfileIdError {
 
 /// Checks a profile id: 1 to 128 of `[A-Za-z0-9._-]`, starting with a letter
 /// or digit (so it is never `.`, `..` or a flag-like `-x`).
-pub fn validate_profile_id(id: &str) -> Result<(), ProfileIdError> {
+fn validate_profile_id(id: &str) -> Result<(), ProfileIdError> {
     let first = id.chars().next().ok_or(ProfileIdError::Empty)?;
     if id.len() > 128 {
         return Err(ProfileIdError::TooLong(id.len()));
@@ -84,6 +149,22 @@ mod tests {
             validate_profile_id(&"a".repeat(129)),
             Err(ProfileIdError::TooLong(129))
         ));
+    }
+
+    #[test]
+    fn a_profile_id_is_checked_where_it_enters() {
+        assert_eq!("cap-1".parse::<ProfileId>().unwrap().as_str(), "cap-1");
+        assert!(matches!(
+            ProfileId::parse("../x"),
+            Err(ProfileIdError::BadCharacter { bad: '/', .. })
+        ));
+        let stored: ProfileId = serde_json::from_str("\"cap-1\"").unwrap();
+        assert_eq!(serde_json::to_string(&stored).unwrap(), "\"cap-1\"");
+        let refused = serde_json::from_str::<ProfileId>("\"a b\"").unwrap_err();
+        assert!(
+            refused.to_string().contains("use only letters"),
+            "{refused}"
+        );
     }
 
     #[test]

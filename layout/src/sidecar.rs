@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use crate::{ClockFit, RankCoords};
+use crate::{ClockFit, RankCoords, ServerKind};
 
 /// The `format` value of a sidecar this version writes.
 pub const SIDECAR_FORMAT: &str = "rankline.rank/v1";
@@ -19,8 +19,7 @@ pub struct RankIdentity {
     #[serde(flatten)]
     pub coords: RankCoords,
     pub server_url: String,
-    /// `sglang-jax` or `sglang`.
-    pub server_kind: String,
+    pub server_kind: ServerKind,
     pub trigger: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_rank: Option<u32>,
@@ -118,7 +117,7 @@ mod tests {
                 host: "h".into(),
                 coords: RankCoords::unified(0, 0),
                 server_url: "http://127.0.0.1:30000".into(),
-                server_kind: "sglang-jax".into(),
+                server_kind: ServerKind::SglangJax,
                 trigger: true,
                 node_rank: None,
                 labels: BTreeMap::new(),

@@ -21,8 +21,9 @@ use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use rankline_layout::{
-    ClockFit, FileKind, FileRecord, Manifest, ManifestRank, RankCoords, RankIdentity, RankKey,
-    RankObjects, Sidecar, TimeBase, TimeBaseSource, MANIFEST_FORMAT, SIDECAR_FORMAT,
+    CaptureStatus, ClockFit, FileKind, FileRecord, Manifest, ManifestRank, RankCoords,
+    RankIdentity, RankKey, RankObjects, RankStatus, ServerKind, SettingsRecord, Sidecar, TimeBase,
+    TimeBaseSource, MANIFEST_FORMAT, MANIFEST_NAME, SIDECAR_FORMAT,
 };
 use rankline_simserver::synthetic::{write_jax_rank, SyntheticRank};
 
@@ -67,7 +68,7 @@ fn main() -> Result<(), Error> {
             host: host.clone(),
             coords,
             server_url: format!("http://{host}:30000"),
-            server_kind: "sglang-jax".into(),
+            server_kind: ServerKind::SglangJax,
             trigger: rank == 0,
             node_rank: Some(rank),
             labels: Default::default(),
@@ -123,7 +124,7 @@ fn main() -> Result<(), Error> {
         )?;
         manifest_ranks.push(ManifestRank {
             identity,
-            status: "ok".into(),
+            status: RankStatus::Ok,
             reason: None,
             objects: RankObjects {
                 trace: Some(key.trace()),
@@ -144,18 +145,21 @@ fn main() -> Result<(), Error> {
     let manifest = Manifest {
         format: MANIFEST_FORMAT.into(),
         profile_id: PROFILE_ID.into(),
-        status: "complete".into(),
+        status: CaptureStatus::Complete,
         reason: None,
         storage_url: root.display().to_string(),
         created_unix_ns: now,
         start_at_unix_ns: start_at,
         finished_unix_ns: start_at + 12_000_000_000,
-        settings: serde_json::json!({ "num_steps": events / 1000 }),
+        settings: Some(SettingsRecord {
+            num_steps: u32::try_from(events / 1000).ok(),
+            ..Default::default()
+        }),
         ranks: manifest_ranks,
         audit: Vec::new(),
     };
     fs::write(
-        capture.join("manifest.json"),
+        capture.join(MANIFEST_NAME),
         serde_json::to_vec_pretty(&manifest)?,
     )?;
     fs::remove_dir_all(&spool)?;

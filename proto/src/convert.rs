@@ -7,9 +7,8 @@ use crate::{
     AgentIdentity, AuditEntry, CaptureSettings, CaptureStatus, CaptureSummary, RankResult,
     RankState, Role, ServerKind, StoredObject,
 };
+use rankline_layout::{self as layout, manifest_key, ObjectKind, SettingsRecord, MANIFEST_FORMAT};
 use rankline_layout::{Manifest, ManifestRank, RankIdentity, RankObjects};
-use rankline_layout::{MANIFEST_FORMAT, MANIFEST_NAME};
-use serde_json::{json, Map, Value};
 
 /// A short name for people: `prefill-0 TP-1-EP-0`.
 pub fn rank_name(identity: &AgentIdentity) -> String {
@@ -29,22 +28,113 @@ pub fn default_agent_id(identity: &AgentIdentity) -> String {
     )
 }
 
-/// `sglang-jax` or `sglang`, as sidecars and manifests spell it.
-pub fn server_kind_word(kind: ServerKind) -> &'static str {
-    match kind {
-        ServerKind::SglangJax => "sglang-jax",
-        ServerKind::Sglang => "sglang",
-        ServerKind::Vllm => "vllm",
-        ServerKind::Unspecified => "unknown",
+impl From<ServerKind> for layout::ServerKind {
+    fn from(kind: ServerKind) -> Self {
+        match kind {
+            ServerKind::SglangJax => layout::ServerKind::SglangJax,
+            ServerKind::Sglang => layout::ServerKind::Sglang,
+            ServerKind::Vllm => layout::ServerKind::Vllm,
+            ServerKind::Unspecified => layout::ServerKind::Unknown,
+        }
     }
 }
 
-fn server_kind_from_word(word: &str) -> ServerKind {
-    match word {
-        "sglang-jax" => ServerKind::SglangJax,
-        "sglang" => ServerKind::Sglang,
-        "vllm" => ServerKind::Vllm,
-        _ => ServerKind::Unspecified,
+impl From<layout::ServerKind> for ServerKind {
+    fn from(kind: layout::ServerKind) -> Self {
+        match kind {
+            layout::ServerKind::SglangJax => ServerKind::SglangJax,
+            layout::ServerKind::Sglang => ServerKind::Sglang,
+            layout::ServerKind::Vllm => ServerKind::Vllm,
+            layout::ServerKind::Unknown => ServerKind::Unspecified,
+        }
+    }
+}
+
+impl ServerKind {
+    /// The word sidecars, manifests and people use (`unknown` when unset).
+    pub fn word(self) -> &'static str {
+        layout::ServerKind::from(self).word()
+    }
+}
+
+impl From<layout::RankStatus> for RankState {
+    fn from(status: layout::RankStatus) -> Self {
+        match status {
+            layout::RankStatus::Ok => RankState::Ok,
+            layout::RankStatus::Failed => RankState::Failed,
+            layout::RankStatus::Lost => RankState::Lost,
+        }
+    }
+}
+
+impl RankState {
+    /// How the manifest records a rank in this state: a manifest is written
+    /// once every rank is final, so a rank still in flight can only have
+    /// failed to finish.
+    pub fn stored_status(self) -> layout::RankStatus {
+        match self {
+            RankState::Ok => layout::RankStatus::Ok,
+            RankState::Lost => layout::RankStatus::Lost,
+            _ => layout::RankStatus::Failed,
+        }
+    }
+}
+
+impl From<layout::CaptureStatus> for CaptureStatus {
+    fn from(status: layout::CaptureStatus) -> Self {
+        match status {
+            layout::CaptureStatus::Complete => CaptureStatus::Complete,
+            layout::CaptureStatus::Partial => CaptureStatus::Partial,
+            layout::CaptureStatus::Failed => CaptureStatus::Failed,
+        }
+    }
+}
+
+impl CaptureStatus {
+    /// How the manifest records a capture with this status (see
+    /// [`RankState::stored_status`]).
+    pub fn stored_status(self) -> layout::CaptureStatus {
+        match self {
+            CaptureStatus::Complete => layout::CaptureStatus::Complete,
+            CaptureStatus::Partial => layout::CaptureStatus::Partial,
+            _ => layout::CaptureStatus::Failed,
+        }
+    }
+}
+
+impl From<&CaptureSettings> for SettingsRecord {
+    fn from(settings: &CaptureSettings) -> Self {
+        SettingsRecord {
+            duration_ms: settings.duration_ms,
+            host_tracer_level: settings.host_tracer_level,
+            num_steps: settings.num_steps,
+            python_tracer_level: settings.python_tracer_level,
+            server_args: settings
+                .server_args
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            start_step: settings.start_step,
+            timeout_ms: (settings.timeout_ms > 0).then_some(settings.timeout_ms),
+        }
+    }
+}
+
+impl From<&SettingsRecord> for CaptureSettings {
+    fn from(record: &SettingsRecord) -> Self {
+        CaptureSettings {
+            num_steps: record.num_steps,
+            duration_ms: record.duration_ms,
+            start_step: record.start_step,
+            host_tracer_level: record.host_tracer_level,
+            python_tracer_level: record.python_tracer_level,
+            server_args: record
+                .server_args
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            timeout_ms: record.timeout_ms.unwrap_or(0),
+        }
     }
 }
 
@@ -55,7 +145,7 @@ pub fn rank_identity(identity: &AgentIdentity) -> RankIdentity {
         host: identity.host.clone(),
         coords: identity.rank_coords(),
         server_url: identity.server_url.clone(),
-        server_kind: server_kind_word(identity.server_kind()).to_string(),
+        server_kind: identity.server_kind().into(),
         trigger: identity.trigger,
         node_rank: identity.node_rank,
         labels: identity
@@ -87,7 +177,7 @@ pub fn agent_identity(rank: &RankIdentity) -> AgentIdentity {
         ..Default::default()
     };
     identity.set_role(Role::from_word(&rank.coords.role).unwrap_or(Role::Unspecified));
-    identity.set_server_kind(server_kind_from_word(&rank.server_kind));
+    identity.set_server_kind(rank.server_kind.into());
     identity
 }
 
@@ -96,14 +186,13 @@ pub fn agent_identity(rank: &RankIdentity) -> AgentIdentity {
 pub fn rank_objects(objects: &[StoredObject]) -> RankObjects {
     let mut slots = RankObjects::default();
     for object in objects {
-        let key = Some(object.key.clone());
-        if object.key.ends_with(".trace.json.gz") {
-            slots.trace = key;
-        } else if object.key.ends_with(".xplane.pb") {
-            slots.xplane = key;
-        } else if object.key.ends_with(".meta.json") {
-            slots.meta = key;
-        }
+        let slot = match ObjectKind::of_key(&object.key) {
+            Some(ObjectKind::Trace) => &mut slots.trace,
+            Some(ObjectKind::Xplane) => &mut slots.xplane,
+            Some(ObjectKind::Sidecar) => &mut slots.meta,
+            None => continue,
+        };
+        *slot = Some(object.key.clone());
     }
     slots
 }
@@ -117,64 +206,6 @@ fn objects_from_slots(slots: &RankObjects) -> Vec<StoredObject> {
             ..Default::default()
         })
         .collect()
-}
-
-/// The settings as the manifest records them (only the fields that were set).
-pub fn settings_json(settings: &CaptureSettings) -> Value {
-    let mut fields = Map::new();
-    let mut put = |name: &str, value: Option<Value>| {
-        if let Some(value) = value {
-            fields.insert(name.to_string(), value);
-        }
-    };
-    put("num_steps", settings.num_steps.map(Value::from));
-    put("duration_ms", settings.duration_ms.map(Value::from));
-    put("start_step", settings.start_step.map(Value::from));
-    put(
-        "host_tracer_level",
-        settings.host_tracer_level.map(Value::from),
-    );
-    put(
-        "python_tracer_level",
-        settings.python_tracer_level.map(Value::from),
-    );
-    put(
-        "server_args",
-        (!settings.server_args.is_empty()).then(|| json!(settings.server_args)),
-    );
-    put(
-        "timeout_ms",
-        (settings.timeout_ms > 0).then_some(Value::from(settings.timeout_ms)),
-    );
-    Value::Object(fields)
-}
-
-/// The settings back from their manifest form.
-pub fn settings_from_json(value: &Value) -> CaptureSettings {
-    let number = |name: &str| value.get(name).and_then(Value::as_u64);
-    let small = |name: &str| number(name).and_then(|n| u32::try_from(n).ok());
-    CaptureSettings {
-        num_steps: small("num_steps"),
-        duration_ms: number("duration_ms"),
-        start_step: small("start_step"),
-        host_tracer_level: small("host_tracer_level"),
-        python_tracer_level: small("python_tracer_level"),
-        server_args: value
-            .get("server_args")
-            .and_then(Value::as_object)
-            .map(|args| {
-                args.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        timeout_ms: number("timeout_ms").unwrap_or(0),
-    }
-}
-
-/// The key of a capture's manifest: `<profile_id>/manifest.json`.
-pub fn manifest_key(profile_id: &str) -> String {
-    format!("{profile_id}/{MANIFEST_NAME}")
 }
 
 /// A capture's status from its ranks: every rank ok → complete, some →
@@ -197,23 +228,19 @@ pub fn manifest_from_summary(summary: &CaptureSummary, start_at_unix_ns: i64) ->
     Manifest {
         format: MANIFEST_FORMAT.to_string(),
         profile_id: summary.profile_id.clone(),
-        status: summary.status().word().to_string(),
+        status: summary.status().stored_status(),
         reason: (!summary.failure.is_empty()).then(|| summary.failure.clone()),
         storage_url: summary.storage_url.clone(),
         created_unix_ns: summary.created_unix_ns,
         start_at_unix_ns,
         finished_unix_ns: summary.finished_unix_ns,
-        settings: summary
-            .settings
-            .as_ref()
-            .map(settings_json)
-            .unwrap_or_default(),
+        settings: summary.settings.as_ref().map(SettingsRecord::from),
         ranks: summary
             .ranks
             .iter()
             .map(|rank| ManifestRank {
                 identity: rank_identity(rank.agent.as_ref().unwrap_or(&AgentIdentity::default())),
-                status: rank.state().word().to_string(),
+                status: rank.state().stored_status(),
                 reason: (!rank.detail.is_empty() && rank.state() != RankState::Ok)
                     .then(|| rank.detail.clone()),
                 objects: rank_objects(&rank.objects),
@@ -257,11 +284,7 @@ pub fn summary_from_manifest(manifest: &Manifest) -> CaptureSummary {
                     objects: objects_from_slots(&rank.objects),
                     ..Default::default()
                 };
-                result.set_state(match rank.status.as_str() {
-                    "ok" => RankState::Ok,
-                    "lost" => RankState::Lost,
-                    _ => RankState::Failed,
-                });
+                result.set_state(rank.status.into());
                 result
             })
             .collect(),
@@ -269,16 +292,18 @@ pub fn summary_from_manifest(manifest: &Manifest) -> CaptureSummary {
         manifest_key: manifest_key(&manifest.profile_id),
         created_unix_ns: manifest.created_unix_ns,
         finished_unix_ns: manifest.finished_unix_ns,
-        settings: Some(settings_from_json(&manifest.settings)),
+        settings: Some(
+            manifest
+                .settings
+                .as_ref()
+                .map(CaptureSettings::from)
+                .unwrap_or_default(),
+        ),
         audit: manifest.audit.iter().map(audit_entry).collect(),
         failure: manifest.reason.clone().unwrap_or_default(),
         ..Default::default()
     };
-    summary.set_status(match manifest.status.as_str() {
-        "complete" => CaptureStatus::Complete,
-        "partial" => CaptureStatus::Partial,
-        _ => CaptureStatus::Failed,
-    });
+    summary.set_status(manifest.status.into());
     summary
 }
 
@@ -363,7 +388,7 @@ mod tests {
             manifest.reason.as_deref(),
             Some("workload failed: HTTP 400")
         );
-        assert_eq!(manifest.ranks[1].status, "lost");
+        assert_eq!(manifest.ranks[1].status, layout::RankStatus::Lost);
         assert_eq!(
             manifest.ranks[1].reason.as_deref(),
             Some("no heartbeat for 5s")
@@ -372,7 +397,10 @@ mod tests {
             manifest.ranks[0].objects.meta.as_deref(),
             Some("c/prefill-1/c-TP-2-DP-1-EP-0.meta.json")
         );
-        assert_eq!(manifest.settings, json!({"num_steps": 5, "timeout_ms": 9}));
+        assert_eq!(
+            serde_json::to_value(&manifest.settings).unwrap(),
+            serde_json::json!({"num_steps": 5, "timeout_ms": 9})
+        );
         assert_eq!(summary_from_manifest(&manifest), summary);
     }
 }

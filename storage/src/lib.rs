@@ -8,6 +8,7 @@
 //! never sits in an agent's memory.
 
 mod backoff;
+mod capture;
 mod open;
 mod transfer;
 
@@ -41,6 +42,13 @@ pub enum StorageError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("{key:?} in {url}: {source}")]
+    Document {
+        key: String,
+        url: String,
+        #[source]
+        source: Box<rankline_layout::DocumentError>,
     },
     #[error("object {key:?} in {url} has {stored} bytes after upload, expected {expected}")]
     SizeMismatch {
@@ -76,7 +84,8 @@ impl StorageError {
         match self {
             StorageError::InvalidUrl { .. }
             | StorageError::InvalidKey { .. }
-            | StorageError::Io { .. } => false,
+            | StorageError::Io { .. }
+            | StorageError::Document { .. } => false,
             StorageError::SizeMismatch { .. } | StorageError::ChecksumMismatch { .. } => true,
             StorageError::Backend { source, .. } => !matches!(
                 **source,

@@ -382,7 +382,7 @@ fn an_agent_that_dies_mid_capture_is_marked_lost_and_the_capture_ends() {
             .ranks
             .iter()
             .find(|r| r.identity.coords.tp_rank == tp)
-            .map(|r| r.status.clone())
+            .map(|r| r.status)
             .unwrap()
     };
     assert_eq!(status(0), "ok");

@@ -48,11 +48,11 @@ pub enum ExportError {
         #[source]
         source: ProfileIdError,
     },
-    #[error("{url}/manifest.json is not a rankline capture manifest: {source}")]
+    #[error("{url}/manifest.json: {source}")]
     BadManifest {
         url: String,
         #[source]
-        source: serde_json::Error,
+        source: rankline_layout::DocumentError,
     },
     #[error("capture {capture} has no .xplane.pb to export ({why})")]
     NoXplanes { capture: String, why: String },

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rankline_layout::validate_profile_id;
+use rankline_layout::ProfileId;
 use rankline_storage::Storage;
 
 use crate::ExportError;
@@ -55,7 +55,7 @@ impl CaptureLocation {
                 return Ok(CaptureLocation::new(Storage::open(&url)?, ""));
             }
         }
-        validate_profile_id(capture).map_err(|source| ExportError::BadCaptureId {
+        ProfileId::parse(capture).map_err(|source| ExportError::BadCaptureId {
             capture: capture.to_string(),
             source,
         })?;

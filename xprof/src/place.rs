@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use rankline_layout::ClockFit;
+use rankline_layout::{ClockFit, XPLANE_SUFFIX};
 use sha2::{Digest, Sha256};
 
 use crate::plan::PlannedHost;
@@ -21,7 +21,7 @@ pub(crate) async fn place(
     host: &PlannedHost,
     run_dir: &Path,
 ) -> Result<ExportedHost, FailedHost> {
-    let dest = run_dir.join(format!("{}.xplane.pb", host.host));
+    let dest = run_dir.join(format!("{}{XPLANE_SUFFIX}", host.host));
     let fail = |reason: String| FailedHost {
         host: host.host.clone(),
         rank: host.rank.clone(),

@@ -6,17 +6,17 @@ use std::collections::{BTreeSet, HashMap};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use rankline_layout::{
-    parse_rank_file_name, ClockFit, FileKind, Manifest, ManifestRank, RankCoords, Sidecar,
-    MANIFEST_NAME,
+    parse_rank_file_name, read_manifest, ClockFit, FileKind, Manifest, ManifestRank, RankCoords,
+    RankStatus, ServerKind, Sidecar, MANIFEST_NAME, SIDECAR_SUFFIX, XPLANE_SUFFIX,
 };
+
+use rankline_storage::StorageError;
 
 use crate::summary::{FailedHost, SkippedRank};
 use crate::{CaptureLocation, ExportError};
 
 /// Small objects (sidecars, sizes) fetched at once.
 const FETCH_IN_PARALLEL: usize = 8;
-const XPLANE_SUFFIX: &str = ".xplane.pb";
-const SIDECAR_SUFFIX: &str = ".meta.json";
 
 /// The capture as far as the export is concerned.
 pub(crate) struct Plan {
@@ -83,11 +83,10 @@ pub(crate) async fn read(location: &CaptureLocation) -> Result<Plan, ExportError
     let storage = location.storage();
     match storage.get_bytes(&location.key(MANIFEST_NAME)).await {
         Ok(bytes) => {
-            let manifest: Manifest =
-                serde_json::from_slice(&bytes).map_err(|source| ExportError::BadManifest {
-                    url: location.url(),
-                    source,
-                })?;
+            let manifest = read_manifest(&bytes).map_err(|source| ExportError::BadManifest {
+                url: location.url(),
+                source,
+            })?;
             from_manifest(location, &manifest).await
         }
         Err(e) if e.is_not_found() => from_listing(location).await,
@@ -112,7 +111,7 @@ async fn from_manifest(
     let mut wanted = Vec::new();
     for rank in ranks {
         let label = rank.identity.coords.display_name();
-        if rank.status != "ok" {
+        if rank.status != RankStatus::Ok {
             let why = rank.reason.as_deref().map(|r| format!(": {r}"));
             plan.skipped.push(SkippedRank {
                 rank: label,
@@ -123,7 +122,7 @@ async fn from_manifest(
         } else {
             plan.skipped.push(SkippedRank {
                 rank: label,
-                reason: no_xplane_reason(&rank.identity.server_kind),
+                reason: no_xplane_reason(rank.identity.server_kind),
             });
         }
     }
@@ -239,7 +238,7 @@ async fn from_listing(location: &CaptureLocation) -> Result<Plan, ExportError> {
         let Some(key) = key.or(recorded) else {
             plan.skipped.push(SkippedRank {
                 rank: identity.coords.display_name(),
-                reason: no_xplane_reason(&identity.server_kind),
+                reason: no_xplane_reason(identity.server_kind),
             });
             continue;
         };
@@ -321,18 +320,18 @@ type SidecarRead = Result<Option<Sidecar>, String>;
 /// A sidecar, or a warning saying why it is not usable (the export goes
 /// on without it: no sha256 check, no clock offset for that rank).
 async fn read_sidecar(location: &CaptureLocation, key: &str) -> SidecarRead {
-    let bytes = match location.storage().get_bytes(key).await {
-        Ok(bytes) => bytes,
-        Err(e) if e.is_not_found() => return Ok(None),
-        Err(e) => return Err(format!("cannot read the sidecar: {e}")),
-    };
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-        format!("{key} is not a rankline sidecar ({e}); its rank is exported unchecked")
-    })
+    match location.storage().read_sidecar(key).await {
+        Ok(sidecar) => Ok(Some(sidecar)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e @ StorageError::Document { .. }) => {
+            Err(format!("{e}; its rank is exported unchecked"))
+        }
+        Err(e) => Err(format!("cannot read the sidecar: {e}")),
+    }
 }
 
-fn no_xplane_reason(server_kind: &str) -> String {
-    if server_kind == "sglang" {
+fn no_xplane_reason(server_kind: ServerKind) -> String {
+    if server_kind == ServerKind::Sglang {
         "an SGLang (PyTorch/Kineto) rank: it writes a trace.json.gz only, which XProf cannot open"
             .into()
     } else {

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use rankline_layout::{ClockFit, RankCoords};
+use rankline_layout::{ClockFit, RankCoords, XPLANE_SUFFIX};
 use serde::Serialize;
 
 use crate::plan::Plan;
@@ -174,7 +174,7 @@ impl ExportSummary {
         let mut others: Vec<String> = entries
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|name| name.ends_with(".xplane.pb"))
+            .filter(|name| name.ends_with(XPLANE_SUFFIX))
             .filter(|name| !self.hosts.iter().any(|h| h.path.ends_with(name)))
             .collect();
         if !others.is_empty() {

@@ -9,21 +9,18 @@ use anyhow::Context;
 use rankline_agent::{AgentConfig, KindChoice, ModeChoice, RankChoice, Retention, Timing};
 use rankline_proto::Role;
 
-use super::security::{server_api_key, ClientSecurityArgs};
+use rankline_proto::security::{read_secret_file, Secret};
+
+use crate::args::CoordinatorArg;
+use crate::signals::shutdown_requested;
+
+/// The variable the server API key can come in, when no file is given.
+const SERVER_KEY_VARIABLE: &str = "RANKLINE_SERVER_API_KEY";
 
 /// Run an agent beside one server process.
 #[derive(Debug, clap::Args)]
 #[command(after_help = AFTER_HELP)]
 pub struct Args {
-    /// The coordinator's gRPC address.
-    #[arg(
-        long,
-        env = "RANKLINE_COORDINATOR",
-        value_name = "URL",
-        default_value = rankline_agent::DEFAULT_COORDINATOR_URL
-    )]
-    coordinator: String,
-
     /// Base URL of the local server's HTTP API (sglang-jax or SGLang).
     #[arg(
         long,
@@ -151,8 +148,9 @@ pub struct Args {
     #[arg(long, env = "RANKLINE_SERVER_API_KEY_FILE", value_name = "PATH")]
     server_api_key_file: Option<PathBuf>,
 
+    // Last: its security flags open their own help section.
     #[command(flatten)]
-    security: ClientSecurityArgs,
+    coordinator: CoordinatorArg,
 }
 
 const AFTER_HELP: &str = "\
@@ -243,10 +241,10 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
 
 impl Args {
     fn into_config(self) -> anyhow::Result<AgentConfig> {
-        let coordinator_security = self.security.security()?;
+        let coordinator_security = self.coordinator.security.security()?;
         let server_api_key = server_api_key(self.server_api_key_file.as_ref())?;
         Ok(AgentConfig {
-            coordinator_url: self.coordinator,
+            coordinator_url: self.coordinator.coordinator,
             server_url: self.server,
             host: self.host,
             role: self.role.map(|role| match role {
@@ -295,30 +293,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .max_blocking_threads(4)
         .build()
         .context("cannot start the agent's runtime")?;
-    runtime.block_on(rankline_agent::run_ranks(config, ranks, shutdown_signal()))?;
+    runtime.block_on(rankline_agent::run_ranks(
+        config,
+        ranks,
+        shutdown_requested(),
+    ))?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM (systemd, Kubernetes).
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+/// The agent's key for the server's HTTP API: `--server-api-key-file`, else
+/// the RANKLINE_SERVER_API_KEY variable.
+fn server_api_key(file: Option<&PathBuf>) -> anyhow::Result<Option<Secret>> {
+    if let Some(path) = file {
+        let key = read_secret_file(path, "server API key file").context("--server-api-key-file")?;
+        return Ok(Some(Secret::new(key)));
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+    match std::env::var(SERVER_KEY_VARIABLE) {
+        Ok(key) if !key.trim().is_empty() => Ok(Some(Secret::new(key.trim()))),
+        _ => Ok(None),
     }
 }
 

@@ -10,6 +10,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use rankline_coordinator::{Coordinator, CoordinatorConfig, Security, ServerTls, TokenTable};
 
+use crate::args::TlsIdentityArgs;
+use crate::signals::shutdown_requested;
+
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Prints `listening on http://ADDR` (https:// with --tls-cert) on stdout once \
@@ -55,26 +58,8 @@ pub struct Args {
     )]
     token_file: Option<PathBuf>,
 
-    /// This coordinator's TLS certificate chain (PEM); clients then use
-    /// https:// (with --tls-ca).
-    #[arg(
-        long,
-        env = "RANKLINE_TLS_CERT",
-        value_name = "PEM",
-        requires = "tls_key",
-        help_heading = "Security"
-    )]
-    tls_cert: Option<PathBuf>,
-
-    /// The private key (PEM, not world-readable) of --tls-cert.
-    #[arg(
-        long,
-        env = "RANKLINE_TLS_KEY",
-        value_name = "PEM",
-        requires = "tls_cert",
-        help_heading = "Security"
-    )]
-    tls_key: Option<PathBuf>,
+    #[command(flatten, next_help_heading = "Security")]
+    identity: TlsIdentityArgs,
 
     /// Mutual TLS: agents must present a certificate signed by this CA
     /// (PEM) whose CN or a SAN is the agent id they claim. Without
@@ -98,12 +83,12 @@ impl Args {
             .map(TokenTable::load)
             .transpose()
             .context("--token-file")?;
-        let tls = match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => Some(
+        let tls = match self.identity.pair() {
+            Some((cert, key)) => Some(
                 ServerTls::load(cert, key, self.tls_client_ca.as_deref())
                     .context("--tls-cert / --tls-key / --tls-client-ca")?,
             ),
-            _ => None,
+            None => None,
         };
         Ok(Security {
             tokens: tokens.map(Arc::new),
@@ -146,28 +131,6 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout();
     writeln!(stdout, "listening on {scheme}://{address}")?;
     stdout.flush()?;
-    coordinator.serve(listener, stop_requested()).await?;
+    coordinator.serve(listener, shutdown_requested()).await?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Resolves on Ctrl-C, or on SIGTERM where there is one (systemd, Kubernetes).
-async fn stop_requested() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    () = interrupt => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => interrupt.await,
-        }
-    }
-    #[cfg(not(unix))]
-    interrupt.await;
 }

@@ -20,7 +20,8 @@ use tokio::sync::watch;
 /// How long the demo waits for its coordinator to save its records.
 const COORDINATOR_STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
-use super::capture::{start_and_follow, CoordinatorArg, Outcome};
+use super::capture::{start_and_follow, Outcome};
+use crate::args::CoordinatorArg;
 
 #[derive(Debug, clap::Args)]
 #[command(

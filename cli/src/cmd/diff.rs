@@ -49,7 +49,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let compared = diff::compare(&a, &b, args.threshold);
     std::fs::write(&args.output, diff::render(&compared, &args.a, &args.b))
         .with_context(|| format!("cannot write {}", args.output.display()))?;
-    super::print_summary(args.json, &compared, || compared.render_text())?;
+    crate::output::print_summary(args.json, &compared, || compared.render_text())?;
     eprintln!("diff written to {}", args.output.display());
     Ok(ExitCode::SUCCESS)
 }

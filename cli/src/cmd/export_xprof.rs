@@ -56,15 +56,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let summary = super::runtime()?
         .block_on(export(&location, &options, &show_progress))
         .with_context(|| format!("exporting {} for XProf", location.url()))?;
-    super::print_summary(args.json, &summary, || summary.render())?;
+    crate::output::print_summary(args.json, &summary, || summary.render())?;
     if summary.hosts.is_empty() {
         anyhow::bail!("no xplane could be exported (see above)");
     }
-    Ok(if summary.complete() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(crate::exit::ok_or_failed(summary.complete()))
 }
 
 fn show_progress(progress: Progress<'_>) {

@@ -157,14 +157,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // exit 1, not the 2 of a merge that could not be done.
         Err(error @ MergeError::WindowSelectsNothing(_)) => {
             eprintln!("error: {error}");
-            return Ok(ExitCode::from(1));
+            return Ok(ExitCode::from(crate::exit::FAILED));
         }
         result => result?,
     };
-    super::print_summary(args.json, &summary, || summary.render())?;
-    Ok(if summary.complete() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    crate::output::print_summary(args.json, &summary, || summary.render())?;
+    Ok(crate::exit::ok_or_failed(summary.complete()))
 }

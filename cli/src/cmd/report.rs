@@ -100,7 +100,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     eprintln!("reading {} ...", args.inputs.join(" "));
     let report = args.reading.report(args.inputs)?;
     write_report(&report, &args.output)?;
-    super::print_summary(args.json, &report, || report.render_text())?;
+    crate::output::print_summary(args.json, &report, || report.render_text())?;
     eprintln!("report written to {}", args.output.display());
     Ok(ExitCode::SUCCESS)
 }

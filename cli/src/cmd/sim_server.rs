@@ -275,23 +275,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         writeln!(stdout, "listening on http://{}", server.http_addr())?;
         stdout.flush()?;
         drop(stdout);
-        server.run(termination()).await?;
+        server.run(crate::signals::shutdown_requested()).await?;
         Ok(ExitCode::SUCCESS)
     })
-}
-
-/// Completes on SIGTERM or ctrl-c.
-async fn termination() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -3,8 +3,8 @@
 
 use crate::support;
 
+use rankline_layout::manifest_key;
 use rankline_layout::{RankKey, MANIFEST_FORMAT};
-use rankline_proto::convert::manifest_key;
 use rankline_proto::{
     capture_event, coordinator_message, CaptureSettings, CaptureStatus, FailRequest,
     ListAgentsRequest, ListCapturesRequest, RankState, Role, StopRequest,

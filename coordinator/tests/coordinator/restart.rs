@@ -4,8 +4,8 @@
 
 use crate::support;
 
+use rankline_layout::manifest_key;
 use rankline_layout::RankKey;
-use rankline_proto::convert::manifest_key;
 use rankline_proto::{
     capture_event, coordinator_message, CaptureSettings, CaptureStatus, ListCapturesRequest,
     RankState, Role,
@@ -112,10 +112,14 @@ async fn a_capture_started_before_a_restart_completes_after_it() {
     assert_eq!(manifest.status, "complete");
     assert_eq!(manifest.start_at_unix_ns, start.start_at_unix_ns);
     assert_eq!(manifest.created_unix_ns, before.created_unix_ns);
-    assert_eq!(manifest.settings["num_steps"], 3);
+    let settings = manifest
+        .settings
+        .clone()
+        .expect("the manifest records the settings");
+    assert_eq!(settings.num_steps, Some(3));
     assert_eq!(
-        manifest.settings["timeout_ms"],
-        start.settings.unwrap().timeout_ms,
+        settings.timeout_ms,
+        Some(start.settings.unwrap().timeout_ms),
         "the deadline the agents were given is kept"
     );
     for (rank, who) in manifest.ranks.iter().zip([&first, &second]) {

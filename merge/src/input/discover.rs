@@ -8,8 +8,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use rankline_layout::{
-    parse_rank_file_name, FileKind, Manifest, RankCoords, Sidecar, TimeBaseSource, MANIFEST_NAME,
-    WORKLOAD_NAME,
+    parse_rank_file_name, read_manifest, FileKind, RankCoords, RankStatus, Sidecar, TimeBaseSource,
+    MANIFEST_NAME, SIDECAR_SUFFIX, TRACE_SUFFIX, WORKLOAD_NAME, XPLANE_SUFFIX,
 };
 use tracing::debug;
 
@@ -18,9 +18,8 @@ use crate::input::rank::{Location, NamedBy, RankInput, RankName, REQUESTS_ROLE};
 use crate::input::remote::{self, Fetched};
 use crate::options::Filters;
 
-const TRACE_SUFFIXES: [&str; 4] = [".trace.json.gz", ".trace.json", ".json.gz", ".json"];
-const SIDECAR_SUFFIX: &str = ".meta.json";
-const XPLANE_SUFFIX: &str = ".xplane.pb";
+/// What a trace given as input may be called: as stored, or as a server left it.
+const TRACE_SUFFIXES: [&str; 4] = [TRACE_SUFFIX, ".trace.json", ".json.gz", ".json"];
 /// JAX writes this beside `<host>.trace.json.gz` with `create_perfetto_trace`:
 /// the same events again.
 const JAX_PERFETTO_COPY: &str = "perfetto_trace.json.gz";
@@ -186,7 +185,7 @@ fn file_stem(name: &str) -> &str {
 
 /// The Chrome JSON trace named `<stem>.trace.json[.gz]` in `dir`, if any.
 fn trace_beside(dir: &Path, stem: &str) -> Option<PathBuf> {
-    [".trace.json.gz", ".trace.json"]
+    [TRACE_SUFFIX, ".trace.json"]
         .iter()
         .map(|suffix| dir.join(format!("{stem}{suffix}")))
         .find(|p| p.is_file())
@@ -312,10 +311,10 @@ fn discover_jax_log_dir(
 fn discover_capture(input: &str, dir: &Path, found: &mut Discovery) -> Result<(), InputError> {
     let manifest_path = dir.join(MANIFEST_NAME);
     let bytes = fs::read(&manifest_path).map_err(|e| io_problem(input, e))?;
-    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
+    let manifest = read_manifest(&bytes).map_err(|e| {
         InputError::new(
             manifest_path.display().to_string(),
-            InputProblem::Layout(format!("not a rankline capture manifest: {e}")),
+            InputProblem::Layout(e.to_string()),
         )
     })?;
     found.capture_start_ns = Some(match found.capture_start_ns {
@@ -328,7 +327,7 @@ fn discover_capture(input: &str, dir: &Path, found: &mut Discovery) -> Result<()
             stage: None,
             host: Some(rank.identity.host.clone()),
         };
-        if rank.status != "ok" {
+        if rank.status != RankStatus::Ok {
             found.missing.push(MissingRank {
                 rank: name.label(),
                 reason: format!(
@@ -473,10 +472,10 @@ fn resolve_key(capture_dir: &Path, profile_id: &str, key: &str) -> PathBuf {
 
 fn read_sidecar(path: &Path) -> Result<Sidecar, InputError> {
     let bytes = fs::read(path).map_err(|e| io_problem(&path.display().to_string(), e))?;
-    serde_json::from_slice(&bytes).map_err(|e| {
+    rankline_layout::read_sidecar(&bytes).map_err(|e| {
         InputError::new(
             path.display().to_string(),
-            InputProblem::Layout(format!("not a rankline sidecar: {e}")),
+            InputProblem::Layout(e.to_string()),
         )
     })
 }
@@ -626,6 +625,24 @@ mod tests {
         name_unnamed_ranks(&mut ranks);
         let tps: Vec<u32> = ranks.iter().map(|r| r.name.coords.tp_rank).collect();
         assert_eq!(tps, [0, 1, 2]);
+    }
+
+    #[test]
+    fn a_manifest_of_a_newer_format_says_to_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join(MANIFEST_NAME),
+            br#"{"format":"rankline.capture/v2","ranks":{}}"#,
+        )
+        .unwrap();
+        let input = dir.path().display().to_string();
+        let found = discover(&[input], &Filters::default(), false);
+        assert!(found.ranks.is_empty());
+        let error = found.unusable[0].to_string();
+        assert!(
+            error.contains("rankline.capture/v2") && error.contains("upgrade rankline"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -13,7 +13,10 @@
 use std::path::{Path, PathBuf};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
-use rankline_layout::{FileKind, Manifest, Sidecar, TimeBaseSource, MANIFEST_NAME, WORKLOAD_NAME};
+use rankline_layout::{
+    read_manifest, read_sidecar, FileKind, Manifest, RankStatus, TimeBaseSource, MANIFEST_NAME,
+    SIDECAR_SUFFIX, TRACE_SUFFIX, WORKLOAD_NAME, XPLANE_SUFFIX,
+};
 use rankline_storage::{Storage, StorageError};
 
 use crate::error::{InputError, InputProblem};
@@ -137,11 +140,8 @@ async fn fetch_into(
 ) -> Result<Vec<String>, FetchError> {
     match storage.get_bytes(MANIFEST_NAME).await {
         Ok(bytes) => {
-            let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
-                FetchError::Layout(format!(
-                    "{MANIFEST_NAME} is not a rankline capture manifest: {e}"
-                ))
-            })?;
+            let manifest = read_manifest(&bytes)
+                .map_err(|e| FetchError::Layout(format!("{MANIFEST_NAME}: {e}")))?;
             std::fs::write(local.join(MANIFEST_NAME), &bytes).map_err(io_layout)?;
             fetch_capture(storage, local, &manifest, filters, xplanes).await
         }
@@ -168,7 +168,7 @@ async fn fetch_capture(
     let ranks: Vec<_> = manifest
         .ranks
         .iter()
-        .filter(|r| r.status == "ok" && filters.selects(&r.identity.coords))
+        .filter(|r| r.status == RankStatus::Ok && filters.selects(&r.identity.coords))
         .collect();
     let sidecars: Vec<String> = ranks
         .iter()
@@ -184,7 +184,7 @@ async fn fetch_capture(
             .meta
             .as_deref()
             .and_then(|key| std::fs::read(local.join(inside(key))).ok())
-            .and_then(|bytes| serde_json::from_slice::<Sidecar>(&bytes).ok());
+            .and_then(|bytes| read_sidecar(&bytes).ok());
         // Per-stage traces (profile_by_stage) beyond the one the manifest names.
         for file in sidecar.iter().flat_map(|s| &s.files) {
             let key = inside(&file.key);
@@ -216,9 +216,9 @@ async fn fetch_listing(storage: &Storage, local: &Path) -> Result<(), FetchError
         .into_iter()
         .map(|o| o.key)
         .filter(|key| {
-            key.ends_with(".meta.json")
-                || key.ends_with(".xplane.pb")
-                || [".trace.json.gz", ".trace.json"]
+            key.ends_with(SIDECAR_SUFFIX)
+                || key.ends_with(XPLANE_SUFFIX)
+                || [TRACE_SUFFIX, ".trace.json"]
                     .iter()
                     .any(|s| key.ends_with(s))
         })

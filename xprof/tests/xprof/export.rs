@@ -146,7 +146,7 @@ async fn the_index_maps_hosts_to_ranks_and_clock_offsets() {
     assert_eq!(summary.clocks.hosts_measured, 3);
     let text = summary.render();
     assert!(
-        text.contains("own clock") && text.contains("spread 1.00 ms"),
+        text.contains("own clock") && text.contains("spread 1.000 ms"),
         "{text}"
     );
     assert!(

@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use rankline_coordinator::{Coordinator, CoordinatorConfig, RestoreReport};
+use rankline_layout::manifest_key;
 use rankline_layout::{Manifest, RankKey};
 use rankline_proto::agent_link_client::AgentLinkClient;
-use rankline_proto::convert::manifest_key;
 use rankline_proto::{
     agent_message, capture_event, coordinator_message, unix_now_ns, AgentHello, AgentIdentity,
     AgentMessage, CaptureEvent, CaptureRequest, CaptureSettings, CaptureSummary, ClockEstimate,

@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 use rankline_layout::{
-    ClockFit, FileKind, FileRecord, Manifest, ManifestRank, RankCoords, RankIdentity, RankKey,
-    RankObjects, Sidecar, TimeBase, TimeBaseSource, MANIFEST_FORMAT, SIDECAR_FORMAT,
+    CaptureStatus, ClockFit, FileKind, FileRecord, Manifest, ManifestRank, RankCoords,
+    RankIdentity, RankKey, RankObjects, RankStatus, ServerKind, Sidecar, TimeBase, TimeBaseSource,
+    MANIFEST_FORMAT, SIDECAR_FORMAT,
 };
 
 #[derive(Clone, PartialEq, Message)]
@@ -492,7 +493,7 @@ pub fn write_capture(root: &Path, id: &str, start_at_unix_ns: i64, ranks: &[Test
             host: rank.host.clone(),
             coords: rank.coords.clone(),
             server_url: "http://127.0.0.1:1".into(),
-            server_kind: "sglang-jax".into(),
+            server_kind: ServerKind::SglangJax,
             trigger: rank.trigger,
             node_rank: None,
             labels: Default::default(),
@@ -500,7 +501,7 @@ pub fn write_capture(root: &Path, id: &str, start_at_unix_ns: i64, ranks: &[Test
         let Some(trace) = &rank.trace else {
             manifest_ranks.push(ManifestRank {
                 identity,
-                status: "failed".into(),
+                status: RankStatus::Failed,
                 reason: Some("timed out in collecting".into()),
                 objects: RankObjects::default(),
             });
@@ -538,7 +539,7 @@ pub fn write_capture(root: &Path, id: &str, start_at_unix_ns: i64, ranks: &[Test
         .unwrap();
         manifest_ranks.push(ManifestRank {
             identity,
-            status: "ok".into(),
+            status: RankStatus::Ok,
             reason: None,
             objects: RankObjects {
                 trace: Some(key.trace()),
@@ -547,17 +548,21 @@ pub fn write_capture(root: &Path, id: &str, start_at_unix_ns: i64, ranks: &[Test
             },
         });
     }
-    let all_ok = manifest_ranks.iter().all(|r| r.status == "ok");
+    let all_ok = manifest_ranks.iter().all(|r| r.status == RankStatus::Ok);
     let manifest = Manifest {
         format: MANIFEST_FORMAT.into(),
         profile_id: id.into(),
-        status: if all_ok { "complete" } else { "partial" }.into(),
+        status: if all_ok {
+            CaptureStatus::Complete
+        } else {
+            CaptureStatus::Partial
+        },
         reason: None,
         storage_url: root.display().to_string(),
         created_unix_ns: start_at_unix_ns - 1_000_000_000,
         start_at_unix_ns,
         finished_unix_ns: start_at_unix_ns + 2_000_000_000,
-        settings: serde_json::Value::Null,
+        settings: None,
         ranks: manifest_ranks,
         audit: Vec::new(),
     };

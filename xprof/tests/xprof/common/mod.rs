@@ -7,8 +7,9 @@
 use std::path::{Path, PathBuf};
 
 use rankline_layout::{
-    ClockFit, FileKind, FileRecord, Manifest, ManifestRank, RankCoords, RankIdentity, RankKey,
-    RankObjects, Sidecar, TimeBase, TimeBaseSource, MANIFEST_FORMAT, MANIFEST_NAME, SIDECAR_FORMAT,
+    CaptureStatus, ClockFit, FileKind, FileRecord, Manifest, ManifestRank, RankCoords,
+    RankIdentity, RankKey, RankObjects, RankStatus, ServerKind, Sidecar, TimeBase, TimeBaseSource,
+    MANIFEST_FORMAT, MANIFEST_NAME, SIDECAR_FORMAT,
 };
 use rankline_storage::Storage;
 use sha2::{Digest, Sha256};
@@ -78,8 +79,8 @@ pub fn capture_objects(id: &str, ranks: &[TestRank]) -> Vec<(String, Vec<u8>)> {
             coords: rank.coords.clone(),
             server_url: "http://127.0.0.1:1".into(),
             server_kind: match rank.stored {
-                Stored::Kineto => "sglang".into(),
-                _ => "sglang-jax".into(),
+                Stored::Kineto => ServerKind::Sglang,
+                _ => ServerKind::SglangJax,
             },
             trigger: true,
             node_rank: None,
@@ -89,7 +90,7 @@ pub fn capture_objects(id: &str, ranks: &[TestRank]) -> Vec<(String, Vec<u8>)> {
             Stored::Failed => {
                 manifest_ranks.push(ManifestRank {
                     identity,
-                    status: "failed".into(),
+                    status: RankStatus::Failed,
                     reason: Some("timed out in collecting".into()),
                     objects: RankObjects::default(),
                 });
@@ -142,7 +143,7 @@ pub fn capture_objects(id: &str, ranks: &[TestRank]) -> Vec<(String, Vec<u8>)> {
         objects.push((key.sidecar(), serde_json::to_vec(&sidecar).unwrap()));
         manifest_ranks.push(ManifestRank {
             identity,
-            status: "ok".into(),
+            status: RankStatus::Ok,
             reason: None,
             objects: RankObjects {
                 trace: Some(key.trace()),
@@ -154,13 +155,13 @@ pub fn capture_objects(id: &str, ranks: &[TestRank]) -> Vec<(String, Vec<u8>)> {
     let manifest = Manifest {
         format: MANIFEST_FORMAT.into(),
         profile_id: id.into(),
-        status: "partial".into(),
+        status: CaptureStatus::Partial,
         reason: None,
         storage_url: "file:///elsewhere".into(),
         created_unix_ns: START_NS - 1_000_000_000,
         start_at_unix_ns: START_NS,
         finished_unix_ns: START_NS + 3_000_000_000,
-        settings: serde_json::Value::Null,
+        settings: None,
         ranks: manifest_ranks,
         audit: Vec::new(),
     };

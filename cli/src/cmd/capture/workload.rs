@@ -22,7 +22,7 @@ use rankline_workload::{summarize, workload_file, Driver, RequestRecord, Workloa
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::capture::CoordinatorArg;
+use crate::args::CoordinatorArg;
 
 /// Clock probes to the coordinator; the one with the shortest round trip wins.
 const CLOCK_PROBES: usize = 8;
