@@ -93,15 +93,17 @@ pub enum CaptureError {
 /// Takes a `StartCapture`: refuses it (busy, bad id), re-sends the state of
 /// one already known, or runs it in its own task.
 pub(crate) fn start(shared: &Arc<Shared>, command: StartCapture) {
-    let profile_id = command.profile_id.clone();
-    if let Err(error) = ProfileId::parse(profile_id.as_str()) {
-        shared.book.publish(rank_update(
-            &profile_id,
-            RankState::Failed,
-            format!("refused: {error}"),
-        ));
-        return;
-    }
+    let profile_id = match ProfileId::parse(command.profile_id.as_str()) {
+        Ok(profile_id) => profile_id,
+        Err(error) => {
+            shared.book.publish(rank_update(
+                &command.profile_id,
+                RankState::Failed,
+                format!("refused: {error}"),
+            ));
+            return;
+        }
+    };
     if let Some(reason) = shared.claim_problem() {
         if !shared.book.knows(&profile_id) {
             shared
@@ -127,7 +129,7 @@ pub(crate) fn start(shared: &Arc<Shared>, command: StartCapture) {
             return;
         }
     };
-    let run = CaptureRun::new(Arc::clone(shared), command, stop);
+    let run = CaptureRun::new(Arc::clone(shared), profile_id, command, stop);
     tokio::spawn(run.run());
 }
 
@@ -185,7 +187,7 @@ enum End {
 
 struct CaptureRun {
     shared: Arc<Shared>,
-    profile_id: String,
+    profile_id: ProfileId,
     start_at_coordinator_ns: i64,
     settings: CaptureSettings,
     identity: AgentIdentity,
@@ -204,21 +206,27 @@ struct CaptureRun {
 }
 
 impl CaptureRun {
-    fn new(shared: Arc<Shared>, command: StartCapture, stop: watch::Receiver<bool>) -> CaptureRun {
+    /// A run of `command`, whose id was checked as `profile_id`.
+    fn new(
+        shared: Arc<Shared>,
+        profile_id: ProfileId,
+        command: StartCapture,
+        stop: watch::Receiver<bool>,
+    ) -> CaptureRun {
         let start_command = hex::encode(prost::Message::encode_to_vec(&command));
         let identity = shared.identity.borrow().clone();
         let coords = identity.rank_coords();
         // vLLM writes into its own fixed dir, whatever the start says.
         let output_dir = match (identity.server_kind(), &shared.config.profiler_dir) {
             (ServerKind::Vllm, Some(dir)) => dir.clone(),
-            _ => spool::output_dir(&shared.config.spool, &command.profile_id, &coords),
+            _ => spool::output_dir(&shared.config.spool, &profile_id, &coords),
         };
-        let key = RankKey::new(&command.profile_id, &coords);
+        let key = RankKey::new(&profile_id, &coords);
         let journal = Journal::new(
             &shared.config.spool,
             CaptureRecord {
                 format: JOURNAL_FORMAT.to_string(),
-                profile_id: command.profile_id.clone(),
+                profile_id: profile_id.clone(),
                 agent_id: identity.agent_id.clone(),
                 storage_url: command.storage_url.clone(),
                 output_dir: output_dir.clone(),
@@ -237,7 +245,7 @@ impl CaptureRun {
         );
         CaptureRun {
             shared,
-            profile_id: command.profile_id,
+            profile_id,
             start_at_coordinator_ns: command.start_at_unix_ns,
             settings: command.settings.unwrap_or_default(),
             identity,
@@ -271,6 +279,8 @@ impl CaptureRun {
                 "its journal, written by an older agent, does not hold the capture's settings";
             return Err((Box::new(journal), reason.to_string()));
         };
+        // Checked when the journal was read.
+        let profile_id = journal.record.profile_id.clone();
         let Some(state) = RankState::from_word(&journal.record.state) else {
             let reason = format!(
                 "its journal names an unknown state {:?}",
@@ -278,7 +288,7 @@ impl CaptureRun {
             );
             return Err((Box::new(journal), reason));
         };
-        let mut run = CaptureRun::new(shared, command, stop);
+        let mut run = CaptureRun::new(shared, profile_id, command, stop);
         if run.output_dir != journal.record.output_dir {
             let reason = format!(
                 "its journal's output folder {} is not where this agent's flags put it ({}): were --spool or the rank flags changed?",

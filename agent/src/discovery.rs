@@ -145,7 +145,7 @@ pub fn resolve_identity(
         .or_else(|| facts.and_then(|f| f.kind.as_ref().map(|(kind, _)| *kind)))
         .unwrap_or(ServerKind::SglangJax);
     let coords = RankCoords {
-        role: role.word().to_string(),
+        role: role.into(),
         worker: config.worker,
         tp_rank: config.tp_rank,
         ep_rank: config.ep_rank,

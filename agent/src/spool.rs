@@ -12,7 +12,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use rankline_layout::{FileKind, RankCoords, Sidecar};
+use rankline_layout::{FileKind, ProfileId, RankCoords, Sidecar};
 use serde::{Deserialize, Serialize};
 
 /// The `format` of a journal this version writes.
@@ -62,7 +62,7 @@ pub struct JournalFile {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CaptureRecord {
     pub format: String,
-    pub profile_id: String,
+    pub profile_id: ProfileId,
     pub agent_id: String,
     pub storage_url: String,
     pub output_dir: PathBuf,
@@ -263,7 +263,7 @@ pub fn prune(spool: &Path, agent_id: &str, retention: Retention) -> io::Result<P
             }
         }
         std::fs::remove_file(journal.path())?;
-        pruned.captures.push(journal.record.profile_id.clone());
+        pruned.captures.push(journal.record.profile_id.to_string());
         pruned.bytes += bytes;
     }
     Ok(pruned)
@@ -317,7 +317,7 @@ mod tests {
     fn record(profile_id: &str) -> CaptureRecord {
         CaptureRecord {
             format: JOURNAL_FORMAT.into(),
-            profile_id: profile_id.into(),
+            profile_id: ProfileId::parse(profile_id).unwrap(),
             agent_id: AGENT.into(),
             storage_url: "file:///s".into(),
             output_dir: "/o".into(),
@@ -371,7 +371,7 @@ mod tests {
     #[test]
     fn output_dir_is_per_server_and_capture() {
         let coords = RankCoords {
-            role: "prefill".into(),
+            role: rankline_layout::Role::Prefill,
             worker: 1,
             ..RankCoords::unified(3, 0)
         };

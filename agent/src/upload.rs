@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rankline_layout::{FileRecord, Sidecar};
+use rankline_layout::{write_document, FileRecord, ProfileId, Sidecar};
 use rankline_proto::{unix_now_ns, AgentIdentity, RankState, RankUpdate, StoredObject};
 use rankline_storage::{Storage, StorageError, StoredFile};
 use tokio::time::Instant;
@@ -207,7 +207,7 @@ struct Upload {
     /// The sidecar as built at the end of the capture; its file records are
     /// filled in from the journal once every file is verified.
     sidecar: Sidecar,
-    profile_id: String,
+    profile_id: ProfileId,
     total: u64,
 }
 
@@ -281,7 +281,7 @@ impl Upload {
         let mut sidecar = self.sidecar.clone();
         sidecar.files = self.journal.record.files.iter().map(file_record).collect();
         let key = self.journal.record.sidecar_key.clone();
-        let text = serde_json::to_vec_pretty(&sidecar).map_err(|e| self.storage_error(&key, &e))?;
+        let text = write_document(&sidecar);
         let stored_sidecar = self
             .with_retries(&key, || async {
                 let stored = storage.put_bytes(&key, text.clone()).await?;

@@ -14,6 +14,9 @@ pub const REFUSED: u8 = 2;
 /// Interrupted twice while following a capture: the CLI stopped waiting,
 /// the capture goes on (128 + SIGINT, as shells report it).
 pub const STOPPED_WAITING: u8 = 130;
+/// Stdout was closed by its reader (`| head`): 128 + SIGPIPE, what a shell
+/// reports for a tool SIGPIPE ended.
+pub const BROKEN_PIPE: u8 = 141;
 
 /// [`OK`] when `ok`, else [`FAILED`].
 pub fn ok_or_failed(ok: bool) -> ExitCode {

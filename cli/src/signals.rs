@@ -1,6 +1,6 @@
 //! The signals the CLI listens to: a daemon's shutdown (SIGINT or SIGTERM),
-//! the Ctrl-C presses a followed capture turns into a stop, and SIGPIPE for
-//! the interactive commands.
+//! the Ctrl-C presses a followed capture turns into a stop, and a closed
+//! stdout for the interactive commands.
 
 use tokio::sync::mpsc;
 
@@ -36,15 +36,46 @@ pub fn interrupts() -> mpsc::UnboundedReceiver<()> {
 }
 
 /// `rankline capture show ID --json | head`: once the reader is gone, the
-/// next write ends the process quietly, as with any Unix tool, instead of a
-/// panic on the broken pipe (Rust ignores SIGPIPE by default). Daemons keep
-/// ignoring it: their output goes to logs, and sockets report a closed
-/// peer as an error anyway.
+/// next print to stdout ends the process quietly with
+/// [`crate::exit::BROKEN_PIPE`], as a Unix tool killed by SIGPIPE would,
+/// instead of a panic message. SIGPIPE itself stays ignored (Rust's
+/// default): the CLI's own sockets (gRPC, a workload's HTTP, the embedded
+/// coordinator and agents of `rankline demo`) must get EPIPE as an error on
+/// a closed peer, never a silent kill (vectored socket writes raise SIGPIPE).
 pub fn end_quietly_when_stdout_closes() {
-    #[cfg(unix)]
-    // SAFETY: restores the default action of one signal before any thread
-    // is started; no handler runs Rust code.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if is_closed_stdout(info.payload()) {
+            std::process::exit(i32::from(crate::exit::BROKEN_PIPE));
+        }
+        default_hook(info);
+    }));
+}
+
+/// Whether a panic is `print!`'s on a closed stdout ("failed printing to
+/// stdout: Broken pipe (os error 32)").
+fn is_closed_stdout(payload: &(dyn std::any::Any + Send)) -> bool {
+    let message = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or_default();
+    message.starts_with("failed printing to stdout") && message.contains("Broken pipe")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_closed_stdout_ends_quietly() {
+        let closed: Box<dyn std::any::Any + Send> =
+            Box::new("failed printing to stdout: Broken pipe (os error 32)".to_string());
+        assert!(is_closed_stdout(closed.as_ref()));
+        let other: Box<dyn std::any::Any + Send> = Box::new("index out of bounds");
+        assert!(!is_closed_stdout(other.as_ref()));
+        let stderr: Box<dyn std::any::Any + Send> =
+            Box::new("failed printing to stderr: Broken pipe (os error 32)".to_string());
+        assert!(!is_closed_stdout(stderr.as_ref()));
     }
 }

@@ -16,7 +16,7 @@ use rankline_proto::{
 };
 use tokio::sync::{broadcast, Notify};
 
-use rankline_layout::ObjectKind;
+use rankline_layout::{ObjectKind, ProfileId};
 use rankline_proto::convert::{capture_status, rank_name};
 
 /// Room for events a slow watcher has not read yet; past it the watcher gets
@@ -86,7 +86,7 @@ impl Rank {
 /// A capture the coordinator started.
 #[derive(Debug)]
 pub(crate) struct Capture {
-    pub profile_id: String,
+    pub profile_id: ProfileId,
     /// As sent to the agents (with the effective `timeout_ms`).
     pub settings: CaptureSettings,
     pub storage_url: String,
@@ -118,8 +118,10 @@ pub(crate) struct Capture {
 }
 
 impl Capture {
-    /// A new capture whose ranks are all `pending`.
+    /// A new capture whose ranks are all `pending`. `start` is the message
+    /// its agents get; it carries `profile_id` as wire text.
     pub fn new(
+        profile_id: ProfileId,
         start: &StartCapture,
         mut agents: Vec<AgentIdentity>,
         deadline: Instant,
@@ -139,16 +141,21 @@ impl Capture {
                 storage_checked: false,
             })
             .collect();
-        let mut capture = Capture::with_ranks(start, ranks, changes);
+        let mut capture = Capture::with_ranks(profile_id, start, ranks, changes);
         capture.changed();
         capture
     }
 
     /// A running capture of these ranks (in timeline order), created now,
     /// whose record counts as saved.
-    pub fn with_ranks(start: &StartCapture, ranks: Vec<Rank>, changes: Arc<Notify>) -> Capture {
+    pub fn with_ranks(
+        profile_id: ProfileId,
+        start: &StartCapture,
+        ranks: Vec<Rank>,
+        changes: Arc<Notify>,
+    ) -> Capture {
         Capture {
-            profile_id: start.profile_id.clone(),
+            profile_id,
             settings: start.settings.clone().unwrap_or_default(),
             storage_url: start.storage_url.clone(),
             created_unix_ns: unix_now_ns(),
@@ -309,7 +316,7 @@ impl Capture {
     pub fn end_rank(&mut self, index: usize, state: RankState, detail: String) {
         let rank = &mut self.ranks[index];
         let mut update = RankUpdate {
-            profile_id: self.profile_id.clone(),
+            profile_id: self.profile_id.to_string(),
             detail: detail.clone(),
             at_unix_ns: unix_now_ns(),
             ..Default::default()
@@ -332,7 +339,7 @@ impl Capture {
             rank.detail
         );
         let mut update = RankUpdate {
-            profile_id: self.profile_id.clone(),
+            profile_id: self.profile_id.to_string(),
             detail: detail.clone(),
             objects: objects.clone(),
             at_unix_ns: unix_now_ns(),
@@ -382,7 +389,7 @@ impl Capture {
     pub fn summary(&self) -> CaptureSummary {
         let ranks: Vec<RankResult> = self.ranks.iter().map(Rank::result).collect();
         let mut summary = CaptureSummary {
-            profile_id: self.profile_id.clone(),
+            profile_id: self.profile_id.to_string(),
             storage_url: self.storage_url.clone(),
             manifest_key: self.manifest_key.clone(),
             created_unix_ns: self.created_unix_ns,
@@ -404,7 +411,7 @@ impl Capture {
     pub fn accepted_event(&self) -> CaptureEvent {
         CaptureEvent {
             kind: Some(capture_event::Kind::Accepted(CaptureAccepted {
-                profile_id: self.profile_id.clone(),
+                profile_id: self.profile_id.to_string(),
                 ranks: self.ranks.iter().map(|r| r.identity.clone()).collect(),
                 start_at_unix_ns: self.start_at_unix_ns,
                 storage_url: self.storage_url.clone(),
@@ -429,7 +436,7 @@ impl Capture {
         let rank = &self.ranks[index];
         let update = rank.latest.clone().unwrap_or_else(|| {
             let mut pending = RankUpdate {
-                profile_id: self.profile_id.clone(),
+                profile_id: self.profile_id.to_string(),
                 ..Default::default()
             };
             pending.set_state(rank.state);

@@ -42,7 +42,7 @@ impl Control for ControlService {
         let started_by = Caller::of(&request).describe();
         let request = request.into_inner();
         let plan = self.plan(request, started_by).await?;
-        let profile_id = plan.profile_id.clone();
+        let profile_id = plan.profile_id.to_string();
         let (follow, ended) = self
             .shared
             .registry()
@@ -157,7 +157,6 @@ impl ControlService {
         } else {
             ProfileId::parse(request.profile_id)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?
-                .into()
         };
         if self.shared.registry().has_capture(&profile_id) {
             return Err(duplicate_id(&profile_id));
@@ -199,7 +198,7 @@ impl ControlService {
         })
     }
 
-    fn fresh_profile_id(&self) -> String {
+    fn fresh_profile_id(&self) -> ProfileId {
         loop {
             let id = generate_profile_id(unix_now_ns());
             if !self.shared.registry().has_capture(&id) {

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rankline_layout::RankKey;
+use rankline_layout::{ProfileId, RankKey};
 use rankline_proto::{
     coordinator_message, unix_now_ns, AgentIdentity, AgentInfo, CaptureEvent, CaptureSettings,
     CaptureSummary, ClockEstimate, CoordinatorMessage, Heartbeat, RankState, RankUpdate,
@@ -75,7 +75,7 @@ struct AgentEntry {
 /// What `Registry::start_capture` needs, checked beforehand.
 #[derive(Debug)]
 pub(crate) struct CapturePlan {
-    pub profile_id: String,
+    pub profile_id: ProfileId,
     pub selection: Selection,
     pub settings: CaptureSettings,
     /// As requested; 0 lets the config decide from the number of agents.
@@ -235,7 +235,7 @@ impl Registry {
                     );
                 }
                 if capture.begin_finishing_if_done() {
-                    ended = Some(capture.profile_id.clone());
+                    ended = Some(capture.profile_id.to_string());
                 }
             }
         }
@@ -258,7 +258,7 @@ impl Registry {
     fn lose_unreported_ranks(&mut self, agent_id: &str, reported: &HashSet<String>) -> Vec<String> {
         let mut ended = Vec::new();
         for capture in self.captures.values_mut() {
-            if capture.phase != Phase::Running || reported.contains(&capture.profile_id) {
+            if capture.phase != Phase::Running || reported.contains(capture.profile_id.as_str()) {
                 continue;
             }
             let Some(index) = capture.rank_of(agent_id) else {
@@ -279,7 +279,7 @@ impl Registry {
                 ),
             );
             if capture.begin_finishing_if_done() {
-                ended.push(capture.profile_id.clone());
+                ended.push(capture.profile_id.to_string());
             }
         }
         ended
@@ -499,12 +499,12 @@ impl Registry {
                     .and_then(|entry| entry.connection.as_ref())
                 {
                     connection.send(coordinator_message::Kind::Stop(StopCapture {
-                        profile_id: capture.profile_id.clone(),
+                        profile_id: capture.profile_id.to_string(),
                     }));
                 }
             }
             if capture.begin_finishing_if_done() {
-                ended.push(capture.profile_id.clone());
+                ended.push(capture.profile_id.to_string());
             }
         }
         ended
@@ -529,7 +529,7 @@ impl Registry {
         if self.shutting_down {
             return Err(shutting_down());
         }
-        if self.captures.contains_key(&plan.profile_id) {
+        if self.captures.contains_key(plan.profile_id.as_str()) {
             return Err(duplicate_id(&plan.profile_id));
         }
         let selected = self.select(&plan.selection)?;
@@ -544,12 +544,13 @@ impl Registry {
         let mut settings = plan.settings;
         settings.timeout_ms = u64::try_from(rank_timeout.as_millis()).unwrap_or(u64::MAX);
         let start = StartCapture {
-            profile_id: plan.profile_id.clone(),
+            profile_id: plan.profile_id.to_string(),
             start_at_unix_ns,
             settings: Some(settings),
             storage_url: plan.storage_url,
         };
         let mut capture = Capture::new(
+            plan.profile_id.clone(),
             &start,
             selected
                 .iter()
@@ -594,8 +595,8 @@ impl Registry {
         }
         let ended = capture
             .begin_finishing_if_done()
-            .then(|| plan.profile_id.clone());
-        self.captures.insert(plan.profile_id, capture);
+            .then(|| plan.profile_id.to_string());
+        self.captures.insert(plan.profile_id.to_string(), capture);
         Ok((follow, ended))
     }
 
@@ -762,7 +763,8 @@ impl Registry {
             // The manifest write failed last time: try again.
             Phase::Finished => capture.manifest_key.is_empty(),
         };
-        self.captures.insert(capture.profile_id.clone(), capture);
+        self.captures
+            .insert(capture.profile_id.to_string(), capture);
         settle
     }
 
@@ -822,7 +824,7 @@ impl Registry {
 
     /// Drops the oldest finished captures beyond what memory keeps.
     pub fn forget_old_captures(&mut self) {
-        let mut finished: Vec<(i64, String)> = self
+        let mut finished: Vec<(i64, ProfileId)> = self
             .captures
             .values()
             .filter(|capture| capture.phase == Phase::Finished)
@@ -833,7 +835,7 @@ impl Registry {
         }
         finished.sort();
         for (_, profile_id) in &finished[..finished.len() - FINISHED_CAPTURES_KEPT] {
-            self.captures.remove(profile_id);
+            self.captures.remove(profile_id.as_str());
         }
     }
 

@@ -117,7 +117,7 @@ impl Shared {
             .records
             .load(self.storage.url(), |record| {
                 let capture = record.into_capture(Arc::clone(&changes), earliest_deadline)?;
-                let profile_id = capture.profile_id.clone();
+                let profile_id = capture.profile_id.to_string();
                 let running = capture.phase == Phase::Running;
                 let mut registry = self.registry();
                 if registry.adopt(capture) {
@@ -267,14 +267,15 @@ impl Shared {
         let written_key = loop {
             // Each try writes the newest state: late rank updates that came
             // in during a storage outage are in the manifest that lands.
-            let Some((summary, start_at)) = self
-                .registry()
-                .capture_mut(&profile_id)
-                .map(|capture| (capture.summary(), capture.start_at_unix_ns))
-            else {
+            let Some(manifest) = self.registry().capture_mut(&profile_id).map(|capture| {
+                manifest_from_summary(
+                    &capture.profile_id,
+                    &capture.summary(),
+                    capture.start_at_unix_ns,
+                )
+            }) else {
                 return;
             };
-            let manifest = manifest_from_summary(&summary, start_at);
             match self
                 .storage
                 .put_bytes(&key, write_document(&manifest))

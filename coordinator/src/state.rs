@@ -47,7 +47,7 @@ const PARALLEL_READS: usize = 16;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct CaptureRecord {
     pub format: String,
-    pub profile_id: String,
+    pub profile_id: ProfileId,
     /// `running`, `finishing` (every rank final, manifest not yet written)
     /// or `finished`.
     pub phase: String,
@@ -274,7 +274,7 @@ impl RecordStore {
             Ok(record) => record,
             Err(ignored) => return Some(ignored),
         };
-        let profile_id = record.profile_id.clone();
+        let profile_id = record.profile_id.to_string();
         match adopt(record) {
             Ok(true) => report.running.push(profile_id),
             Ok(false) => report.finished += 1,
@@ -455,7 +455,6 @@ impl CaptureRecord {
         changes: std::sync::Arc<tokio::sync::Notify>,
         earliest_deadline: Instant,
     ) -> Result<Capture, String> {
-        ProfileId::parse(self.profile_id.as_str()).map_err(|e| e.to_string())?;
         let phase = Phase::from_word(&self.phase)
             .ok_or_else(|| format!("unknown capture phase {:?}", self.phase))?;
         let now = Instant::now();
@@ -489,7 +488,7 @@ impl CaptureRecord {
                 .collect();
             let latest = record.last_update.map(|progress| {
                 let mut update = RankUpdate {
-                    profile_id: self.profile_id.clone(),
+                    profile_id: self.profile_id.to_string(),
                     detail: record.detail.clone(),
                     objects: objects.clone(),
                     at_unix_ns: progress.at_unix_ns,
@@ -516,12 +515,12 @@ impl CaptureRecord {
             return Err("it has no ranks".to_string());
         }
         let start = StartCapture {
-            profile_id: self.profile_id,
+            profile_id: self.profile_id.to_string(),
             start_at_unix_ns: self.start_at_unix_ns,
             settings: Some(CaptureSettings::from(&self.settings)),
             storage_url: self.storage_url,
         };
-        let mut capture = Capture::with_ranks(&start, ranks, changes);
+        let mut capture = Capture::with_ranks(self.profile_id, &start, ranks, changes);
         capture.created_unix_ns = self.created_unix_ns;
         capture.phase = phase;
         capture.finished_unix_ns = self.finished_unix_ns;
@@ -571,6 +570,7 @@ mod tests {
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut capture = Capture::new(
+            ProfileId::parse("c1").unwrap(),
             &start,
             vec![identity(1), identity(0)],
             deadline,

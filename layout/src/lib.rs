@@ -38,5 +38,5 @@ pub use sidecar::{
 };
 pub use time_base::scan_kineto_base;
 pub use vllm::VllmTraceName;
-pub use vocabulary::{CaptureStatus, RankStatus, ServerKind, SettingsRecord};
+pub use vocabulary::{CaptureStatus, RankStatus, Role, ServerKind, SettingsRecord, UnknownRole};
 pub use workload::{WorkloadError, WorkloadFile, WorkloadSummary, WORKLOAD_FORMAT, WORKLOAD_NAME};

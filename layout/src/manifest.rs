@@ -1,7 +1,7 @@
 //! The capture manifest, `<profile_id>/manifest.json`, written by the
 //! coordinator: every selected rank with its final status and object keys.
 
-use crate::{CaptureStatus, RankIdentity, RankStatus, SettingsRecord};
+use crate::{CaptureStatus, ProfileId, RankIdentity, RankStatus, SettingsRecord};
 use serde::{Deserialize, Serialize};
 
 /// The `format` value of a manifest this version writes.
@@ -35,7 +35,7 @@ pub struct ManifestRank {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: String,
-    pub profile_id: String,
+    pub profile_id: ProfileId,
     pub status: CaptureStatus,
     /// Why the capture failed although its ranks may be ok (its workload
     /// failed: the server's message).

@@ -1,14 +1,13 @@
 //! Canonical object names of a rank, and parsing of the names servers write.
 
-use crate::{SIDECAR_SUFFIX, TRACE_SUFFIX, XPLANE_SUFFIX};
+use crate::{Role, SIDECAR_SUFFIX, TRACE_SUFFIX, XPLANE_SUFFIX};
 use serde::{Deserialize, Serialize};
 
 /// Where a rank sits in a deployment: which server (role, worker) and which
 /// process of it (tp, ep, and dp/pp when the deployment has them).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RankCoords {
-    /// `unified`, `prefill` or `decode`.
-    pub role: String,
+    pub role: Role,
     pub worker: u32,
     pub tp_rank: u32,
     pub ep_rank: u32,
@@ -22,7 +21,7 @@ impl RankCoords {
     /// A unified worker 0 rank with the given TP/EP numbers.
     pub fn unified(tp_rank: u32, ep_rank: u32) -> Self {
         RankCoords {
-            role: "unified".to_string(),
+            role: Role::Unified,
             worker: 0,
             tp_rank,
             ep_rank,
@@ -34,7 +33,7 @@ impl RankCoords {
     /// The folder level that keeps servers apart: `prefill-0/`. The single
     /// unified server (worker 0) keeps the RFC's flat layout.
     pub fn server_folder(&self) -> Option<String> {
-        if self.role == "unified" && self.worker == 0 {
+        if self.role == Role::Unified && self.worker == 0 {
             None
         } else {
             Some(format!("{}-{}", self.role, self.worker))
@@ -61,11 +60,10 @@ impl RankCoords {
 
     /// Order for the merged timeline: role, then dp, pp, ep, tp.
     pub fn sort_key(&self) -> (u8, u32, u32, u32, u32, u32) {
-        let role = match self.role.as_str() {
-            "unified" => 0,
-            "prefill" => 1,
-            "decode" => 2,
-            _ => 3,
+        let role = match self.role {
+            Role::Unified => 0,
+            Role::Prefill => 1,
+            Role::Decode => 2,
         };
         (
             role,
@@ -237,7 +235,7 @@ mod tests {
     #[test]
     fn pd_workers_get_a_folder_and_keep_the_file_name() {
         let coords = RankCoords {
-            role: "prefill".into(),
+            role: Role::Prefill,
             worker: 1,
             ..RankCoords::unified(0, 0)
         };

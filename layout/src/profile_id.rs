@@ -11,9 +11,17 @@ use thiserror::Error;
 
 /// A checked profile id: 1 to 128 of `[A-Za-z0-9._-]`, starting with a
 /// letter or digit. Serialized as the bare string.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ProfileId(String);
+
+/// Shown as the quoted id, as the `String` it replaced was: messages that
+/// say `capture {id:?}` read the same.
+impl fmt::Debug for ProfileId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
 
 impl ProfileId {
     /// Checks `id` and takes it.
@@ -61,6 +69,19 @@ impl std::ops::Deref for ProfileId {
     }
 }
 
+/// Compared with text, so code and tests can say `manifest.profile_id == "cap"`.
+impl PartialEq<str> for ProfileId {
+    fn eq(&self, id: &str) -> bool {
+        self.0 == id
+    }
+}
+
+impl PartialEq<&str> for ProfileId {
+    fn eq(&self, id: &&str) -> bool {
+        self.0 == *id
+    }
+}
+
 impl fmt::Display for ProfileId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -104,7 +125,8 @@ fn validate_profile_id(id: &str) -> Result<(), ProfileIdError> {
 
 /// A fresh id such as `rl-20261122-223355-7f3a`: sortable by time, readable,
 /// and unique enough that two captures started in the same second differ.
-pub fn generate_profile_id(unix_ns: i64) -> String {
+/// Valid by construction.
+pub fn generate_profile_id(unix_ns: i64) -> ProfileId {
     let when = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ns))
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     let stamp = when
@@ -113,7 +135,7 @@ pub fn generate_profile_id(unix_ns: i64) -> String {
         ))
         .unwrap_or_default();
     let suffix: u16 = rand::random();
-    format!("rl-{stamp}-{suffix:04x}")
+    ProfileId(format!("rl-{stamp}-{suffix:04x}"))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use crate::{ClockFit, RankCoords, ServerKind};
+use crate::{ClockFit, ProfileId, RankCoords, ServerKind};
 
 /// The `format` value of a sidecar this version writes.
 pub const SIDECAR_FORMAT: &str = "rankline.rank/v1";
@@ -73,7 +73,7 @@ pub struct FileRecord {
 pub struct Sidecar {
     /// Always [`SIDECAR_FORMAT`] for this version.
     pub format: String,
-    pub profile_id: String,
+    pub profile_id: ProfileId,
     pub identity: RankIdentity,
     /// Host-clock instant the agent sent `/start_profile` (or, for a
     /// collect-only agent, the capture's start instant on its clock).
@@ -111,7 +111,7 @@ mod tests {
     fn sidecar_round_trips_through_json() {
         let sidecar = Sidecar {
             format: SIDECAR_FORMAT.into(),
-            profile_id: "cap".into(),
+            profile_id: ProfileId::parse("cap").unwrap(),
             identity: RankIdentity {
                 agent_id: "h/unified-0/TP-0-EP-0".into(),
                 host: "h".into(),

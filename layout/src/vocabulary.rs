@@ -1,12 +1,15 @@
-//! The words a stored capture uses for server kinds, statuses and settings,
-//! as types. Each serializes to the word earlier versions wrote, so old
+//! The words a stored capture uses for roles, server kinds, statuses and
+//! settings, as types. Each serializes to the word earlier versions wrote, so old
 //! captures read unchanged; the wire enums convert to and from these in
 //! `rankline-proto`.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
 /// The word each variant is stored as (the serde names say the same; a
 /// test checks they agree), shown by `Display`, and compared with text so
@@ -40,6 +43,61 @@ macro_rules! stored_words {
             }
         }
     };
+}
+
+/// Which kind of server a rank belongs to in a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Prefill,
+    Decode,
+    /// One server doing both prefill and decode. A stored word this
+    /// version does not know reads as unified, as an unset wire role does,
+    /// so an odd manifest or sidecar is still readable (serde wants this
+    /// catch-all last).
+    #[serde(other)]
+    Unified,
+}
+
+stored_words!(Role {
+    Unified => "unified",
+    Prefill => "prefill",
+    Decode => "decode",
+});
+
+impl Role {
+    /// Every role, in the order people list them.
+    pub const ALL: [Role; 3] = [Role::Unified, Role::Prefill, Role::Decode];
+}
+
+/// Roles sort by their word (`decode` < `prefill` < `unified`), the order
+/// ranks and tables had when the role was stored as a string.
+impl Ord for Role {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.word().cmp(other.word())
+    }
+}
+
+impl PartialOrd for Role {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// A word that names no role.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[error("unknown role {0:?}; use unified, prefill or decode")]
+pub struct UnknownRole(pub String);
+
+/// Reads `unified`, `prefill` or `decode`, in any case (`PREFILL`).
+impl FromStr for Role {
+    type Err = UnknownRole;
+    fn from_str(word: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|role| role.word().eq_ignore_ascii_case(word))
+            .ok_or_else(|| UnknownRole(word.to_string()))
+    }
 }
 
 /// Which server family wrote a rank's files.
@@ -152,6 +210,24 @@ mod tests {
             assert_eq!(text, format!("\"{status}\""));
         }
         assert_eq!(RankStatus::Lost, "lost");
+    }
+
+    #[test]
+    fn roles_are_stored_as_their_words_and_sort_by_them() {
+        for role in Role::ALL {
+            let text = serde_json::to_string(&role).unwrap();
+            assert_eq!(text, format!("\"{role}\""));
+            assert_eq!(serde_json::from_str::<Role>(&text).unwrap(), role);
+            assert_eq!(role.word().to_ascii_uppercase().parse::<Role>(), Ok(role));
+        }
+        assert_eq!(
+            serde_json::from_str::<Role>("\"../x\"").unwrap(),
+            Role::Unified
+        );
+        assert!("both".parse::<Role>().is_err());
+        let mut roles = Role::ALL;
+        roles.sort();
+        assert_eq!(roles, [Role::Decode, Role::Prefill, Role::Unified]);
     }
 
     #[test]

@@ -85,7 +85,7 @@ fn main() -> Result<(), Error> {
             };
         let sidecar = Sidecar {
             format: SIDECAR_FORMAT.into(),
-            profile_id: PROFILE_ID.into(),
+            profile_id: PROFILE_ID.parse()?,
             identity: identity.clone(),
             start_requested_unix_ns: start_at,
             stop_requested_unix_ns: None,
@@ -144,7 +144,7 @@ fn main() -> Result<(), Error> {
     }
     let manifest = Manifest {
         format: MANIFEST_FORMAT.into(),
-        profile_id: PROFILE_ID.into(),
+        profile_id: PROFILE_ID.parse()?,
         status: CaptureStatus::Complete,
         reason: None,
         storage_url: root.display().to_string(),

@@ -41,7 +41,7 @@ use tracing::debug;
 pub use error::{InputError, InputProblem, MergeError};
 pub use events::{IdKey, RankStats, XplaneCounts};
 pub use input::discover::MissingRank;
-pub use input::rank::{Location, NamedBy, RankInput, RankName, REQUESTS_ROLE};
+pub use input::rank::{Location, NamedBy, RankInput, RankName, REQUESTS_TRACK};
 pub use input::scan::{prepare, CollectiveId, PreparedRank, PreparedRanks, Span, TraceItem};
 pub use input::source::SourceKind;
 pub use options::{

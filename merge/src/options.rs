@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use rankline_layout::RankCoords;
+use rankline_layout::{RankCoords, Role};
 use serde::Serialize;
 
 use crate::MergeError;
@@ -337,7 +337,7 @@ impl FromStr for RankSelector {
 /// `--roles`: `prefill`, `decode`, `unified`, or one server (`prefill-1`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoleSelector {
-    pub role: String,
+    pub role: Role,
     pub worker: Option<u32>,
 }
 
@@ -361,16 +361,13 @@ impl FromStr for RoleSelector {
             ),
             _ => (text, None),
         };
-        if role.is_empty() || !role.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(format!(
+        let role = role.parse().map_err(|_| {
+            format!(
                 "--roles {text:?}: write a role (prefill, decode, unified), optionally with a \
                  worker (prefill-1)"
-            ));
-        }
-        Ok(RoleSelector {
-            role: role.to_string(),
-            worker,
-        })
+            )
+        })?;
+        Ok(RoleSelector { role, worker })
     }
 }
 
@@ -406,7 +403,7 @@ mod tests {
     #[test]
     fn rank_and_role_selectors() {
         let coords = RankCoords {
-            role: "prefill".into(),
+            role: Role::Prefill,
             worker: 1,
             dp_rank: Some(2),
             ..RankCoords::unified(3, 0)

@@ -1,5 +1,6 @@
 //! Conversions between the wire types (`rankline-proto`) and the storage
-//! types (`rankline-layout`): identities, settings, summaries and manifests.
+//! types (`rankline-layout`): roles, identities, settings, summaries and
+//! manifests.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +9,7 @@ use crate::{
     RankState, Role, ServerKind, StoredObject,
 };
 use rankline_layout::{self as layout, manifest_key, ObjectKind, SettingsRecord, MANIFEST_FORMAT};
-use rankline_layout::{Manifest, ManifestRank, RankIdentity, RankObjects};
+use rankline_layout::{Manifest, ManifestRank, ProfileId, RankIdentity, RankObjects};
 
 /// A short name for people: `prefill-0 TP-1-EP-0`.
 pub fn rank_name(identity: &AgentIdentity) -> String {
@@ -54,6 +55,39 @@ impl ServerKind {
     /// The word sidecars, manifests and people use (`unknown` when unset).
     pub fn word(self) -> &'static str {
         layout::ServerKind::from(self).word()
+    }
+}
+
+impl From<Role> for layout::Role {
+    fn from(role: Role) -> Self {
+        match role {
+            Role::Unspecified | Role::Unified => layout::Role::Unified,
+            Role::Prefill => layout::Role::Prefill,
+            Role::Decode => layout::Role::Decode,
+        }
+    }
+}
+
+impl From<layout::Role> for Role {
+    fn from(role: layout::Role) -> Self {
+        match role {
+            layout::Role::Unified => Role::Unified,
+            layout::Role::Prefill => Role::Prefill,
+            layout::Role::Decode => Role::Decode,
+        }
+    }
+}
+
+impl Role {
+    /// The word used on the command line and in storage paths (`unified`
+    /// when unset).
+    pub fn word(self) -> &'static str {
+        layout::Role::from(self).word()
+    }
+
+    /// Parses `unified`, `prefill` or `decode` (case-insensitive).
+    pub fn from_word(word: &str) -> Option<Role> {
+        word.parse::<layout::Role>().ok().map(Role::from)
     }
 }
 
@@ -176,7 +210,7 @@ pub fn agent_identity(rank: &RankIdentity) -> AgentIdentity {
         node_rank: rank.node_rank,
         ..Default::default()
     };
-    identity.set_role(Role::from_word(&rank.coords.role).unwrap_or(Role::Unspecified));
+    identity.set_role(rank.coords.role.into());
     identity.set_server_kind(rank.server_kind.into());
     identity
 }
@@ -223,11 +257,16 @@ pub fn capture_status(ranks: &[RankResult]) -> CaptureStatus {
     }
 }
 
-/// The manifest of a finished capture.
-pub fn manifest_from_summary(summary: &CaptureSummary, start_at_unix_ns: i64) -> Manifest {
+/// The manifest of a finished capture. `profile_id` is the capture's
+/// checked id, which the summary carries only as wire text.
+pub fn manifest_from_summary(
+    profile_id: &ProfileId,
+    summary: &CaptureSummary,
+    start_at_unix_ns: i64,
+) -> Manifest {
     Manifest {
         format: MANIFEST_FORMAT.to_string(),
-        profile_id: summary.profile_id.clone(),
+        profile_id: profile_id.clone(),
         status: summary.status().stored_status(),
         reason: (!summary.failure.is_empty()).then(|| summary.failure.clone()),
         storage_url: summary.storage_url.clone(),
@@ -273,7 +312,7 @@ pub fn audit_entry(record: &rankline_layout::AuditEntry) -> AuditEntry {
 /// manifest, so they are left empty.
 pub fn summary_from_manifest(manifest: &Manifest) -> CaptureSummary {
     let mut summary = CaptureSummary {
-        profile_id: manifest.profile_id.clone(),
+        profile_id: manifest.profile_id.to_string(),
         ranks: manifest
             .ranks
             .iter()
@@ -383,7 +422,7 @@ mod tests {
             failure: "workload failed: HTTP 400".into(),
         };
         assert_eq!(summary.status(), CaptureStatus::Partial);
-        let manifest = manifest_from_summary(&summary, 2);
+        let manifest = manifest_from_summary(&ProfileId::parse("c").unwrap(), &summary, 2);
         assert_eq!(
             manifest.reason.as_deref(),
             Some("workload failed: HTTP 400")

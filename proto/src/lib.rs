@@ -33,7 +33,7 @@ impl AgentIdentity {
     /// names it.
     pub fn rank_coords(&self) -> rankline_layout::RankCoords {
         rankline_layout::RankCoords {
-            role: self.role().word().to_string(),
+            role: self.role().into(),
             worker: self.worker,
             tp_rank: self.tp_rank,
             ep_rank: self.ep_rank,
@@ -58,27 +58,6 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
-}
-
-impl Role {
-    /// The lower-case word used on the command line and in storage paths.
-    pub fn word(self) -> &'static str {
-        match self {
-            Role::Unspecified | Role::Unified => "unified",
-            Role::Prefill => "prefill",
-            Role::Decode => "decode",
-        }
-    }
-
-    /// Parses `unified`, `prefill` or `decode` (case-insensitive).
-    pub fn from_word(word: &str) -> Option<Role> {
-        match word.to_ascii_lowercase().as_str() {
-            "unified" => Some(Role::Unified),
-            "prefill" => Some(Role::Prefill),
-            "decode" => Some(Role::Decode),
-            _ => None,
-        }
-    }
 }
 
 impl RankState {

@@ -14,7 +14,7 @@ pub fn matched(ranks: &[RankFacts]) -> CollectivesReport {
     let mut servers: BTreeMap<(&str, u32), Vec<usize>> = BTreeMap::new();
     for (i, rank) in ranks.iter().enumerate() {
         servers
-            .entry((&rank.role, rank.worker))
+            .entry((rank.role_word(), rank.worker))
             .or_default()
             .push(i);
     }
@@ -92,11 +92,7 @@ pub fn matched(ranks: &[RankFacts]) -> CollectivesReport {
         }
         if let Some(steps) = columns {
             report.heatmaps.push(Heatmap {
-                server: if role == "unified" {
-                    format!("unified-{worker}")
-                } else {
-                    format!("{role}-{worker}")
-                },
+                server: format!("{role}-{worker}"),
                 ranks: members.iter().map(|&i| ranks[i].label.clone()).collect(),
                 steps: steps.iter().map(|s| s.index).collect(),
                 lateness_ns: cells,

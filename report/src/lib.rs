@@ -317,7 +317,7 @@ fn rank_report(f: &rank::RankFacts) -> RankReport {
     RankReport {
         rank: f.label.clone(),
         name: f.display_name.clone(),
-        role: f.role.clone(),
+        role: f.role_word().to_string(),
         worker: f.worker,
         host: f.host.clone(),
         source: f.source.to_string(),

@@ -10,7 +10,10 @@
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 
-use rankline_merge::{CollectiveId, IdKey, InputError, PreparedRank, Span, TraceItem};
+use rankline_layout::Role;
+use rankline_merge::{
+    CollectiveId, IdKey, InputError, PreparedRank, Span, TraceItem, REQUESTS_TRACK,
+};
 use rustc_hash::FxHashMap;
 
 use crate::intervals::{covered, shared, union};
@@ -24,7 +27,8 @@ const KINETO_DEVICE_CATEGORIES: [&str; 3] = ["kernel", "gpu_memcpy", "gpu_memset
 pub struct RankFacts {
     pub label: String,
     pub display_name: String,
-    pub role: String,
+    /// `None` for a capture's requests track, which belongs to no server.
+    pub role: Option<Role>,
     pub worker: u32,
     pub host: Option<String>,
     pub source: &'static str,
@@ -45,6 +49,14 @@ pub struct RankFacts {
     pub ops: FxHashMap<Box<str>, OpTotal>,
     /// Per collective, each occurrence's (start, end), in time order.
     pub collectives: BTreeMap<CollectiveId, Vec<(i64, i64)>>,
+}
+
+impl RankFacts {
+    /// The role as reports name it: its word, or `requests` for the
+    /// requests track.
+    pub fn role_word(&self) -> &'static str {
+        self.role.map_or(REQUESTS_TRACK, Role::word)
+    }
 }
 
 /// Time and count of one op name.
@@ -213,7 +225,7 @@ pub fn read(rank: &PreparedRank) -> Result<RankFacts, InputError> {
     let mut facts = RankFacts {
         label: rank.label(),
         display_name: name.display_name(),
-        role: name.coords.role.clone(),
+        role: name.server().map(|(role, _)| role),
         worker: name.coords.worker,
         host: name.host.clone(),
         source: match rank.source() {
@@ -302,7 +314,7 @@ pub fn read(rank: &PreparedRank) -> Result<RankFacts, InputError> {
         })
     };
     if let Some((candidates, source)) = chosen {
-        facts.steps = steps_of(candidates, &facts.role, name.stage.as_deref());
+        facts.steps = steps_of(candidates, facts.role, name.stage.as_deref());
         facts.step_source = Some(source);
         let mut spans: Vec<(i64, i64)> =
             facts.steps.iter().map(|s| (s.start_ns, s.end_ns)).collect();
@@ -328,7 +340,7 @@ fn most<'k>(
 }
 
 /// Outermost step events in time order, numbered and staged.
-fn steps_of(candidates: &[Candidate], role: &str, file_stage: Option<&str>) -> Vec<Step> {
+fn steps_of(candidates: &[Candidate], role: Option<Role>, file_stage: Option<&str>) -> Vec<Step> {
     let mut order: Vec<&Candidate> = candidates.iter().collect();
     order.sort_by_key(|c| (c.start, std::cmp::Reverse(c.end)));
     let mut steps: Vec<Step> = Vec::new();
@@ -349,7 +361,7 @@ fn steps_of(candidates: &[Candidate], role: &str, file_stage: Option<&str>) -> V
 
 /// prefill / decode / mixed / idle from the step's name, else from the
 /// server's role, else from SGLang's per-stage file, else `step`.
-pub fn stage_of(name: &str, role: &str, file_stage: Option<&str>) -> &'static str {
+pub fn stage_of(name: &str, role: Option<Role>, file_stage: Option<&str>) -> &'static str {
     let from_text = |text: &str| {
         let upper = text.to_ascii_uppercase();
         if upper.contains("EXTEND") || upper.contains("PREFILL") {
@@ -365,7 +377,11 @@ pub fn stage_of(name: &str, role: &str, file_stage: Option<&str>) -> &'static st
         }
     };
     from_text(name)
-        .or_else(|| (role != "unified").then(|| from_text(role)).flatten())
+        .or_else(|| match role? {
+            Role::Prefill => Some("prefill"),
+            Role::Decode => Some("decode"),
+            Role::Unified => None,
+        })
         .or_else(|| file_stage.and_then(from_text))
         .unwrap_or("step")
 }

@@ -163,7 +163,7 @@ fn pd_workers_with_colliding_ranks_are_kept_apart_by_folder() {
     let roles: Vec<String> = manifest(&cluster, "pf")
         .ranks
         .iter()
-        .map(|r| r.identity.coords.role.clone())
+        .map(|r| r.identity.coords.role.to_string())
         .collect();
     assert_eq!(roles, ["prefill", "prefill"]);
 }

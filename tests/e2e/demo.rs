@@ -72,7 +72,7 @@ fn demo_with_pd_has_prefill_and_decode_workers() {
     let mut roles: Vec<String> = manifest
         .ranks
         .iter()
-        .map(|r| r.identity.coords.role.clone())
+        .map(|r| r.identity.coords.role.to_string())
         .collect();
     roles.sort();
     assert_eq!(roles, ["decode", "decode", "prefill", "prefill"]);

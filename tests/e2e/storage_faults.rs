@@ -184,7 +184,11 @@ impl S3Deployment {
                 assert_eq!(std::fs::metadata(&stored).unwrap().len(), file.size);
                 assert_eq!(sha256_of(&stored), file.sha256, "{}", file.key);
                 let written = find_file(
-                    &self.cluster.spool().join("captures").join(profile_id),
+                    &self
+                        .cluster
+                        .spool()
+                        .join("captures")
+                        .join(profile_id.as_str()),
                     &file.source_name,
                 )
                 .expect("the server's file is still in the spool");

@@ -21,7 +21,8 @@ fn demo_capture(extra: &[&str]) -> (tempfile::TempDir, PathBuf) {
     let run = run_rankline(&args).unwrap();
     assert!(
         run.status.success(),
-        "demo failed:\n{}{}",
+        "demo failed ({}):\n{}{}",
+        run.status,
         String::from_utf8_lossy(&run.stdout),
         String::from_utf8_lossy(&run.stderr)
     );

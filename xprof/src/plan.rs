@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use rankline_layout::{
     parse_rank_file_name, read_manifest, ClockFit, FileKind, Manifest, ManifestRank, RankCoords,
-    RankStatus, ServerKind, Sidecar, MANIFEST_NAME, SIDECAR_SUFFIX, XPLANE_SUFFIX,
+    RankStatus, Role, ServerKind, Sidecar, MANIFEST_NAME, SIDECAR_SUFFIX, XPLANE_SUFFIX,
 };
 
 use rankline_storage::StorageError;
@@ -99,7 +99,7 @@ async fn from_manifest(
     manifest: &Manifest,
 ) -> Result<Plan, ExportError> {
     let mut plan = Plan {
-        capture_id: manifest.profile_id.clone(),
+        capture_id: manifest.profile_id.to_string(),
         start_unix_ns: Some(manifest.start_at_unix_ns),
         hosts: Vec::new(),
         skipped: Vec::new(),
@@ -212,7 +212,7 @@ async fn from_listing(location: &CaptureLocation) -> Result<Plan, ExportError> {
         .collect();
     sidecars.sort_by_key(|(_, s)| s.identity.coords.sort_key());
     if let Some((_, first)) = sidecars.first() {
-        plan.capture_id = first.profile_id.clone();
+        plan.capture_id = first.profile_id.to_string();
     }
     plan.start_unix_ns = sidecars
         .iter()
@@ -339,7 +339,8 @@ fn no_xplane_reason(server_kind: ServerKind) -> String {
     }
 }
 
-/// What an xplane's key says about its rank: `[<role>-<worker>/]<id>-TP-n-EP-m`.
+/// What an xplane's key says about its rank: `[<role>-<worker>/]<id>-TP-n-EP-m`
+/// (a folder that names no role and worker counts as none: unified worker 0).
 fn coords_from_key(inside: &str) -> Option<RankCoords> {
     let (folder, name) = match inside.rsplit_once('/') {
         Some((folder, name)) => (folder.rsplit('/').next(), name),
@@ -348,8 +349,8 @@ fn coords_from_key(inside: &str) -> Option<RankCoords> {
     let parsed = parse_rank_file_name(name)?;
     let (role, worker) = folder
         .and_then(|f| f.rsplit_once('-'))
-        .and_then(|(role, worker)| Some((role.to_string(), worker.parse().ok()?)))
-        .unwrap_or_else(|| ("unified".to_string(), 0));
+        .and_then(|(role, worker)| Some((role.parse().ok()?, worker.parse().ok()?)))
+        .unwrap_or((Role::Unified, 0));
     Some(RankCoords {
         role,
         worker,
@@ -428,7 +429,7 @@ mod tests {
     fn host_names_carry_server_rank_and_short_host() {
         let mut names = HostNames::default();
         let coords = RankCoords {
-            role: "prefill".into(),
+            role: Role::Prefill,
             worker: 0,
             ..RankCoords::unified(1, 0)
         };
@@ -457,11 +458,8 @@ mod tests {
             "rl-20261123-021555-39ab"
         );
         let mut names = HostNames::default();
-        let hostile = RankCoords {
-            role: "../../x".into(),
-            ..RankCoords::unified(0, 0)
-        };
-        let name = names.assign(Some(&hostile), Some("../h,ost"), "k");
+        // A role cannot be hostile (it is a `Role`); a host name can.
+        let name = names.assign(Some(&RankCoords::unified(0, 0)), Some("../h,ost"), "k");
         assert!(
             !name.starts_with('.') && !name.contains(['/', ',']),
             "{name}"
@@ -473,7 +471,7 @@ mod tests {
         let coords = coords_from_key("decode-1/cap-TP-2-EP-1.xplane.pb").unwrap();
         assert_eq!(
             (
-                coords.role.as_str(),
+                coords.role.word(),
                 coords.worker,
                 coords.tp_rank,
                 coords.ep_rank

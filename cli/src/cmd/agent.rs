@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use clap::builder::TypedValueParser;
 use rankline_agent::{AgentConfig, KindChoice, ModeChoice, RankChoice, Retention, Timing};
-use rankline_proto::Role;
+use rankline_layout::Role;
 
 use rankline_proto::security::{read_secret_file, Secret};
 
@@ -37,8 +38,8 @@ pub struct Args {
 
     /// Which kind of worker the server is. [default: the server's
     /// disaggregation_mode, else unified]
-    #[arg(long, env = "RANKLINE_ROLE", value_enum)]
-    role: Option<RoleArg>,
+    #[arg(long, env = "RANKLINE_ROLE", value_parser = role_parser())]
+    role: Option<Role>,
 
     /// Which server of that role this is (prefill-0, prefill-1, ...).
     #[arg(long, env = "RANKLINE_WORKER", value_name = "N", default_value_t = 0)]
@@ -183,11 +184,10 @@ RANKLINE_TOKEN), https:// with --tls-ca, and for mutual TLS --tls-cert/--tls-key
 or SAN is this agent's --agent-id. A server started with SGLang's --api-key wants
 --server-api-key-file (or RANKLINE_SERVER_API_KEY).";
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum RoleArg {
-    Unified,
-    Prefill,
-    Decode,
+/// `--role`: the role words, listed in `--help` as a value enum's would be.
+fn role_parser() -> impl TypedValueParser<Value = Role> {
+    clap::builder::PossibleValuesParser::new(Role::ALL.map(Role::word))
+        .try_map(|word| word.parse::<Role>())
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -247,11 +247,7 @@ impl Args {
             coordinator_url: self.coordinator.coordinator,
             server_url: self.server,
             host: self.host,
-            role: self.role.map(|role| match role {
-                RoleArg::Unified => Role::Unified,
-                RoleArg::Prefill => Role::Prefill,
-                RoleArg::Decode => Role::Decode,
-            }),
+            role: self.role.map(rankline_proto::Role::from),
             worker: self.worker,
             tp_rank: self.tp_rank,
             ep_rank: self.ep_rank,

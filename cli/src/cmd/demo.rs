@@ -131,7 +131,7 @@ async fn run_demo(
 
     let profile_id = rankline_layout::generate_profile_id(rankline_proto::unix_now_ns());
     let request = CaptureRequest {
-        profile_id: profile_id.clone(),
+        profile_id: profile_id.to_string(),
         settings: Some(CaptureSettings {
             duration_ms: Some(args.duration.as_millis() as u64),
             ..Default::default()
@@ -150,7 +150,7 @@ async fn run_demo(
         bail!("the demo capture did not complete; see the per-rank table above");
     }
 
-    let capture_dir = storage.join(&profile_id);
+    let capture_dir = storage.join(profile_id.as_str());
     let merged = out.join(format!("{profile_id}.pftrace"));
     println!("\nmerging {} ranks into one timeline ...", ranks.len());
     let options = rankline_merge::MergeOptions::new(
@@ -179,7 +179,7 @@ async fn run_demo(
         capture_dir.display(),
         merged.display(),
         capture_dir.display(),
-        out.join(&profile_id).display(),
+        out.join(profile_id.as_str()).display(),
         capture_dir.display(),
         out.join(format!("{profile_id}-xprof")).display(),
     );

@@ -14,7 +14,7 @@ use rankline_layout::{
 use tracing::debug;
 
 use crate::error::{InputError, InputProblem};
-use crate::input::rank::{Location, NamedBy, RankInput, RankName, REQUESTS_ROLE};
+use crate::input::rank::{Location, NamedBy, RankInput, RankName};
 use crate::input::remote::{self, Fetched};
 use crate::options::Filters;
 
@@ -254,6 +254,7 @@ fn loose_rank(input: &str, path: &Path) -> RankInput {
             coords,
             stage,
             host: (in_jax_run || xplane.is_some()).then_some(stem),
+            requests: false,
         },
         named_by,
         trace: trace.map(Location::Local),
@@ -326,6 +327,7 @@ fn discover_capture(input: &str, dir: &Path, found: &mut Discovery) -> Result<()
             coords: rank.identity.coords.clone(),
             stage: None,
             host: Some(rank.identity.host.clone()),
+            requests: false,
         };
         if rank.status != RankStatus::Ok {
             found.missing.push(MissingRank {
@@ -427,12 +429,10 @@ fn discover_capture(input: &str, dir: &Path, found: &mut Discovery) -> Result<()
     if workload.is_file() {
         found.ranks.push(RankInput {
             name: RankName {
-                coords: RankCoords {
-                    role: REQUESTS_ROLE.to_string(),
-                    ..RankCoords::unified(0, 0)
-                },
+                coords: RankCoords::unified(0, 0),
                 stage: None,
                 host: None,
+                requests: true,
             },
             named_by: NamedBy::Capture,
             trace: Some(Location::Local(workload)),
@@ -521,6 +521,7 @@ fn rank_from_sidecar(
             coords: sidecar.identity.coords.clone(),
             stage: None,
             host: Some(sidecar.identity.host.clone()),
+            requests: false,
         },
         named_by: NamedBy::Capture,
         trace: trace.map(Location::Local),
@@ -608,6 +609,7 @@ mod tests {
                 coords: RankCoords::unified(tp, 0),
                 stage: None,
                 host: None,
+                requests: false,
             },
             named_by,
             trace: Some(Location::Local(PathBuf::from(format!(

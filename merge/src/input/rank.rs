@@ -4,12 +4,12 @@ use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 
-use rankline_layout::{RankCoords, Sidecar};
+use rankline_layout::{RankCoords, Role, Sidecar};
 use serde::Serialize;
 
-/// The role of a capture's `workload.json` input: not a rank but the
+/// The name of a capture's `workload.json` input: not a rank but the
 /// requests sent during the window, drawn as one `requests` track.
-pub const REQUESTS_ROLE: &str = "requests";
+pub const REQUESTS_TRACK: &str = "requests";
 
 /// Who a rank is, as far as its inputs tell.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -21,6 +21,10 @@ pub struct RankName {
     pub stage: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// The capture's requests track ([`REQUESTS_TRACK`]), which belongs to
+    /// no server; its `coords` are unified worker 0's.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub requests: bool,
 }
 
 impl RankName {
@@ -28,7 +32,7 @@ impl RankName {
     /// for the unified worker 0, `TP-0-EP-0/EXTEND` for a stage file.
     pub fn label(&self) -> String {
         if self.is_requests() {
-            return REQUESTS_ROLE.to_string();
+            return REQUESTS_TRACK.to_string();
         }
         let mut label = match self.coords.server_folder() {
             Some(folder) => format!("{folder}/{}", self.coords.rank_label()),
@@ -44,7 +48,7 @@ impl RankName {
     /// The process track's name: `prefill-0 TP-1 EP-0 (host)`.
     pub fn display_name(&self) -> String {
         if self.is_requests() {
-            return REQUESTS_ROLE.to_string();
+            return REQUESTS_TRACK.to_string();
         }
         let c = &self.coords;
         let mut name = format!("{}-{} TP-{}", c.role, c.worker, c.tp_rank);
@@ -66,12 +70,20 @@ impl RankName {
 
     /// Whether this is a capture's workload rather than a rank.
     pub fn is_requests(&self) -> bool {
-        self.coords.role == REQUESTS_ROLE
+        self.requests
     }
 
-    /// Timeline order: role, worker, dp, pp, ep, tp, then stage and host.
+    /// The server (role, worker) whose ranks are matched with each other;
+    /// `None` for the requests track.
+    pub fn server(&self) -> Option<(Role, u32)> {
+        (!self.requests).then_some((self.coords.role, self.coords.worker))
+    }
+
+    /// Timeline order: role, worker, dp, pp, ep, tp, then stage and host;
+    /// the requests track last.
     pub fn sort_key(&self) -> impl Ord + '_ {
         (
+            self.requests,
             self.coords.sort_key(),
             self.stage.as_deref(),
             self.host.as_deref(),
@@ -170,13 +182,14 @@ mod tests {
     fn names_read_well() {
         let name = RankName {
             coords: RankCoords {
-                role: "prefill".into(),
+                role: Role::Prefill,
                 worker: 0,
                 dp_rank: Some(2),
                 ..RankCoords::unified(1, 0)
             },
             stage: None,
             host: Some("tpu-vm-3".into()),
+            requests: false,
         };
         assert_eq!(name.display_name(), "prefill-0 TP-1 DP-2 EP-0 (tpu-vm-3)");
         assert_eq!(name.label(), "prefill-0/TP-1-DP-2-EP-0");
@@ -184,6 +197,7 @@ mod tests {
             coords: RankCoords::unified(3, 1),
             stage: Some("EXTEND".into()),
             host: None,
+            requests: false,
         };
         assert_eq!(flat.label(), "TP-3-EP-1/EXTEND");
         assert_eq!(flat.display_name(), "unified-0 TP-3 EP-1 EXTEND");

@@ -160,7 +160,7 @@ async fn fetch_capture(
     xplanes: bool,
 ) -> Result<Vec<String>, FetchError> {
     let inside = |key: &str| -> String {
-        key.strip_prefix(&manifest.profile_id)
+        key.strip_prefix(manifest.profile_id.as_str())
             .and_then(|rest| rest.strip_prefix('/'))
             .unwrap_or(key)
             .to_string()

@@ -1,6 +1,6 @@
 //! Writing one rank's Perfetto packet sequence, shared by both ways a rank
 //! is converted (a whole Chrome JSON trace in `pftrace`, an xplane line by
-//! line in `xplane_out`): string interning, the interned-data and track
+//! line in `xplane_pftrace`): string interning, the interned-data and track
 //! descriptor packets, slice packets, debug annotations, and the placement
 //! of slices on lanes so they nest strictly.
 
@@ -10,7 +10,9 @@ use std::io;
 
 use rustc_hash::FxHashMap;
 
-use crate::output::proto::{self, annotation, descriptor, interned, packet, track_event};
+use crate::output::proto::{
+    self, annotation, descriptor, interned, packet, track_event, SmallMessage,
+};
 use crate::output::sink::ChunkSink;
 
 /// Output is handed to the sink in pieces of about this size.
@@ -326,7 +328,7 @@ pub struct PacketWriter<'s> {
     scratch: Vec<u8>,
     sequence: u64,
     /// The sequence id and flags fields every event packet has, encoded.
-    sequence_fields: StackBytes,
+    sequence_fields: SmallMessage,
     /// Whether the packet that clears the sequence's state was written.
     started: bool,
 }
@@ -340,7 +342,7 @@ impl<'s> PacketWriter<'s> {
     /// A writer of packet sequence `sequence` (an xplane line's).
     pub fn with_sequence(mut buf: Vec<u8>, sink: &'s dyn ChunkSink, sequence: u64) -> Self {
         buf.reserve(CHUNK + (64 << 10));
-        let mut sequence_fields = StackBytes::new();
+        let mut sequence_fields = SmallMessage::new();
         sequence_fields.varint_field(packet::TRUSTED_PACKET_SEQUENCE_ID, sequence);
         sequence_fields.varint_field(packet::SEQUENCE_FLAGS, packet::SEQ_NEEDS_INCREMENTAL_STATE);
         PacketWriter {
@@ -495,7 +497,7 @@ impl<'s> PacketWriter<'s> {
         if category != 0 {
             event_len += proto::varint_field_len(track_event::CATEGORY_IIDS, u64::from(category));
         }
-        let mut head = StackBytes::new();
+        let mut head = SmallMessage::new();
         self.packet_head(&mut head, ts, event_len);
         head.varint_field(track_event::TYPE, kind);
         head.varint_field(track_event::TRACK_UUID, uuid);
@@ -511,7 +513,7 @@ impl<'s> PacketWriter<'s> {
         let ts = Self::timestamp(at);
         let event_len = proto::varint_field_len(track_event::TYPE, track_event::SLICE_END)
             + proto::varint_field_len(track_event::TRACK_UUID, uuid);
-        let mut head = StackBytes::new();
+        let mut head = SmallMessage::new();
         self.packet_head(&mut head, ts, event_len);
         head.varint_field(track_event::TYPE, track_event::SLICE_END);
         head.varint_field(track_event::TRACK_UUID, uuid);
@@ -521,9 +523,9 @@ impl<'s> PacketWriter<'s> {
     /// The packet's length prefix, timestamp, sequence and flags, and the
     /// TrackEvent's field header.
     #[inline]
-    fn packet_head(&self, head: &mut StackBytes, ts: u64, event_len: usize) {
+    fn packet_head(&self, head: &mut SmallMessage, ts: u64, event_len: usize) {
         let packet_len = proto::varint_field_len(packet::TIMESTAMP, ts)
-            + self.sequence_fields.len
+            + self.sequence_fields.len()
             + proto::len_field_len(packet::TRACK_EVENT, event_len);
         head.len_header(packet::TRACE_PACKET, packet_len);
         head.varint_field(packet::TIMESTAMP, ts);
@@ -544,66 +546,6 @@ impl<'s> PacketWriter<'s> {
             self.buf.clear();
         }
         Ok(())
-    }
-}
-
-/// Room for a slice packet's fixed fields: two length headers (at most 6
-/// bytes each) and seven varint fields (at most 11 bytes each) = 61.
-struct StackBytes {
-    bytes: [u8; 64],
-    len: usize,
-}
-
-impl StackBytes {
-    fn new() -> Self {
-        StackBytes {
-            bytes: [0; 64],
-            len: 0,
-        }
-    }
-
-    /// Appends what `other` holds (it is small: the caller checks).
-    #[inline]
-    fn extend(&mut self, other: &StackBytes) {
-        self.bytes[self.len..self.len + other.len].copy_from_slice(&other.bytes[..other.len]);
-        self.len += other.len;
-    }
-
-    #[inline]
-    fn varint(&mut self, mut value: u64) {
-        // A local cursor: updating `self.len` byte by byte would make every
-        // store wait on the previous one.
-        // Indexes masked to the array: no bounds check per byte (the
-        // fields written always fit, see the type's comment).
-        let mut len = self.len;
-        while value >= 0x80 {
-            self.bytes[len % 64] = (value as u8) | 0x80;
-            len += 1;
-            value >>= 7;
-        }
-        self.bytes[len % 64] = value as u8;
-        self.len = len + 1;
-    }
-
-    #[inline]
-    fn varint_field(&mut self, field: u32, value: u64) {
-        self.varint(u64::from(field << 3));
-        self.varint(value);
-    }
-
-    #[inline]
-    fn len_header(&mut self, field: u32, len: usize) {
-        self.varint(u64::from(field << 3 | 2));
-        self.varint(len as u64);
-    }
-
-    /// Appends the bytes written so far. Copying the whole fixed-size
-    /// array and cutting it back is a few vector moves; copying `len` bytes
-    /// would be a call to memcpy per packet.
-    fn append_to(&self, out: &mut Vec<u8>) {
-        let end = out.len() + self.len;
-        out.extend_from_slice(&self.bytes);
-        out.truncate(end);
     }
 }
 

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
 
 use memchr::memmem;
-use rankline_layout::ClockFit;
+use rankline_layout::{ClockFit, Role};
 use rayon::prelude::*;
 use serde::Serialize;
 use tracing::debug;
@@ -250,8 +250,9 @@ pub fn jax_family(op: &str) -> Option<&'static str> {
 
 /// What the refinement needs to know about one rank.
 pub struct Participant<'a> {
-    /// Ranks with the same server are matched with each other.
-    pub server: (&'a str, u32),
+    /// Ranks with the same server are matched with each other (`None`: the
+    /// requests track, which has no server).
+    pub server: Option<(Role, u32)>,
     pub label: String,
     pub host: Option<&'a str>,
     pub clock: ClockStatus,
@@ -268,7 +269,7 @@ pub(crate) fn apply(pool: &rayon::ThreadPool, work: &mut [Work]) {
         .iter()
         .zip(found)
         .map(|(w, collectives)| Participant {
-            server: (&w.input.name.coords.role, w.input.name.coords.worker),
+            server: w.input.name.server(),
             label: w.input.name.label(),
             host: w.input.name.host.as_deref(),
             clock: w.time.clock_status,
@@ -304,7 +305,7 @@ fn read_rank(w: &Work) -> RankCollectives {
 /// Decides each participant's refinement (same order as `ranks`).
 pub fn refine(ranks: &[Participant<'_>]) -> Vec<RankRefinement> {
     let bounds: Vec<Option<u64>> = ranks.iter().map(clock_bound).collect();
-    let mut servers: BTreeMap<(&str, u32), Vec<usize>> = BTreeMap::new();
+    let mut servers: BTreeMap<Option<(Role, u32)>, Vec<usize>> = BTreeMap::new();
     for (i, rank) in ranks.iter().enumerate() {
         servers.entry(rank.server).or_default().push(i);
     }
@@ -593,7 +594,7 @@ mod tests {
 
     fn participant<'a>(label: &str, fit: Option<&'a ClockFit>, shift: i64) -> Participant<'a> {
         Participant {
-            server: ("unified", 0),
+            server: Some((Role::Unified, 0)),
             label: label.into(),
             host: None,
             clock: if fit.is_some() {
@@ -673,7 +674,7 @@ mod tests {
         ];
         ranks[1].collectives = RankCollectives::default();
         ranks[2].collectives = ends(&[("all-gather.9", 5)]);
-        ranks[3].server = ("prefill", 0);
+        ranks[3].server = Some((Role::Prefill, 0));
         let out = refine(&ranks);
         assert_eq!(out[1].outcome, RefineOutcome::NoCollectives);
         assert_eq!(out[2].outcome, RefineOutcome::NothingInCommon);

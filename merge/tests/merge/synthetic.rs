@@ -283,7 +283,7 @@ fn write_capture(root: &Path) -> PathBuf {
         let base = 1_795_000_000_000_000_000 + i64::from(tp) * 1_000_000;
         TestRank {
             coords: RankCoords {
-                role: role.into(),
+                role: role.parse().unwrap(),
                 ..RankCoords::unified(tp, 0)
             },
             host: format!("host-{tp}"),

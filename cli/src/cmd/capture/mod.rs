@@ -19,6 +19,7 @@ Exit codes:
   1    the capture ended with failed or lost ranks
   2    the capture could not start or be followed (bad input, coordinator unreachable, ...)
   130  interrupted twice: stopped waiting (the capture goes on; see `rankline capture show ID`)
+  141  stdout was closed by its reader (`| head`); the capture goes on
 
 Without --num-steps or --duration the servers profile until `rankline stop ID` or Ctrl-C.
 Ctrl-C asks every rank to stop (once), then waits for their files.

@@ -512,7 +512,7 @@ pub fn write_capture(root: &Path, id: &str, start_at_unix_ns: i64, ranks: &[Test
         write_gz(&trace_path, trace);
         let sidecar = Sidecar {
             format: SIDECAR_FORMAT.into(),
-            profile_id: id.into(),
+            profile_id: id.parse().unwrap(),
             identity: identity.clone(),
             start_requested_unix_ns: rank.time_base_ns - 20_000_000,
             stop_requested_unix_ns: None,
@@ -551,7 +551,7 @@ pub fn write_capture(root: &Path, id: &str, start_at_unix_ns: i64, ranks: &[Test
     let all_ok = manifest_ranks.iter().all(|r| r.status == RankStatus::Ok);
     let manifest = Manifest {
         format: MANIFEST_FORMAT.into(),
-        profile_id: id.into(),
+        profile_id: id.parse().unwrap(),
         status: if all_ok {
             CaptureStatus::Complete
         } else {

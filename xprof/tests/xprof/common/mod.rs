@@ -41,7 +41,7 @@ impl TestRank {
     pub fn jax(role: &str, worker: u32, tp: u32, host: &str, proc: usize) -> TestRank {
         TestRank {
             coords: RankCoords {
-                role: role.into(),
+                role: role.parse().unwrap(),
                 worker,
                 ..RankCoords::unified(tp, 0)
             },
@@ -120,7 +120,7 @@ pub fn capture_objects(id: &str, ranks: &[TestRank]) -> Vec<(String, Vec<u8>)> {
         }
         let sidecar = Sidecar {
             format: SIDECAR_FORMAT.into(),
-            profile_id: id.into(),
+            profile_id: id.parse().unwrap(),
             identity: identity.clone(),
             start_requested_unix_ns: START_NS,
             stop_requested_unix_ns: None,
@@ -154,7 +154,7 @@ pub fn capture_objects(id: &str, ranks: &[TestRank]) -> Vec<(String, Vec<u8>)> {
     }
     let manifest = Manifest {
         format: MANIFEST_FORMAT.into(),
-        profile_id: id.into(),
+        profile_id: id.parse().unwrap(),
         status: CaptureStatus::Partial,
         reason: None,
         storage_url: "file:///elsewhere".into(),
