@@ -1,7 +1,7 @@
 //! The capture manifest, `<profile_id>/manifest.json`, written by the
 //! coordinator: every selected rank with its final status and object keys.
 
-use crate::{CaptureStatus, ProfileId, RankIdentity, RankStatus, SettingsRecord};
+use crate::{CaptureStatus, ProfileId, RankIdentity, RankKey, RankStatus, SettingsRecord};
 use serde::{Deserialize, Serialize};
 
 /// The `format` value of a manifest this version writes.
@@ -20,6 +20,18 @@ pub struct RankObjects {
     pub meta: Option<String>,
 }
 
+impl RankObjects {
+    /// The canonical keys of a stored rank: its trace, its xplane when it
+    /// has one, its sidecar.
+    pub fn stored(key: &RankKey, with_xplane: bool) -> RankObjects {
+        RankObjects {
+            trace: Some(key.trace()),
+            xplane: with_xplane.then(|| key.xplane()),
+            meta: Some(key.sidecar()),
+        }
+    }
+}
+
 /// One selected rank.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestRank {
@@ -29,6 +41,18 @@ pub struct ManifestRank {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub objects: RankObjects,
+}
+
+impl ManifestRank {
+    /// A rank stored whole.
+    pub fn ok(identity: RankIdentity, objects: RankObjects) -> ManifestRank {
+        ManifestRank {
+            identity,
+            status: RankStatus::Ok,
+            reason: None,
+            objects,
+        }
+    }
 }
 
 /// `<profile_id>/manifest.json`.

@@ -22,7 +22,7 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use rankline_layout::{
     CaptureStatus, ClockFit, FileKind, FileRecord, Manifest, ManifestRank, RankCoords,
-    RankIdentity, RankKey, RankObjects, RankStatus, ServerKind, SettingsRecord, Sidecar, TimeBase,
+    RankIdentity, RankKey, RankObjects, ServerKind, SettingsRecord, Sidecar, TimeBase,
     TimeBaseSource, MANIFEST_FORMAT, MANIFEST_NAME, SIDECAR_FORMAT,
 };
 use rankline_simserver::synthetic::{write_jax_rank, SyntheticRank};
@@ -122,16 +122,7 @@ fn main() -> Result<(), Error> {
             root.join(key.sidecar()),
             serde_json::to_vec_pretty(&sidecar)?,
         )?;
-        manifest_ranks.push(ManifestRank {
-            identity,
-            status: RankStatus::Ok,
-            reason: None,
-            objects: RankObjects {
-                trace: Some(key.trace()),
-                xplane: Some(key.xplane()),
-                meta: Some(key.sidecar()),
-            },
-        });
+        manifest_ranks.push(ManifestRank::ok(identity, RankObjects::stored(&key, true)));
 
         let merger_copy = sglang.join(format!("{PROFILE_ID}-TP-{rank}.trace.json.gz"));
         let json_bytes = strip_trailing_empty_event(&trace, &merger_copy)?;

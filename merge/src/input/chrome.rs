@@ -153,21 +153,24 @@ where
 }
 
 /// Decompressed text not yet consumed, refilled on demand.
+///
+/// The source reads straight into `buffer` (no copy between the decoder and
+/// the scanner); only the bytes a read added are checked as UTF-8.
 struct Window<R> {
     source: R,
-    /// Checked text; `text[pos..]` is not consumed yet.
-    text: String,
+    /// `buffer[..checked]` is the text, checked UTF-8; `buffer[checked..filled]`
+    /// is read but not yet text (a character cut by a read); `buffer[pos..checked]`
+    /// is not consumed yet.
+    buffer: Vec<u8>,
+    checked: usize,
+    filled: usize,
     pos: usize,
-    /// Read buffer; its first `pending_len` bytes are read but not yet in
-    /// `text` (a character cut by a read).
-    pending: Vec<u8>,
-    pending_len: usize,
     /// Refill target: the window grows past it only for one huge element.
     capacity: usize,
     eof: bool,
     /// Stream offset of invalid UTF-8 that stops the text there.
     bad_utf8_at: Option<u64>,
-    /// Stream offset of `text[0]`.
+    /// Stream offset of `buffer[0]`.
     base: u64,
 }
 
@@ -193,10 +196,10 @@ impl<R: Read> Window<R> {
         let capacity = capacity.max(1);
         Window {
             source,
-            text: String::new(),
+            buffer: Vec::new(),
+            checked: 0,
+            filled: 0,
             pos: 0,
-            pending: Vec::new(),
-            pending_len: 0,
             capacity,
             eof: false,
             bad_utf8_at: None,
@@ -204,78 +207,83 @@ impl<R: Read> Window<R> {
         }
     }
 
+    /// The checked text, consumed part included.
+    fn text(&self) -> &str {
+        let checked = &self.buffer[..self.checked];
+        // SAFETY: `refill` is the only writer of `buffer` and `checked`: it
+        // moves `checked` past bytes only after `str::from_utf8` accepted
+        // them, and drops consumed text only up to a character boundary
+        // (asserted there), so `buffer[..checked]` is always whole UTF-8.
+        unsafe { std::str::from_utf8_unchecked(checked) }
+    }
+
     fn advance(&mut self, n: usize) {
         self.pos += n;
     }
 
     fn rest(&self) -> &[u8] {
-        &self.text.as_bytes()[self.pos..]
+        &self.buffer[self.pos..self.checked]
     }
 
     /// Reads more input; false when nothing more can be had.
     fn refill(&mut self) -> Result<bool, ReadError> {
         if self.pos > 0 {
-            self.text.drain(..self.pos);
+            // What stays must start a character to remain text (see `text`).
+            assert!(self.text().is_char_boundary(self.pos));
+            self.buffer.copy_within(self.pos..self.filled, 0);
+            self.checked -= self.pos;
+            self.filled -= self.pos;
             self.base += self.pos as u64;
             self.pos = 0;
         }
-        if self.bad_utf8_at.is_some() || (self.eof && self.pending_len == 0) {
+        if self.bad_utf8_at.is_some() || (self.eof && self.filled == self.checked) {
             return Ok(false);
         }
         // Read at least as much as is already waiting, so a huge element
         // doubles the window instead of growing it chunk by chunk.
         let want = self
             .capacity
-            .saturating_sub(self.text.len())
-            .max(self.text.len())
+            .saturating_sub(self.checked)
+            .max(self.checked)
             .max(1);
-        let target = self.pending_len + want;
-        while self.pending_len < target {
+        let target = self.filled + want;
+        while self.filled < target {
             // The buffer grows with what is read, so a small trace never
             // pays for a big window.
-            let room = target.min(self.pending_len + READ_CHUNK);
-            if self.pending.len() < room {
-                self.pending.resize(room, 0);
+            let room = target.min(self.filled + READ_CHUNK);
+            if self.buffer.len() < room {
+                self.buffer.resize(room, 0);
             }
-            match self.source.read(&mut self.pending[self.pending_len..room]) {
+            match self.source.read(&mut self.buffer[self.filled..room]) {
                 Ok(0) => {
                     self.eof = true;
                     break;
                 }
-                Ok(n) => self.pending_len += n,
+                Ok(n) => self.filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(ReadError::Io(e)),
             }
         }
-        let before = self.text.len();
-        let read = &self.pending[..self.pending_len];
-        let valid = match std::str::from_utf8(read) {
-            Ok(text) => {
-                self.text.push_str(text);
-                read.len()
-            }
+        let before = self.checked;
+        match std::str::from_utf8(&self.buffer[self.checked..self.filled]) {
+            Ok(_) => self.checked = self.filled,
             Err(e) => {
-                let valid = e.valid_up_to();
-                self.text
-                    .push_str(std::str::from_utf8(&read[..valid]).unwrap_or_default());
+                // A character cut by the read stays unchecked for the next one.
+                self.checked += e.valid_up_to();
                 if e.error_len().is_some() || self.eof {
-                    self.bad_utf8_at = Some(self.base + self.text.len() as u64);
+                    self.bad_utf8_at = Some(self.base + self.checked as u64);
                 }
-                valid
             }
-        };
-        // Keep a character cut by the read for the next one.
-        self.pending.copy_within(valid..self.pending_len, 0);
-        self.pending_len -= valid;
-        Ok(self.text.len() > before)
+        }
+        Ok(self.checked > before)
     }
 
     /// The next byte that is not JSON whitespace (or a BOM), not consumed.
     fn peek_significant(&mut self) -> Result<Option<u8>, ReadError> {
         loop {
-            self.pos = skip_ws(self.text.as_bytes(), self.pos);
+            self.pos = skip_ws(&self.buffer[..self.checked], self.pos);
             if let Some(&b) = self.rest().first() {
-                if self.base == 0 && self.pos == 0 && self.text.starts_with('\u{feff}') {
+                if self.base == 0 && self.pos == 0 && self.text().starts_with('\u{feff}') {
                     // A byte order mark, only at the very start.
                     self.pos += '\u{feff}'.len_utf8();
                     continue;
@@ -299,7 +307,7 @@ impl<R: Read> Window<R> {
         mut scan: impl FnMut(&str) -> Scanned<T>,
     ) -> Result<Option<T>, ReadError> {
         loop {
-            match scan(&self.text[self.pos..]) {
+            match scan(&self.text()[self.pos..]) {
                 Scanned::Done(value, used) => {
                     self.pos += used;
                     return Ok(Some(value));
@@ -546,7 +554,7 @@ fn scan_event(text: &str) -> Scanned<Option<RawEvent<'_>>> {
             Scan::Done(end) => end,
             other => return other.into(),
         };
-        let Some(value) = text.get(value_start..value_end) else {
+        let Some(value) = slice_text(text, value_start, value_end) else {
             return Scanned::Invalid(value_start, Why::NotText);
         };
         let field = match field {
@@ -578,6 +586,11 @@ fn scan_event(text: &str) -> Scanned<Option<RawEvent<'_>>> {
                     .unwrap_or_default();
                 event.others.push((key, value));
             }
+        }
+        // Most members are followed by `,"`: the next key, no blanks.
+        if bytes.get(value_end) == Some(&b',') && bytes.get(value_end + 1) == Some(&b'"') {
+            i = value_end + 1;
+            continue;
         }
         i = value_end;
         match next_member(bytes, &mut i) {
@@ -650,6 +663,20 @@ fn known_key(bytes: &[u8], at: usize) -> Option<(usize, Field)> {
         _ => return None,
     };
     Some((at + len, field))
+}
+
+/// `text[start..end]` for offsets the scanner found; `None` when they are
+/// not character boundaries in order. Written out because the generic
+/// `str::get` stays out of line in the event loop.
+#[inline(always)]
+fn slice_text(text: &str, start: usize, end: usize) -> Option<&str> {
+    if start <= end && text.is_char_boundary(start) && text.is_char_boundary(end) {
+        // SAFETY: both ends are character boundaries of `text` (so within
+        // it) and in order: what `str::get` checks before the same call.
+        Some(unsafe { text.get_unchecked(start..end) })
+    } else {
+        None
+    }
 }
 
 /// After a member's value: `,` moves `i` to the next key (`None`), `}` ends

@@ -537,16 +537,7 @@ pub fn write_capture(root: &Path, id: &str, start_at_unix_ns: i64, ranks: &[Test
             serde_json::to_vec(&sidecar).unwrap(),
         )
         .unwrap();
-        manifest_ranks.push(ManifestRank {
-            identity,
-            status: RankStatus::Ok,
-            reason: None,
-            objects: RankObjects {
-                trace: Some(key.trace()),
-                xplane: None,
-                meta: Some(key.sidecar()),
-            },
-        });
+        manifest_ranks.push(ManifestRank::ok(identity, RankObjects::stored(&key, false)));
     }
     let all_ok = manifest_ranks.iter().all(|r| r.status == RankStatus::Ok);
     let manifest = Manifest {

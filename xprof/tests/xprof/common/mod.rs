@@ -141,16 +141,10 @@ pub fn capture_objects(id: &str, ranks: &[TestRank]) -> Vec<(String, Vec<u8>)> {
             agent_version: "test".into(),
         };
         objects.push((key.sidecar(), serde_json::to_vec(&sidecar).unwrap()));
-        manifest_ranks.push(ManifestRank {
+        manifest_ranks.push(ManifestRank::ok(
             identity,
-            status: RankStatus::Ok,
-            reason: None,
-            objects: RankObjects {
-                trace: Some(key.trace()),
-                xplane: xplane.map(|_| key.xplane()),
-                meta: Some(key.sidecar()),
-            },
-        });
+            RankObjects::stored(&key, xplane.is_some()),
+        ));
     }
     let manifest = Manifest {
         format: MANIFEST_FORMAT.into(),
