@@ -94,6 +94,9 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader of stdout went away (`| head`): end as quietly as a
+        // print to it does (see `signals::end_quietly_when_stdout_closes`).
+        Err(error) if signals::is_broken_pipe(&error) => ExitCode::from(exit::BROKEN_PIPE),
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::from(exit::REFUSED)

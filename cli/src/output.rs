@@ -1,7 +1,10 @@
 //! How every subcommand prints its answer on stdout: JSON for scripts
-//! (`--json`), text for people.
+//! (`--json`), text for people. Write errors keep their `io::Error`, so a
+//! closed stdout ends the process quietly (`signals::is_broken_pipe`).
 
 use std::io::Write as _;
+
+use anyhow::Context as _;
 
 /// Writes a command's answer: pretty JSON with `--json`, else its text.
 pub fn print_summary<T: serde::Serialize>(
@@ -12,7 +15,8 @@ pub fn print_summary<T: serde::Serialize>(
     let mut stdout = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut stdout, summary)
-            .map_err(|e| anyhow::anyhow!("cannot write the summary: {e}"))?;
+            .map_err(std::io::Error::from)
+            .context("cannot write the summary")?;
         writeln!(stdout)?;
     } else {
         write!(stdout, "{}", text())?;
@@ -24,7 +28,8 @@ pub fn print_summary<T: serde::Serialize>(
 pub fn print_json_line<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     serde_json::to_writer(&mut stdout, value)
-        .map_err(|e| anyhow::anyhow!("cannot write the event: {e}"))?;
+        .map_err(std::io::Error::from)
+        .context("cannot write the event")?;
     writeln!(stdout)?;
     Ok(())
 }

@@ -63,6 +63,16 @@ fn is_closed_stdout(payload: &(dyn std::any::Any + Send)) -> bool {
     message.starts_with("failed printing to stdout") && message.contains("Broken pipe")
 }
 
+/// Whether a command failed because its stdout was closed: an
+/// `io::Error` of kind `BrokenPipe` anywhere in the error's chain.
+pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +87,16 @@ mod tests {
         let stderr: Box<dyn std::any::Any + Send> =
             Box::new("failed printing to stderr: Broken pipe (os error 32)".to_string());
         assert!(!is_closed_stdout(stderr.as_ref()));
+    }
+
+    #[test]
+    fn a_broken_pipe_is_found_behind_context() {
+        let closed = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+            .context("cannot write the summary");
+        assert!(is_broken_pipe(&closed));
+        let refused =
+            anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
+                .context("cannot reach the coordinator");
+        assert!(!is_broken_pipe(&refused));
     }
 }

@@ -78,3 +78,32 @@ fn demo_with_pd_has_prefill_and_decode_workers() {
     assert_eq!(roles, ["decode", "decode", "prefill", "prefill"]);
     assert!(merged.is_file());
 }
+
+/// A relative `--out` (the default is `./rankline-demo`) is printed as a
+/// clean absolute path, so every path and hint can be pasted anywhere.
+#[test]
+fn a_relative_out_folder_prints_clean_absolute_paths() {
+    let cwd = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(rankline_e2e::rankline_bin())
+        .args([
+            "demo",
+            "--out",
+            "./here",
+            "--ranks",
+            "1",
+            "--duration",
+            "300ms",
+        ])
+        .current_dir(cwd.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let folder = cwd.path().join("here");
+    assert!(
+        stdout.contains(&format!("Everything is under {}", folder.display())),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("/./"), "{stdout}");
+}

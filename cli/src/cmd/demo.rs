@@ -52,7 +52,9 @@ struct Rank {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let out = absolute(&args.out)?;
+    // Absolute and without `./`, so every path the demo prints can be pasted.
+    let out = std::path::absolute(&args.out)
+        .with_context(|| format!("cannot resolve the demo folder {}", args.out.display()))?;
     std::fs::create_dir_all(&out)
         .with_context(|| format!("cannot create the demo folder {}", out.display()))?;
     let runtime = super::runtime()?;
@@ -257,12 +259,4 @@ async fn wait_for_agents(coordinator_url: &str, expected: usize) -> anyhow::Resu
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bail!("the demo agents did not connect to the embedded coordinator within 30 s")
-}
-
-fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
-    Ok(if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir()?.join(path)
-    })
 }
