@@ -159,6 +159,14 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_profile_id_is_checked_when_read() {
+        let error =
+            read_sidecar(br#"{"format":"rankline.rank/v1","profile_id":"../escape"}"#).unwrap_err();
+        assert!(matches!(error, DocumentError::NotJson { .. }), "{error}");
+        assert!(error.to_string().contains("profile id"), "{error}");
+    }
+
+    #[test]
     fn not_json_names_the_document() {
         let error = read_manifest(b"<html>").unwrap_err();
         assert!(
