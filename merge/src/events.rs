@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::input::chrome::{raw_text, Element, RawEvent};
-use crate::input::number;
 use crate::options::Filters;
 use crate::time::timebase::RankTime;
 
@@ -177,11 +176,9 @@ pub fn event_span(
     with_duration: bool,
 ) -> Result<(i64, i64), &'static str> {
     let ts = event.ts.ok_or(reason::NO_TS)?;
-    let ts = number::micros_text_to_nanos(ts).ok_or(reason::BAD_TS)?;
+    let ts = ts.nanos().ok_or(reason::BAD_TS)?;
     let dur = match (with_duration, event.dur) {
-        (true, Some(dur)) => number::micros_text_to_nanos(dur)
-            .filter(|d| *d >= 0)
-            .ok_or(reason::BAD_TS)?,
+        (true, Some(dur)) => dur.nanos().filter(|d| *d >= 0).ok_or(reason::BAD_TS)?,
         _ => 0,
     };
     let start = time.aligned(ts).ok_or(reason::BAD_TS)?;

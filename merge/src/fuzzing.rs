@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use crate::events::EventFilter;
 use crate::input::chrome::{self, raw_text, Element};
-use crate::input::json_scan;
+use crate::input::json_scan::{self, RawText};
 use crate::input::number;
 use crate::input::source::decompressed;
 use crate::input::xplane::{self as xplane_in, OpenXplane};
@@ -25,14 +25,20 @@ pub fn read_elements(bytes: &[u8]) -> Option<u64> {
     let footer = chrome::read_trace(source.reader, |element| {
         if let Element::Event(event) = element {
             let _ = event.phase();
-            for raw in [event.name, event.cat, event.args, event.id]
-                .into_iter()
-                .flatten()
-            {
+            // What the scanner learnt on the way must be what reading the
+            // text again gives.
+            for text in [event.name, event.cat].into_iter().flatten() {
+                assert_eq!(text.text(), RawText::of(text.raw).text(), "{text:?}");
+            }
+            for raw in [event.args, event.id].into_iter().flatten() {
                 let _ = raw_text(raw);
             }
-            for raw in [event.ts, event.dur].into_iter().flatten() {
-                let _ = number::micros_text_to_nanos(raw);
+            for time in [event.ts, event.dur].into_iter().flatten() {
+                assert_eq!(
+                    time.nanos(),
+                    number::micros_text_to_nanos(time.raw),
+                    "{time:?}"
+                );
             }
             if let Some(args) = event.args {
                 json_scan::members(args).for_each(drop);
@@ -96,8 +102,9 @@ pub fn xplane_elements(bytes: &[u8]) -> Option<u64> {
             .ok()?;
     let read = xplane_in::for_each_element(&mut xplane, &time, &|| false, |element| {
         if let Element::Event(event) = element {
-            for raw in [event.name, event.args, event.ts, event.dur]
+            for raw in [event.name.map(|name| name.raw), event.args]
                 .into_iter()
+                .chain([event.ts, event.dur].map(|time| time.map(|time| time.raw)))
                 .flatten()
             {
                 let _ = raw_text(raw);

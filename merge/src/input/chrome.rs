@@ -13,7 +13,7 @@ use std::io::{self, Read};
 use std::ops::ControlFlow;
 
 use crate::input::json_scan::{
-    self, scan_string, scan_string_escapes, scan_value, skip_ws, Scan, Why,
+    self, scan_string, scan_string_escapes, scan_value, skip_ws, RawText, Scan, Why,
 };
 use crate::input::number;
 
@@ -22,14 +22,16 @@ const WINDOW: usize = 4 << 20;
 /// Bytes asked of the source per read call.
 const READ_CHUNK: usize = 256 << 10;
 
-/// One element of `traceEvents`, every value as its raw JSON text.
+/// One element of `traceEvents`, every value as its raw JSON text (with
+/// what the scanner learnt of it on the way: a string's escapes, a time's
+/// value).
 #[derive(Debug, Default)]
 pub struct RawEvent<'a> {
     pub ph: Option<&'a str>,
-    pub name: Option<&'a str>,
-    pub cat: Option<&'a str>,
-    pub ts: Option<&'a str>,
-    pub dur: Option<&'a str>,
+    pub name: Option<RawText<'a>>,
+    pub cat: Option<RawText<'a>>,
+    pub ts: Option<Micros<'a>>,
+    pub dur: Option<Micros<'a>>,
     pub pid: Option<&'a str>,
     pub tid: Option<&'a str>,
     pub id: Option<&'a str>,
@@ -62,6 +64,27 @@ impl RawEvent<'_> {
                     .unwrap_or(raw)
             })
             .unwrap_or("")
+    }
+}
+
+/// A `ts` or `dur`: its JSON text, and its nanoseconds when the scanner
+/// read them on the way (the usual plain decimals), so they are read once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Micros<'a> {
+    pub raw: &'a str,
+    nanos: Option<i64>,
+}
+
+impl<'a> Micros<'a> {
+    /// A value to convert from its text when asked.
+    pub fn of(raw: &'a str) -> Self {
+        Micros { raw, nanos: None }
+    }
+
+    /// Its nanoseconds; `None` when it is not a number or out of range.
+    pub fn nanos(&self) -> Option<i64> {
+        self.nanos
+            .or_else(|| number::micros_text_to_nanos(self.raw))
     }
 }
 
@@ -529,10 +552,10 @@ fn scan_event(text: &str) -> Scanned<Option<RawEvent<'_>>> {
             return Scanned::Invalid(i, Why::KeyExpected);
         }
         let key_start = i;
-        let mut escaped = false;
+        let mut key_escaped = false;
         let (key_end, field) = match known_key(bytes, i) {
             Some((end, field)) => (end, Some(field)),
-            None => match scan_string_escapes(bytes, i, &mut escaped) {
+            None => match scan_string_escapes(bytes, i, &mut key_escaped) {
                 Scan::Done(end) => (end, None),
                 other => return other.into(),
             },
@@ -543,10 +566,26 @@ fn scan_event(text: &str) -> Scanned<Option<RawEvent<'_>>> {
             Some(b':') => {}
             Some(_) => return Scanned::Invalid(i, Why::ColonExpected),
         }
+        let field = match field {
+            Some(field) => Some(field),
+            None if key_escaped => text
+                .get(key_start..key_end)
+                .map(json_scan::unescape)
+                .and_then(|key| Field::of(key.as_bytes())),
+            None => Field::of(&bytes[key_start + 1..key_end - 1]),
+        };
         let value_start = skip_ws(bytes, i + 1);
-        // Strings and numbers, nearly every value, skip the general scanner.
+        // Strings and numbers, nearly every value, skip the general scanner;
+        // times are converted as they are scanned.
+        let mut value_escaped = false;
+        let mut nanos = None;
         let scanned = match bytes.get(value_start) {
-            Some(b'"') => scan_string(bytes, value_start),
+            Some(b'"') => scan_string_escapes(bytes, value_start, &mut value_escaped),
+            Some(b'0'..=b'9' | b'-') if matches!(field, Some(Field::Ts | Field::Dur)) => {
+                let (scan, value) = number::scan_micros(bytes, value_start);
+                nanos = value;
+                scan
+            }
             Some(b'0'..=b'9' | b'-') => json_scan::scan_number(bytes, value_start),
             _ => scan_value(bytes, value_start),
         };
@@ -557,32 +596,21 @@ fn scan_event(text: &str) -> Scanned<Option<RawEvent<'_>>> {
         let Some(value) = slice_text(text, value_start, value_end) else {
             return Scanned::Invalid(value_start, Why::NotText);
         };
-        let field = match field {
-            Some(field) => Some(field),
-            None if escaped => text
-                .get(key_start..key_end)
-                .map(json_scan::unescape)
-                .and_then(|key| Field::of(key.as_bytes())),
-            None => Field::of(&bytes[key_start + 1..key_end - 1]),
-        };
         // A repeated key: the last one wins, as in most JSON readers.
-        let slot = field.map(|field| match field {
-            Field::Ph => &mut event.ph,
-            Field::Name => &mut event.name,
-            Field::Cat => &mut event.cat,
-            Field::Ts => &mut event.ts,
-            Field::Dur => &mut event.dur,
-            Field::Pid => &mut event.pid,
-            Field::Tid => &mut event.tid,
-            Field::Id => &mut event.id,
-            Field::Args => &mut event.args,
-        });
-        match slot {
-            Some(slot) => *slot = Some(value),
+        match field {
+            Some(Field::Ph) => event.ph = Some(value),
+            Some(Field::Name) => event.name = Some(RawText::scanned(value, value_escaped)),
+            Some(Field::Cat) => event.cat = Some(RawText::scanned(value, value_escaped)),
+            Some(Field::Ts) => event.ts = Some(Micros { raw: value, nanos }),
+            Some(Field::Dur) => event.dur = Some(Micros { raw: value, nanos }),
+            Some(Field::Pid) => event.pid = Some(value),
+            Some(Field::Tid) => event.tid = Some(value),
+            Some(Field::Id) => event.id = Some(value),
+            Some(Field::Args) => event.args = Some(value),
             None => {
                 let key = text
                     .get(key_start..key_end)
-                    .map(json_scan::unescape)
+                    .map(|raw| RawText::scanned(raw, key_escaped).text())
                     .unwrap_or_default();
                 event.others.push((key, value));
             }
@@ -717,7 +745,7 @@ mod tests {
                 Element::Event(e) => format!(
                     "{}:{}",
                     e.phase(),
-                    e.name.map(|n| raw_text(n).into_owned()).unwrap_or_default()
+                    e.name.map(|n| n.text().into_owned()).unwrap_or_default()
                 ),
                 Element::NotAnObject => "!".to_string(),
             });
@@ -812,8 +840,8 @@ mod tests {
             let footer = read_trace_windowed(text.as_bytes(), window, |element| {
                 if let Element::Event(e) = element {
                     seen.push((
-                        e.ts.map(|t| t.to_string()),
-                        e.name.map(|n| raw_text(n).into_owned()),
+                        e.ts.map(|t| (t.raw.to_string(), t.nanos())),
+                        e.name.map(|n| n.text().into_owned()),
                         e.args.map(|a| a.to_string()),
                     ));
                 }
@@ -826,7 +854,11 @@ mod tests {
                 "window {window}"
             );
             assert_eq!(footer.elements, 3);
-            assert_eq!(seen[0].0.as_deref(), Some("12345.678"), "window {window}");
+            assert_eq!(
+                seen[0].0,
+                Some(("12345.678".to_string(), Some(12_345_678))),
+                "window {window}"
+            );
             assert_eq!(seen[0].1.as_deref(), Some("aAé日本"));
             assert_eq!(seen[1].2.as_deref(), Some(r#"{"k":[1,2]}"#));
         }

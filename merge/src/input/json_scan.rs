@@ -290,17 +290,45 @@ fn object_key(bytes: &[u8], at: usize) -> Scan {
 
 /// A string token's contents (`raw` includes the quotes), unescaped.
 pub fn unescape(raw: &str) -> Cow<'_, str> {
-    let inner = raw
-        .strip_prefix('"')
-        .and_then(|r| r.strip_suffix('"'))
-        .unwrap_or(raw);
-    // No quote can be inside a well-formed string, so a hit is a backslash.
-    if find_quote_or_backslash(inner.as_bytes()).is_none() {
-        return Cow::Borrowed(inner);
+    RawText::of(raw).text()
+}
+
+/// A value's raw JSON text, knowing whether it is a string with escapes, so
+/// its text is had without looking for them again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawText<'a> {
+    pub raw: &'a str,
+    escaped: bool,
+}
+
+impl<'a> RawText<'a> {
+    /// A value whose escapes are looked for now.
+    pub fn of(raw: &'a str) -> Self {
+        // No quote can be inside a well-formed string, so a hit is a backslash.
+        let escaped = raw.strip_prefix('"').is_some_and(|rest| {
+            find_quote_or_backslash(rest.strip_suffix('"').unwrap_or(rest).as_bytes()).is_some()
+        });
+        RawText { raw, escaped }
     }
-    serde_json::from_str::<String>(raw)
-        .map(Cow::Owned)
-        .unwrap_or(Cow::Borrowed(inner))
+
+    /// A value a scanner read: `escaped` when it is a string with escapes.
+    pub fn scanned(raw: &'a str, escaped: bool) -> Self {
+        RawText { raw, escaped }
+    }
+
+    /// A string's unescaped contents; any other value's JSON text.
+    pub fn text(self) -> Cow<'a, str> {
+        let raw = self.raw;
+        let Some(inner) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) else {
+            return Cow::Borrowed(raw);
+        };
+        if !self.escaped {
+            return Cow::Borrowed(inner);
+        }
+        serde_json::from_str::<String>(raw)
+            .map(Cow::Owned)
+            .unwrap_or(Cow::Borrowed(inner))
+    }
 }
 
 /// The members of a complete JSON object, as (key, raw value text); stops at
@@ -327,7 +355,7 @@ pub struct Members<'a> {
 }
 
 impl<'a> Iterator for Members<'a> {
-    type Item = (Cow<'a, str>, &'a str);
+    type Item = (Cow<'a, str>, RawText<'a>);
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {
@@ -338,19 +366,25 @@ impl<'a> Iterator for Members<'a> {
         if bytes.get(self.at) != Some(&b'"') {
             return None;
         }
-        let Scan::Done(key_end) = scan_string(bytes, self.at) else {
+        let mut key_escaped = false;
+        let Scan::Done(key_end) = scan_string_escapes(bytes, self.at, &mut key_escaped) else {
             return None;
         };
-        let key = unescape(self.text.get(self.at..key_end)?);
+        let key = RawText::scanned(self.text.get(self.at..key_end)?, key_escaped).text();
         let colon = skip_ws(bytes, key_end);
         if bytes.get(colon) != Some(&b':') {
             return None;
         }
         let value_start = skip_ws(bytes, colon + 1);
-        let Scan::Done(value_end) = scan_value(bytes, value_start) else {
+        let mut value_escaped = false;
+        let scanned = match bytes.get(value_start) {
+            Some(b'"') => scan_string_escapes(bytes, value_start, &mut value_escaped),
+            _ => scan_value(bytes, value_start),
+        };
+        let Scan::Done(value_end) = scanned else {
             return None;
         };
-        let value = self.text.get(value_start..value_end)?;
+        let value = RawText::scanned(self.text.get(value_start..value_end)?, value_escaped);
         let next = skip_ws(bytes, value_end);
         match bytes.get(next) {
             Some(b',') => {
@@ -451,7 +485,7 @@ mod tests {
     fn members_walk_an_object() {
         let got: Vec<(String, String)> =
             members(r#" { "a" : "x\"y" , "b\u0041":[1, 2], "c":{"d":null}} "#)
-                .map(|(k, v)| (k.into_owned(), v.to_string()))
+                .map(|(k, v)| (k.into_owned(), v.raw.to_string()))
                 .collect();
         assert_eq!(
             got,
@@ -461,6 +495,15 @@ mod tests {
                 ("c".to_string(), r#"{"d":null}"#.to_string()),
             ]
         );
+        let texts: Vec<String> = members(r#"{"a":"x\"y","b":"plain","c":3}"#)
+            .map(|(_, v)| v.text().into_owned())
+            .collect();
+        assert_eq!(
+            texts,
+            ["x\"y", "plain", "3"],
+            "escapes found while scanning"
+        );
+        assert_eq!(RawText::of(r#""x\ty""#).text(), "x\ty");
         assert_eq!(members("{}").count(), 0);
         assert_eq!(members("[1]").count(), 0);
         assert_eq!(members(r#"{"a":1,}"#).count(), 1);

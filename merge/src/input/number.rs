@@ -7,6 +7,8 @@
 //! significant digits), so the number's text is read as a decimal and rounded
 //! to the nearest nanosecond (halves away from zero) with integer arithmetic.
 
+use crate::input::json_scan::{self, Scan};
+
 /// Significant digits kept exactly; later digits only decide rounding.
 const MAX_DIGITS: u32 = 36;
 
@@ -133,18 +135,20 @@ fn any_decimal(bytes: &[u8], exp10: i64) -> Option<i64> {
     Some(if negative { -magnitude } else { magnitude })
 }
 
+/// Powers of ten that fit a `u64`.
+const POW10: [u64; 19] = {
+    let mut table = [1u64; 19];
+    let mut k = 1;
+    while k < 19 {
+        table[k] = table[k - 1] * 10;
+        k += 1;
+    }
+    table
+};
+
 /// The common case, `[-]digits[.digits]` with at most 18 digits, in u64
 /// arithmetic; `None` sends anything else to the general path.
 fn short_plain_decimal(bytes: &[u8], exp10: i64) -> Option<i64> {
-    const POW10: [u64; 19] = {
-        let mut table = [1u64; 19];
-        let mut k = 1;
-        while k < 19 {
-            table[k] = table[k - 1] * 10;
-            k += 1;
-        }
-        table
-    };
     let (negative, digits) = match bytes.split_first() {
         Some((b'-', rest)) => (true, rest),
         _ => (false, bytes),
@@ -171,7 +175,14 @@ fn short_plain_decimal(bytes: &[u8], exp10: i64) -> Option<i64> {
     if count == 0 {
         return None;
     }
-    let scale = exp10 - fraction_digits.unwrap_or(0);
+    scale_plain(mantissa, fraction_digits.unwrap_or(0), exp10, negative)
+}
+
+/// `±mantissa * 10^(exp10 - fraction_digits)`, rounded (halves away from
+/// zero), for a mantissa of at most 18 digits.
+#[inline]
+fn scale_plain(mantissa: u64, fraction_digits: i64, exp10: i64, negative: bool) -> Option<i64> {
+    let scale = exp10 - fraction_digits;
     let magnitude = if scale >= 0 {
         mantissa.checked_mul(*POW10.get(usize::try_from(scale).ok()?)?)?
     } else {
@@ -181,6 +192,48 @@ fn short_plain_decimal(bytes: &[u8], exp10: i64) -> Option<i64> {
     };
     let magnitude = i64::try_from(magnitude).ok()?;
     Some(if negative { -magnitude } else { magnitude })
+}
+
+/// Scans the JSON number of microseconds at `at` (as
+/// [`json_scan::scan_number`] does, with the same outcome) and, for the
+/// usual `[-]digits[.digits]` of at most 18 digits, converts it to
+/// nanoseconds on the way, so the event's `ts` and `dur` are read once.
+/// `None` for the value: any other form, to convert from its text.
+#[inline]
+pub fn scan_micros(bytes: &[u8], at: usize) -> (Scan, Option<i64>) {
+    let mut i = at;
+    let negative = bytes.get(i) == Some(&b'-');
+    i += usize::from(negative);
+    let int_start = i;
+    let mut mantissa: u64 = 0;
+    while let Some(&b) = bytes.get(i).filter(|b| b.is_ascii_digit()) {
+        mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(b - b'0'));
+        i += 1;
+    }
+    let int_digits = i - int_start;
+    let mut fraction_digits = 0;
+    let mut point = false;
+    if bytes.get(i) == Some(&b'.') {
+        point = true;
+        i += 1;
+        while let Some(&b) = bytes.get(i).filter(|b| b.is_ascii_digit()) {
+            mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(b - b'0'));
+            i += 1;
+            fraction_digits += 1;
+        }
+    }
+    let unusual = int_digits == 0
+        || (int_digits > 1 && bytes[int_start] == b'0')
+        || (point && fraction_digits == 0)
+        || matches!(bytes.get(i), None | Some(b'e' | b'E'));
+    if unusual {
+        // The general scanner decides (and says why when it is not JSON).
+        return (json_scan::scan_number(bytes, at), None);
+    }
+    let nanos = (int_digits + fraction_digits <= 18)
+        .then(|| scale_plain(mantissa, fraction_digits as i64, 3, negative))
+        .flatten();
+    (Scan::Done(i), nanos)
 }
 
 /// Appends `nanos` as decimal microseconds with exactly three decimals
@@ -297,6 +350,62 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn scanning_converts_as_the_text_reader_does() {
+        for text in [
+            "43.826",
+            "0",
+            "-0.0005",
+            "9991719.94",
+            "27282",
+            "1795384060465391.136",
+            "9223372036854775.807",
+            "9223372036854775.808",
+            "123456789012345678.9",
+            "1e3",
+            "-2E-3",
+            "0.5e1",
+            "00",
+            "01.5",
+            "1.",
+            "-",
+            "-.5",
+            ".5",
+            "1.x",
+            "--1",
+            "12345678901234567890123",
+        ] {
+            let text_then_end = format!("{text},");
+            let (scan, nanos) = scan_micros(text_then_end.as_bytes(), 0);
+            assert_eq!(
+                scan,
+                json_scan::scan_number(text_then_end.as_bytes(), 0),
+                "{text}"
+            );
+            if let (Scan::Done(end), Some(nanos)) = (scan, nanos) {
+                assert_eq!(
+                    Some(nanos),
+                    micros_text_to_nanos(&text_then_end[..end]),
+                    "{text}"
+                );
+            }
+            // At the end of the text a number may go on.
+            assert_eq!(
+                scan_micros(text.as_bytes(), 0).0,
+                json_scan::scan_number(text.as_bytes(), 0)
+            );
+        }
+        assert_eq!(
+            scan_micros(b"9991719.94}", 0),
+            (Scan::Done(10), Some(9_991_719_940))
+        );
+        assert_eq!(
+            scan_micros(b"1e3,", 0),
+            (Scan::Done(3), None),
+            "read from its text"
+        );
     }
 
     #[test]

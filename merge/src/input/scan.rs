@@ -11,8 +11,8 @@ use memchr::memmem;
 
 use crate::error::{InputError, InputProblem};
 use crate::events::{event_span, IdKey, Phase};
-use crate::input::chrome::{raw_text, Element, RawEvent};
-use crate::input::json_scan::members;
+use crate::input::chrome::{Element, RawEvent};
+use crate::input::json_scan::{members, RawText};
 use crate::input::rank::RankName;
 use crate::input::remote::Fetched;
 use crate::input::source::SourceKind;
@@ -108,8 +108,8 @@ impl PreparedRank {
             match Phase::of(event.phase()) {
                 Phase::Complete => match event_span(event, time, true) {
                     Ok((start_ns, end_ns)) => on_item(TraceItem::Span(Span {
-                        name: event.name.map(raw_text).unwrap_or_default(),
-                        category: event.cat.map(raw_text),
+                        name: event.name.map(RawText::text).unwrap_or_default(),
+                        category: event.cat.map(RawText::text),
                         pid: IdKey::from_raw(event.pid),
                         tid: IdKey::from_raw(event.tid),
                         start_ns,
@@ -185,7 +185,7 @@ impl Span<'_> {
         members(args)
             .filter(|(name, _)| name.as_ref() == key)
             .last()
-            .map(|(_, value)| raw_text(value))
+            .map(|(_, value)| value.text())
     }
 
     /// Its identity as a collective instance (what `--align collectives`
@@ -208,11 +208,11 @@ enum NameKind {
 
 /// The name a `process_name` / `thread_name` record gives.
 fn metadata_name<'e>(event: &'e RawEvent<'e>) -> Option<(NameKind, Cow<'e, str>)> {
-    let kind = match event.name.map(raw_text)?.as_ref() {
+    let kind = match event.name.map(RawText::text)?.as_ref() {
         "process_name" => NameKind::Process,
         "thread_name" => NameKind::Thread,
         _ => return None,
     };
     let (_, value) = members(event.args?).find(|(key, _)| key.as_ref() == "name")?;
-    Some((kind, raw_text(value)))
+    Some((kind, value.text()))
 }

@@ -17,7 +17,7 @@ use rustc_hash::FxHashMap;
 
 use crate::events::{event_span, EventFilter, IdKey, Phase, RankStats};
 use crate::input::chrome::{raw_text, Element, RawEvent};
-use crate::input::json_scan::members;
+use crate::input::json_scan::{members, RawText};
 use crate::input::number::push_nanos_as_micros;
 use crate::output::packets::Lanes;
 use crate::output::sink::{Edit, Stage};
@@ -213,8 +213,8 @@ impl<'t> JsonRank<'t> {
             Ok(span) => span,
             Err(why) => return self.stats.drop_events(why, 1),
         };
-        let name = event.name.map(raw_text).unwrap_or_default();
-        let category = event.cat.map(raw_text);
+        let name = event.name.map(RawText::text).unwrap_or_default();
+        let category = event.cat.map(RawText::text);
         if let Err(why) = self.filter.check(
             &name,
             category.as_deref(),
@@ -347,12 +347,12 @@ impl<'t> JsonRank<'t> {
     }
 
     fn write_metadata(&mut self, event: &RawEvent<'_>, pid: u64) {
-        let name = event.name.map(raw_text).unwrap_or_default();
+        let name = event.name.map(RawText::text).unwrap_or_default();
         let source_name = || {
             event
                 .args
                 .and_then(|args| members(args).find(|(key, _)| key == "name"))
-                .map(|(_, value)| raw_text(value).into_owned())
+                .map(|(_, value)| value.text().into_owned())
         };
         match name.as_ref() {
             // Written once per pid, by `push_process_names`.
@@ -415,8 +415,8 @@ impl<'t> JsonRank<'t> {
             };
         }
         let raw_fields = [
-            ("name", event.name),
-            ("cat", event.cat),
+            ("name", event.name.map(|name| name.raw)),
+            ("cat", event.cat.map(|cat| cat.raw)),
             ("args", event.args),
         ];
         for (key, value) in raw_fields {
@@ -428,8 +428,8 @@ impl<'t> JsonRank<'t> {
             let unique = unique_id(self.ordinal, id);
             push_field(out, "id", &unique);
         }
-        if phase == Phase::Metadata && event.ts.is_some() {
-            push_field(out, "ts", event.ts.unwrap_or("0"));
+        if let Some(ts) = event.ts.filter(|_| phase == Phase::Metadata) {
+            push_field(out, "ts", ts.raw);
         }
         for (key, value) in &event.others {
             let key = serde_json::to_string(key.as_ref()).unwrap_or_else(|_| "\"?\"".into());

@@ -13,8 +13,8 @@ use std::io;
 use std::ops::ControlFlow;
 
 use crate::events::{event_span, reason, EventFilter, IdKey, Phase, RankStats};
-use crate::input::chrome::{raw_text, Element, RawEvent};
-use crate::input::json_scan::members;
+use crate::input::chrome::{Element, RawEvent};
+use crate::input::json_scan::{members, RawText};
 use crate::output::packets::{
     rank_pid, synthetic_tid, AnnotationValue, Annotations, Interner, Lanes, OpenSlices,
     PacketWriter, SequenceInfo, TrackSpec, Uuids,
@@ -157,8 +157,8 @@ impl<'t> Timeline<'t> {
             Ok(span) => span,
             Err(why) => return self.stats.drop_events(why, 1),
         };
-        let name = event.name.map(raw_text).unwrap_or_default();
-        let category = event.cat.map(raw_text);
+        let name = event.name.map(RawText::text).unwrap_or_default();
+        let category = event.cat.map(RawText::text);
         if let Err(why) = self
             .filter
             .check(&name, category.as_deref(), start, end, !instant)
@@ -189,8 +189,8 @@ impl<'t> Timeline<'t> {
             Ok((start, _)) => start,
             Err(why) => return self.stats.drop_events(why, 1),
         };
-        let name = event.name.map(raw_text).unwrap_or_default();
-        let category = event.cat.map(raw_text);
+        let name = event.name.map(RawText::text).unwrap_or_default();
+        let category = event.cat.map(RawText::text);
         let python = EventFilter::is_python(&name, category.as_deref());
         let track = self.thread_of(event);
         let name = self.names.intern(&name).unwrap_or(0);
@@ -237,13 +237,13 @@ impl<'t> Timeline<'t> {
     }
 
     fn metadata(&mut self, event: &RawEvent<'_>) {
-        let Some(name) = event.name.map(raw_text) else {
+        let Some(name) = event.name.map(RawText::text) else {
             return;
         };
         let arg = |wanted: &str| -> Option<String> {
             members(event.args?)
                 .find(|(key, _)| key == wanted)
-                .map(|(_, value)| raw_text(value).into_owned())
+                .map(|(_, value)| value.text().into_owned())
         };
         match name.as_ref() {
             "process_name" => {
@@ -300,7 +300,7 @@ impl<'t> Timeline<'t> {
                 }
             } else {
                 // Not an object (a string, an array): one annotation "args".
-                self.annotation("args", args);
+                self.annotation("args", RawText::of(args));
             }
         }
         let len = u32::try_from(self.args.len() - at).unwrap_or_else(|_| {
@@ -311,25 +311,26 @@ impl<'t> Timeline<'t> {
     }
 
     /// One `args` entry, its value as JSON text, as a debug annotation.
-    fn annotation(&mut self, key: &str, value: &str) {
+    fn annotation(&mut self, key: &str, value: RawText<'_>) {
         let unquoted;
-        let value = match value.as_bytes().first() {
+        let raw = value.raw;
+        let value = match raw.as_bytes().first() {
             Some(b'"') => {
-                unquoted = raw_text(value);
+                unquoted = value.text();
                 AnnotationValue::Text(&unquoted)
             }
             Some(b't') => AnnotationValue::Bool(true),
             Some(b'f') => AnnotationValue::Bool(false),
-            Some(b'{' | b'[' | b'n') | None => AnnotationValue::Text(value),
+            Some(b'{' | b'[' | b'n') | None => AnnotationValue::Text(raw),
             Some(_) => {
-                if let Ok(int) = value.parse::<i64>() {
+                if let Ok(int) = raw.parse::<i64>() {
                     AnnotationValue::Int(int)
-                } else if let Ok(uint) = value.parse::<u64>() {
+                } else if let Ok(uint) = raw.parse::<u64>() {
                     AnnotationValue::Uint(uint)
-                } else if let Ok(double) = value.parse::<f64>() {
+                } else if let Ok(double) = raw.parse::<f64>() {
                     AnnotationValue::Double(double)
                 } else {
-                    AnnotationValue::Text(value)
+                    AnnotationValue::Text(raw)
                 }
             }
         };

@@ -23,9 +23,8 @@ use serde::Serialize;
 use tracing::debug;
 
 use crate::events::{IdKey, Phase};
-use crate::input::chrome::{raw_text, Element, RawEvent};
-use crate::input::json_scan::members;
-use crate::input::number;
+use crate::input::chrome::{Element, RawEvent};
+use crate::input::json_scan::{members, RawText};
 use crate::output::summary::RankSummary;
 use crate::time::timebase::{ClockStatus, RankTime};
 use crate::Work;
@@ -163,8 +162,8 @@ impl Collector {
         };
         let end = event
             .ts
-            .and_then(number::micros_text_to_nanos)
-            .zip(event.dur.and_then(number::micros_text_to_nanos))
+            .and_then(|ts| ts.nanos())
+            .zip(event.dur.and_then(|dur| dur.nanos()))
             .and_then(|(ts, dur)| ts.checked_add(dur.max(0)))
             .and_then(|relative| time.aligned(relative));
         if let Some(end) = end {
@@ -218,9 +217,9 @@ pub(crate) fn collective_key(event: &RawEvent<'_>, args: &str) -> Option<OpKey> 
             "Seq" => &mut seq,
             _ => continue,
         };
-        *slot = Some(raw_text(value));
+        *slot = Some(value.text());
     }
-    let name = event.name.map(raw_text).unwrap_or_default();
+    let name = event.name.map(RawText::text).unwrap_or_default();
     if let Some(run_id) = run_id {
         let op = hlo_op.unwrap_or(name);
         return jax_family(&op).map(|_| OpKey {
@@ -228,7 +227,7 @@ pub(crate) fn collective_key(event: &RawEvent<'_>, args: &str) -> Option<OpKey> 
             op: op.as_ref().into(),
         });
     }
-    let category = event.cat.map(raw_text);
+    let category = event.cat.map(RawText::text);
     let is_kernel = category.as_deref() == Some("kernel") || name.starts_with("nccl");
     match (group, seq) {
         (Some(group), Some(seq)) if is_kernel => Some(OpKey {

@@ -7,7 +7,8 @@ use std::ops::ControlFlow;
 use rankline_xplane::{line_start_unix_ns, EventKind, EventView, PlaneMetadata, XplaneError};
 
 use crate::events::XplaneCounts;
-use crate::input::chrome::{Element, RawEvent};
+use crate::input::chrome::{Element, Micros, RawEvent};
+use crate::input::json_scan::RawText;
 use crate::input::number::push_nanos_as_micros;
 use crate::input::xplane::{span_ns, stat_key, stat_value, LineError, OpenXplane, XplaneFailure};
 use crate::output::json_out::push_json_string;
@@ -216,9 +217,9 @@ impl ElementText {
             ph: get(0),
             pid: get(1),
             tid: get(2),
-            ts: get(3),
-            dur: get(4),
-            name: get(5),
+            ts: get(3).map(Micros::of),
+            dur: get(4).map(Micros::of),
+            name: get(5).map(RawText::of),
             args: get(6),
             cat: None,
             id: None,
