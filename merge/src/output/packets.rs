@@ -11,7 +11,7 @@ use std::io;
 use rustc_hash::FxHashMap;
 
 use crate::output::proto::{
-    self, annotation, descriptor, interned, packet, track_event, SmallMessage,
+    self, annotation, clock, descriptor, interned, packet, track_event, SmallMessage,
 };
 use crate::output::sink::ChunkSink;
 
@@ -331,6 +331,8 @@ pub struct PacketWriter<'s> {
     sequence_fields: SmallMessage,
     /// Whether the packet that clears the sequence's state was written.
     started: bool,
+    /// The timestamp of the sequence's last event packet on its delta clock.
+    last_timestamp: u64,
 }
 
 impl<'s> PacketWriter<'s> {
@@ -353,6 +355,7 @@ impl<'s> PacketWriter<'s> {
             sequence,
             sequence_fields,
             started: false,
+            last_timestamp: 0,
         }
     }
 
@@ -395,6 +398,13 @@ impl<'s> PacketWriter<'s> {
                 proto::put_varint_field(buf, packet::SEQUENCE_FLAGS, flags);
                 if first {
                     proto::put_varint_field(buf, packet::FIRST_PACKET_ON_SEQUENCE, 1);
+                    proto::put_message(buf, scratch, packet::TRACE_PACKET_DEFAULTS, |defaults| {
+                        proto::put_varint_field(
+                            defaults,
+                            clock::DEFAULTS_TIMESTAMP_CLOCK_ID,
+                            clock::SEQUENCE_DELTA,
+                        );
+                    });
                 }
                 proto::put_message(buf, scratch, packet::INTERNED_DATA, |data| {
                     for &(field, id, text) in &pending {
@@ -409,10 +419,35 @@ impl<'s> PacketWriter<'s> {
                     }
                 });
             })?;
+            if first {
+                self.delta_clock()?;
+            }
             if entries.peek().is_none() {
                 return Ok(());
             }
         }
+    }
+
+    /// Defines the sequence's delta clock, which its event packets are
+    /// timestamped in (the sequence's defaults name it): each timestamp is
+    /// the time since the previous one, starting from the merged clock's 0.
+    /// A slice's two packets then spend 2-4 bytes on time instead of 10, a
+    /// fifth of a typical `.pftrace`.
+    fn delta_clock(&mut self) -> io::Result<()> {
+        self.packet(|buf, scratch, sequence| {
+            proto::put_varint_field(buf, packet::TRUSTED_PACKET_SEQUENCE_ID, sequence);
+            proto::put_message(buf, scratch, packet::CLOCK_SNAPSHOT, |snapshot| {
+                for (id, incremental) in [(clock::BOOTTIME, false), (clock::SEQUENCE_DELTA, true)] {
+                    let mut entry = Vec::new();
+                    proto::put_varint_field(&mut entry, clock::CLOCK_ID, id);
+                    proto::put_varint_field(&mut entry, clock::CLOCK_TIMESTAMP, 0);
+                    if incremental {
+                        proto::put_varint_field(&mut entry, clock::CLOCK_IS_INCREMENTAL, 1);
+                    }
+                    proto::put_bytes_field(snapshot, clock::SNAPSHOT_CLOCKS, &entry);
+                }
+            });
+        })
     }
 
     /// The rank's process track.
@@ -486,6 +521,26 @@ impl<'s> PacketWriter<'s> {
         ns.max(0) as u64
     }
 
+    /// How a packet at `ts` is timestamped: on the delta clock when it is
+    /// not earlier than the sequence's previous event packet (writers emit
+    /// in time order), else absolutely on the merged clock, which leaves
+    /// the delta chain as it was.
+    #[inline]
+    fn clock_fields(&mut self, ts: u64) -> SmallMessage {
+        let mut fields = SmallMessage::new();
+        match ts.checked_sub(self.last_timestamp) {
+            Some(delta) => {
+                self.last_timestamp = ts;
+                fields.varint_field(packet::TIMESTAMP, delta);
+            }
+            None => {
+                fields.varint_field(packet::TIMESTAMP, ts);
+                fields.varint_field(packet::TIMESTAMP_CLOCK_ID, clock::BOOTTIME);
+            }
+        }
+        fields
+    }
+
     /// A SLICE_BEGIN or INSTANT, sized arithmetically; everything but the
     /// annotations is assembled on the stack and appended at once.
     pub fn begin(&mut self, kind: u64, at: i64, uuid: u64, name: u32, category: u32, args: &[u8]) {
@@ -523,12 +578,13 @@ impl<'s> PacketWriter<'s> {
     /// The packet's length prefix, timestamp, sequence and flags, and the
     /// TrackEvent's field header.
     #[inline]
-    fn packet_head(&self, head: &mut SmallMessage, ts: u64, event_len: usize) {
-        let packet_len = proto::varint_field_len(packet::TIMESTAMP, ts)
+    fn packet_head(&mut self, head: &mut SmallMessage, ts: u64, event_len: usize) {
+        let clock_fields = self.clock_fields(ts);
+        let packet_len = clock_fields.len()
             + self.sequence_fields.len()
             + proto::len_field_len(packet::TRACK_EVENT, event_len);
         head.len_header(packet::TRACE_PACKET, packet_len);
-        head.varint_field(packet::TIMESTAMP, ts);
+        head.extend(&clock_fields);
         head.extend(&self.sequence_fields);
         head.len_header(packet::TRACK_EVENT, event_len);
     }
@@ -571,6 +627,84 @@ mod tests {
         assert!(beyond >= 1 << 63);
         assert_ne!(beyond, second.track(0));
         assert_ne!(beyond, Uuids::new(1, 10).track(1 << 14));
+    }
+
+    /// Collects what a writer flushes.
+    #[derive(Default)]
+    struct Collected(std::sync::Mutex<Vec<u8>>);
+
+    impl ChunkSink for Collected {
+        fn write_chunk(&self, bytes: &[u8]) -> io::Result<()> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(())
+        }
+    }
+
+    fn varint(bytes: &mut &[u8]) -> u64 {
+        let (mut value, mut shift) = (0, 0);
+        loop {
+            let byte = bytes[0];
+            *bytes = &bytes[1..];
+            value |= u64::from(byte & 0x7f) << shift;
+            shift += 7;
+            if byte < 0x80 {
+                return value;
+            }
+        }
+    }
+
+    /// Each packet's top-level varint fields (`timestamp`, `timestamp_clock_id`, ...).
+    fn packet_varints(mut trace: &[u8]) -> Vec<FxHashMap<u32, u64>> {
+        let mut packets = Vec::new();
+        while !trace.is_empty() {
+            assert_eq!(varint(&mut trace), 1 << 3 | 2);
+            let len = varint(&mut trace) as usize;
+            let (mut body, rest) = trace.split_at(len);
+            trace = rest;
+            let mut fields = FxHashMap::default();
+            while !body.is_empty() {
+                let key = varint(&mut body);
+                match key & 7 {
+                    0 => {
+                        fields.insert((key >> 3) as u32, varint(&mut body));
+                    }
+                    2 => {
+                        let len = varint(&mut body) as usize;
+                        body = &body[len..];
+                    }
+                    wire => panic!("unexpected wire type {wire}"),
+                }
+            }
+            packets.push(fields);
+        }
+        packets
+    }
+
+    #[test]
+    fn event_times_are_deltas_and_a_step_back_is_written_absolutely() {
+        let sink = Collected::default();
+        let mut out = PacketWriter::with_sequence(Vec::new(), &sink, 3);
+        out.interned([(interned::EVENT_NAMES, 1, "step")]).unwrap();
+        out.begin(track_event::SLICE_BEGIN, 1_700_000_000_000, 9, 1, 0, &[]);
+        out.end(1_700_000_000_500, 9);
+        out.begin(track_event::INSTANT, 1_600_000_000_000, 9, 1, 0, &[]);
+        out.end(1_700_000_001_000, 9);
+        out.flush().unwrap();
+        let packets = packet_varints(&sink.0.lock().unwrap());
+        let times: Vec<_> = packets
+            .iter()
+            .filter_map(|p| p.get(&packet::TIMESTAMP))
+            .copied()
+            .collect();
+        // The sequence's defaults name the delta clock, which a snapshot
+        // defines before the first event.
+        assert_eq!(packets.len(), 2 + 4, "state, clock snapshot, 4 events");
+        assert_eq!(times, [1_700_000_000_000, 500, 1_600_000_000_000, 500]);
+        let clocks: Vec<_> = packets[2..]
+            .iter()
+            .map(|p| p.get(&packet::TIMESTAMP_CLOCK_ID).copied())
+            .collect();
+        assert_eq!(clocks, [None, None, Some(clock::BOOTTIME), None]);
     }
 
     #[test]

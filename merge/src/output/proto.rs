@@ -7,16 +7,33 @@
 /// TracePacket fields.
 pub mod packet {
     pub const TIMESTAMP: u32 = 8;
+    pub const CLOCK_SNAPSHOT: u32 = 6;
     pub const TRUSTED_PACKET_SEQUENCE_ID: u32 = 10;
     pub const TRACK_EVENT: u32 = 11;
     pub const INTERNED_DATA: u32 = 12;
     pub const SEQUENCE_FLAGS: u32 = 13;
+    pub const TIMESTAMP_CLOCK_ID: u32 = 58;
+    pub const TRACE_PACKET_DEFAULTS: u32 = 59;
     pub const TRACK_DESCRIPTOR: u32 = 60;
     pub const FIRST_PACKET_ON_SEQUENCE: u32 = 87;
     /// `Trace.packet`.
     pub const TRACE_PACKET: u32 = 1;
     pub const SEQ_INCREMENTAL_STATE_CLEARED: u64 = 1;
     pub const SEQ_NEEDS_INCREMENTAL_STATE: u64 = 2;
+}
+
+/// TracePacketDefaults, ClockSnapshot and ClockSnapshot.Clock fields, and
+/// the clocks merge names.
+pub mod clock {
+    pub const DEFAULTS_TIMESTAMP_CLOCK_ID: u32 = 58;
+    pub const SNAPSHOT_CLOCKS: u32 = 1;
+    pub const CLOCK_ID: u32 = 1;
+    pub const CLOCK_TIMESTAMP: u32 = 2;
+    pub const CLOCK_IS_INCREMENTAL: u32 = 3;
+    /// The builtin clock of packets that name none: the merged clock.
+    pub const BOOTTIME: u64 = 6;
+    /// A sequence-scoped clock (ids 64..=127 are scoped to their sequence).
+    pub const SEQUENCE_DELTA: u64 = 64;
 }
 
 /// TrackEvent fields and types.

@@ -25,6 +25,12 @@ pub struct Trace {
 pub struct TracePacket {
     #[prost(uint64, optional, tag = "8")]
     pub timestamp: Option<u64>,
+    #[prost(message, optional, tag = "6")]
+    pub clock_snapshot: Option<ClockSnapshot>,
+    #[prost(uint32, optional, tag = "58")]
+    pub timestamp_clock_id: Option<u32>,
+    #[prost(message, optional, tag = "59")]
+    pub trace_packet_defaults: Option<TracePacketDefaults>,
     #[prost(uint32, optional, tag = "10")]
     pub trusted_packet_sequence_id: Option<u32>,
     #[prost(message, optional, tag = "11")]
@@ -37,6 +43,28 @@ pub struct TracePacket {
     pub track_descriptor: Option<TrackDescriptor>,
     #[prost(bool, optional, tag = "87")]
     pub first_packet_on_sequence: Option<bool>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ClockSnapshot {
+    #[prost(message, repeated, tag = "1")]
+    pub clocks: Vec<Clock>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Clock {
+    #[prost(uint32, optional, tag = "1")]
+    pub clock_id: Option<u32>,
+    #[prost(uint64, optional, tag = "2")]
+    pub timestamp: Option<u64>,
+    #[prost(bool, optional, tag = "3")]
+    pub is_incremental: Option<bool>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct TracePacketDefaults {
+    #[prost(uint32, optional, tag = "58")]
+    pub timestamp_clock_id: Option<u32>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -173,9 +201,17 @@ impl Decoded {
     }
 }
 
+/// BOOTTIME: the merged clock, what packets that name no clock are on.
+const BOOTTIME: u32 = 6;
+
 #[derive(Default)]
 struct SequenceState {
     cleared: bool,
+    /// The clock of packets that name none (from the sequence's defaults).
+    default_clock: Option<u32>,
+    /// Sequence-scoped clocks: (is incremental, offset to BOOTTIME, last
+    /// value), from the sequence's clock snapshots.
+    clocks: HashMap<u32, (bool, i128, u64)>,
     names: HashMap<u64, String>,
     categories: HashMap<u64, String>,
     arg_names: HashMap<u64, String>,
@@ -201,6 +237,59 @@ fn for_each_packet(bytes: &[u8], mut on_packet: impl FnMut(TracePacket)) {
         let packet = TracePacket::decode(&rest[..len]).expect("a valid TracePacket");
         rest = &rest[len..];
         on_packet(packet);
+    }
+}
+
+impl SequenceState {
+    /// A packet's timestamp on the merged clock, as trace_processor reads
+    /// it: on its own clock, else its sequence's default one, else BOOTTIME;
+    /// an incremental clock's timestamps are deltas from its last value.
+    fn merged_time(&mut self, packet: &TracePacket) -> Option<u64> {
+        let ts = packet.timestamp?;
+        let clock = packet
+            .timestamp_clock_id
+            .or(self.default_clock)
+            .unwrap_or(BOOTTIME);
+        if clock == BOOTTIME {
+            return Some(ts);
+        }
+        let (incremental, offset, last) = self
+            .clocks
+            .get_mut(&clock)
+            .unwrap_or_else(|| panic!("clock {clock} is used before a snapshot defines it"));
+        let value = if *incremental {
+            *last += ts;
+            *last
+        } else {
+            ts
+        };
+        Some(u64::try_from(i128::from(value) + *offset).expect("a time after the epoch"))
+    }
+
+    /// Learns the sequence-scoped clocks of a snapshot (each against BOOTTIME).
+    fn snapshot(&mut self, snapshot: &ClockSnapshot) {
+        let boottime = snapshot
+            .clocks
+            .iter()
+            .find(|c| c.clock_id == Some(BOOTTIME))
+            .and_then(|c| c.timestamp)
+            .expect("snapshots relate their clocks to BOOTTIME");
+        for clock in &snapshot.clocks {
+            let id = clock.clock_id.expect("clock id");
+            if id == BOOTTIME {
+                continue;
+            }
+            assert!((64..128).contains(&id), "only sequence-scoped clocks");
+            let at = clock.timestamp.unwrap_or(0);
+            self.clocks.insert(
+                id,
+                (
+                    clock.is_incremental.unwrap_or(false),
+                    i128::from(boottime) - i128::from(at),
+                    at,
+                ),
+            );
+        }
     }
 }
 
@@ -295,9 +384,19 @@ pub fn decode_with(bytes: &[u8], args: bool, mut on_slice: impl FnMut(Slice)) ->
         if flags & 1 != 0 {
             *state = SequenceState {
                 cleared: true,
+                clocks: std::mem::take(&mut state.clocks),
                 ..SequenceState::default()
             };
         }
+        if let Some(defaults) = &packet.trace_packet_defaults {
+            assert!(state.cleared, "defaults before the state was cleared");
+            state.default_clock = defaults.timestamp_clock_id;
+        }
+        if let Some(snapshot) = &packet.clock_snapshot {
+            state.snapshot(snapshot);
+            return;
+        }
+        let merged_time = state.merged_time(&packet);
         if let Some(data) = &packet.interned_data {
             assert!(state.cleared, "interned data before the state was cleared");
             for (table, entries) in [
@@ -323,7 +422,7 @@ pub fn decode_with(bytes: &[u8], args: bool, mut on_slice: impl FnMut(Slice)) ->
             state.cleared && flags & 2 != 0,
             "events need the sequence's interned state"
         );
-        let ts = packet.timestamp.expect("events have timestamps");
+        let ts = merged_time.expect("events have timestamps");
         let uuid = event.track_uuid.expect("events name their track");
         let last = last_ts.entry(uuid).or_default();
         assert!(ts >= *last, "timestamps go backwards on track {uuid}");
