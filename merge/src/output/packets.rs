@@ -327,8 +327,8 @@ pub struct PacketWriter<'s> {
     body: Vec<u8>,
     scratch: Vec<u8>,
     sequence: u64,
-    /// The sequence id and flags fields every event packet has, encoded.
-    sequence_fields: SmallMessage,
+    /// The encoded length of the sequence id and flags every event packet has.
+    sequence_fields_len: usize,
     /// Whether the packet that clears the sequence's state was written.
     started: bool,
     /// The timestamp of the sequence's last event packet on its delta clock.
@@ -344,16 +344,19 @@ impl<'s> PacketWriter<'s> {
     /// A writer of packet sequence `sequence` (an xplane line's).
     pub fn with_sequence(mut buf: Vec<u8>, sink: &'s dyn ChunkSink, sequence: u64) -> Self {
         buf.reserve(CHUNK + (64 << 10));
-        let mut sequence_fields = SmallMessage::new();
-        sequence_fields.varint_field(packet::TRUSTED_PACKET_SEQUENCE_ID, sequence);
-        sequence_fields.varint_field(packet::SEQUENCE_FLAGS, packet::SEQ_NEEDS_INCREMENTAL_STATE);
+        let sequence_fields_len =
+            proto::varint_field_len(packet::TRUSTED_PACKET_SEQUENCE_ID, sequence)
+                + proto::varint_field_len(
+                    packet::SEQUENCE_FLAGS,
+                    packet::SEQ_NEEDS_INCREMENTAL_STATE,
+                );
         PacketWriter {
             buf,
             sink,
             body: Vec::new(),
             scratch: Vec::new(),
             sequence,
-            sequence_fields,
+            sequence_fields_len,
             started: false,
             last_timestamp: 0,
         }
@@ -521,26 +524,6 @@ impl<'s> PacketWriter<'s> {
         ns.max(0) as u64
     }
 
-    /// How a packet at `ts` is timestamped: on the delta clock when it is
-    /// not earlier than the sequence's previous event packet (writers emit
-    /// in time order), else absolutely on the merged clock, which leaves
-    /// the delta chain as it was.
-    #[inline]
-    fn clock_fields(&mut self, ts: u64) -> SmallMessage {
-        let mut fields = SmallMessage::new();
-        match ts.checked_sub(self.last_timestamp) {
-            Some(delta) => {
-                self.last_timestamp = ts;
-                fields.varint_field(packet::TIMESTAMP, delta);
-            }
-            None => {
-                fields.varint_field(packet::TIMESTAMP, ts);
-                fields.varint_field(packet::TIMESTAMP_CLOCK_ID, clock::BOOTTIME);
-            }
-        }
-        fields
-    }
-
     /// A SLICE_BEGIN or INSTANT, sized arithmetically; everything but the
     /// annotations is assembled on the stack and appended at once.
     pub fn begin(&mut self, kind: u64, at: i64, uuid: u64, name: u32, category: u32, args: &[u8]) {
@@ -575,17 +558,34 @@ impl<'s> PacketWriter<'s> {
         head.append_to(&mut self.buf);
     }
 
-    /// The packet's length prefix, timestamp, sequence and flags, and the
-    /// TrackEvent's field header.
+    /// The packet's length prefix, time, sequence and flags, and the
+    /// TrackEvent's field header, written straight into `head` (no copies
+    /// of variable length: those are a memcpy call per packet). The time is
+    /// on the sequence's delta clock when it is not earlier than the
+    /// previous event packet's (writers emit in time order), else absolute
+    /// on the merged clock, which leaves the delta chain as it was.
     #[inline]
     fn packet_head(&mut self, head: &mut SmallMessage, ts: u64, event_len: usize) {
-        let clock_fields = self.clock_fields(ts);
-        let packet_len = clock_fields.len()
-            + self.sequence_fields.len()
+        let (time, absolute) = match ts.checked_sub(self.last_timestamp) {
+            Some(delta) => {
+                self.last_timestamp = ts;
+                (delta, false)
+            }
+            None => (ts, true),
+        };
+        let mut packet_len = proto::varint_field_len(packet::TIMESTAMP, time)
+            + self.sequence_fields_len
             + proto::len_field_len(packet::TRACK_EVENT, event_len);
+        if absolute {
+            packet_len += proto::varint_field_len(packet::TIMESTAMP_CLOCK_ID, clock::BOOTTIME);
+        }
         head.len_header(packet::TRACE_PACKET, packet_len);
-        head.extend(&clock_fields);
-        head.extend(&self.sequence_fields);
+        head.varint_field(packet::TIMESTAMP, time);
+        if absolute {
+            head.varint_field(packet::TIMESTAMP_CLOCK_ID, clock::BOOTTIME);
+        }
+        head.varint_field(packet::TRUSTED_PACKET_SEQUENCE_ID, self.sequence);
+        head.varint_field(packet::SEQUENCE_FLAGS, packet::SEQ_NEEDS_INCREMENTAL_STATE);
         head.len_header(packet::TRACK_EVENT, event_len);
     }
 
