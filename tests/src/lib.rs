@@ -171,7 +171,16 @@ impl Spawn {
         command.process_group(0);
         let mut child = command
             .spawn()
-            .with_context(|| format!("start {} ({})", self.name, self.program.display()))?;
+            .with_context(|| match self.wrapper.first() {
+                // The wrapper is what is missing, most likely: say which and how to get it.
+                Some(wrapper) => format!(
+                    "start {} ({} under {wrapper}; is {wrapper} installed? `.ci/run` installs \
+                 what tests need)",
+                    self.name,
+                    self.program.display()
+                ),
+                None => format!("start {} ({})", self.name, self.program.display()),
+            })?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut proc = Proc {
             name: self.name,

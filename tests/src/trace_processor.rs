@@ -132,12 +132,21 @@ impl TraceProcessor {
             .output()
             .with_context(|| format!("run {}", self.bin.display()))?;
         let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if stderr.contains("error while loading shared libraries") {
+            bail!(
+                "{} cannot start: {}; it needs Debian's libprotobuf32 and zlib1g \
+                 (`apt-get install -y libprotobuf32 zlib1g`; `.ci/run` installs them)",
+                self.bin.display(),
+                stderr.trim()
+            );
+        }
         if !output.status.success() {
             bail!(
                 "trace_processor_shell failed ({}) on {}: {}{}",
                 output.status,
                 trace.display(),
-                String::from_utf8_lossy(&output.stderr),
+                stderr,
                 stdout
             );
         }

@@ -3,11 +3,15 @@
 //! sglang-jax fixtures, read from their Chrome JSON and from their xplanes:
 //! no error, data-loss or silently-skipped stat, and one slice per event
 //! merged. The `.zip` holds the same slices as the `.pftrace`, each rank on
-//! its host's machine. Skips, saying why, only without the binary.
+//! its host's machine, and the times it reads from a `.pftrace` (written as
+//! deltas on a sequence clock) are the ones our own decoder reads. Skips,
+//! saying why, only without the binary.
 
 use std::path::{Path, PathBuf};
 
 use rankline_e2e::{fixture, TraceProcessor};
+
+use crate::common;
 use rankline_merge::{merge, MergeOptions, MergeSummary, SourceMode};
 
 const FORMATS: [&str; 4] = ["pftrace", "json", "json.gz", "zip"];
@@ -111,4 +115,46 @@ fn the_zip_holds_the_pftrace_slices_on_their_hosts_machine() {
         ["vm"],
         "the four JAX processes ran on one host, so they share its machine"
     );
+}
+
+#[test]
+fn trace_processor_reads_the_pftrace_times_our_decoder_reads() {
+    let Some(tp) = TraceProcessor::find() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = fixture_merges().swap_remove(0).1;
+    let query = "select s.ts, s.dur, s.name from slice s order by 1, 2, 3;";
+    for source in [SourceMode::Json, SourceMode::Xplane] {
+        let out = dir.path().join(format!("multi4-{source:?}.pftrace"));
+        let summary = merge_to(&inputs, source, &out);
+        let decoded = common::decode(&std::fs::read(&out).unwrap());
+        let mut ours: Vec<(i64, i64, String)> = decoded
+            .slices
+            .iter()
+            .map(|s| (s.start, s.end - s.start, s.name.clone()))
+            .collect();
+        ours.sort();
+        let theirs: Vec<(i64, i64, String)> = tp.query(&out, query).unwrap()[0]
+            .rows
+            .iter()
+            .map(|row| {
+                (
+                    row[0].parse().unwrap(),
+                    row[1].parse().unwrap(),
+                    row[2].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(ours.len() as u64, events_out(&summary), "{source:?}");
+        assert!(
+            ours[0].0 > 1_000_000_000_000_000_000,
+            "{source:?}: epoch times, not deltas: {:?}",
+            ours[0]
+        );
+        assert!(
+            ours == theirs,
+            "{source:?}: trace_processor reads other times"
+        );
+    }
 }
