@@ -1,8 +1,8 @@
 //! Writing one rank's Perfetto packet sequence, shared by both ways a rank
 //! is converted (a whole Chrome JSON trace in `pftrace`, an xplane line by
 //! line in `xplane_pftrace`): string interning, the interned-data and track
-//! descriptor packets, slice packets, debug annotations, and the placement
-//! of slices on lanes so they nest strictly.
+//! descriptor packets, the sequence's delta clock, slice packets, debug
+//! annotations, and the placement of slices on lanes so they nest strictly.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
