@@ -12,7 +12,9 @@
 #      same binary and thread pool, only gunzipping every trace), and GNU
 #      `gzip -dc` for reference;
 #   2. `rankline merge --stop-after parse` (gunzip + JSON parse, no output);
-#   3. `rankline merge` to .pftrace and to .json.gz; all of these read the
+#   3. `rankline merge` to .pftrace and to .json.gz, and for reference the
+#      write of as many bytes as the .pftrace to a new file (the output's
+#      own floor: what the page cache costs); all of the merges read the
 #      ranks' Chrome JSON (`--source json`), and once more to .pftrace from
 #      their xplanes (`--source xplane`, what `auto` picks), for reference;
 #   4. SGLang's profile_merger.py, fetched from the sglang wheel on PyPI
@@ -87,6 +89,11 @@ json=(--source json)
 measure floor_gunzip "$runs" "$rankline" merge "$capture" "${json[@]}" -o "$work/x.pftrace" --stop-after gunzip
 measure parse_only "$runs" "$rankline" merge "$capture" "${json[@]}" -o "$work/x.pftrace" --stop-after parse
 measure merge_pftrace "$runs" "$rankline" merge "$capture" "${json[@]}" -o "$work/merged.pftrace" --json
+# What storing the output costs by itself: as many bytes as the .pftrace,
+# written to a new file (the page cache's share of the merge's system time).
+pftrace_bytes="$(stat -c %s "$work/merged.pftrace")"
+measure write_floor "$runs" bash -c "rm -f $work/write-floor.bin; head -c $pftrace_bytes /dev/zero > $work/write-floor.bin"
+rm -f "$work/write-floor.bin"
 measure merge_json_gz "$runs" "$rankline" merge "$capture" "${json[@]}" -o "$work/merged.json.gz"
 measure merge_xplanes "$runs" "$rankline" merge "$capture" --source xplane -o "$work/from-xplanes.pftrace"
 # About two minutes and several GB: once.
@@ -174,6 +181,7 @@ Wall time is the median of $runs runs (all runs in brackets; profile_merger.py r
 | decompression floor: \`rankline merge --stop-after gunzip\` | $(get floor_gunzip 2) ($(runs_of floor_gunzip)) | $(get floor_gunzip 5) | $(get floor_gunzip 3) | - |
 | \`rankline merge --stop-after parse\` (gunzip + parse) | $(get parse_only 2) ($(runs_of parse_only)) | $(get parse_only 5) | $(get parse_only 3) | - |
 | **\`rankline merge -o merged.pftrace\`** | **$(get merge_pftrace 2)** ($(runs_of merge_pftrace)) | $(get merge_pftrace 5) | **$(get merge_pftrace 3)** | ${pftrace_mb} MB |
+| reference: writing as many bytes (${pftrace_mb} MB) to a new file (\`head -c N /dev/zero > file\`) | $(get write_floor 2) ($(runs_of write_floor)) | $(get write_floor 5) | $(get write_floor 3) | - |
 | \`rankline merge -o merged.json.gz\` | $(get merge_json_gz 2) ($(runs_of merge_json_gz)) | $(get merge_json_gz 5) | $(get merge_json_gz 3) | ${jsongz_mb} MB |
 | SGLang \`profile_merger.py\` | $(get profile_merger 2) | $(get profile_merger 5) | $(get profile_merger 3) | ${merger_out_mb} MB (no alignment) |
 | reference: \`rankline merge --source xplane -o merged.pftrace\` (the ranks' xplanes) | $(get merge_xplanes 2) ($(runs_of merge_xplanes)) | $(get merge_xplanes 5) | $(get merge_xplanes 3) | ${xplanes_mb} MB |
@@ -189,6 +197,8 @@ RSS at most 256 MB):
 - \`.pftrace\` wall time as a multiple of the decompression floor: **$(ratio "$(get merge_pftrace 2)" "$(get floor_gunzip 2)")x**
   (target 2.5x: $(met "$(ratio "$(get merge_pftrace 2)" "$(get floor_gunzip 2)")" le 2.5); CPU time: $(ratio "$(get merge_pftrace 5)" "$(get floor_gunzip 5)")x the floor's;
   parse only: $(ratio "$(get parse_only 2)" "$(get floor_gunzip 2)")x): the JSON parse is where the time goes.
+- Against both floors, decompressing the input and storing the output (gunzip floor + the write
+  of as many bytes, $(python3 -c "print(f'{$(get floor_gunzip 2) + $(get write_floor 2):.2f}')") s): **$(ratio "$(get merge_pftrace 2)" "$(python3 -c "print($(get floor_gunzip 2) + $(get write_floor 2))")")x**.
 - Where the wall time goes: decompression $(get floor_gunzip 2) s, JSON parse into per-event
   records $(minus "$(get parse_only 2)" "$(get floor_gunzip 2)") s (parse only minus the floor), sorting, nesting, encoding and
   writing the .pftrace $(minus "$(get merge_pftrace 2)" "$(get parse_only 2)") s (the rest).
