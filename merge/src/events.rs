@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::input::chrome::{raw_text, Element, RawEvent};
+use crate::input::chrome::{Element, RawEvent};
+use crate::input::json_scan::RawText;
 use crate::options::Filters;
 use crate::time::timebase::RankTime;
 
@@ -202,7 +203,7 @@ impl IdKey {
         };
         match raw.parse::<i64>() {
             Ok(n) => IdKey::Num(n),
-            Err(_) => IdKey::Text(raw_text(raw).into()),
+            Err(_) => IdKey::Text(RawText::of(raw).text().into()),
         }
     }
 

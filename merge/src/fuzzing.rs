@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 use std::sync::Mutex;
 
 use crate::events::EventFilter;
-use crate::input::chrome::{self, raw_text, Element};
+use crate::input::chrome::{self, Element};
 use crate::input::json_scan::{self, RawText};
 use crate::input::number;
 use crate::input::source::decompressed;
@@ -31,7 +31,7 @@ pub fn read_elements(bytes: &[u8]) -> Option<u64> {
                 assert_eq!(text.text(), RawText::of(text.raw).text(), "{text:?}");
             }
             for raw in [event.args, event.id].into_iter().flatten() {
-                let _ = raw_text(raw);
+                let _ = RawText::of(raw).text();
             }
             for time in [event.ts, event.dur].into_iter().flatten() {
                 assert_eq!(
@@ -107,7 +107,7 @@ pub fn xplane_elements(bytes: &[u8]) -> Option<u64> {
                 .chain([event.ts, event.dur].map(|time| time.map(|time| time.raw)))
                 .flatten()
             {
-                let _ = raw_text(raw);
+                let _ = RawText::of(raw).text();
             }
             if let Some(args) = event.args {
                 json_scan::members(args).for_each(drop);

@@ -342,3 +342,24 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("bind a loopback port")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_wrapper_is_named_with_where_to_get_it() {
+        let wrapper = "/nonexistent/rankline-test-wrapper";
+        let error = Spawn::program("host0", "true", &[])
+            .wrapped(&[wrapper])
+            .start()
+            .err()
+            .expect("no such wrapper");
+        let message = format!("{error:#}");
+        assert!(
+            message.contains(&format!("under {wrapper}; is {wrapper} installed?")),
+            "{message}"
+        );
+        assert!(message.contains(".ci/run"), "{message}");
+    }
+}

@@ -252,6 +252,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_shell_without_its_libraries_says_what_to_install() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("trace_processor_shell");
+        std::fs::write(
+            &bin,
+            "#!/bin/sh\necho 'trace_processor_shell: error while loading shared libraries: \
+             libprotobuf.so.32: cannot open shared object file' >&2\nexit 127\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let error = TraceProcessor { bin }
+            .import(&dir.path().join("any.pftrace"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("libprotobuf.so.32"), "{error}");
+        assert!(
+            error.contains("apt-get install -y libprotobuf32 zlib1g"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn shell_output_becomes_tables() {
         let text = "\"name\",\"idx\",\"severity\",\"value\"\n\"a \"\"b\"\", c\",\"[NULL]\",\"error\",3\n\n\"slices\"\n42\n";
         let tables = parse_tables(text).unwrap();

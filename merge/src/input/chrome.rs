@@ -88,16 +88,6 @@ impl<'a> Micros<'a> {
     }
 }
 
-/// The text of a raw JSON value: a string's unescaped contents, any other
-/// value's JSON text.
-pub fn raw_text(raw: &str) -> Cow<'_, str> {
-    if raw.starts_with('"') {
-        json_scan::unescape(raw)
-    } else {
-        Cow::Borrowed(raw)
-    }
-}
-
 /// An element of `traceEvents` as the caller sees it.
 pub enum Element<'a, 'b> {
     Event(&'b RawEvent<'a>),
@@ -403,7 +393,7 @@ impl<R: Read> Window<R> {
                 let key = self
                     .scan_with(|rest| match scan_string(rest.as_bytes(), 0) {
                         Scan::Done(end) => {
-                            Scanned::Done(json_scan::unescape(&rest[..end]).into_owned(), end)
+                            Scanned::Done(RawText::of(&rest[..end]).text().into_owned(), end)
                         }
                         other => other.into(),
                     })?
@@ -570,7 +560,7 @@ fn scan_event(text: &str) -> Scanned<Option<RawEvent<'_>>> {
             Some(field) => Some(field),
             None if key_escaped => text
                 .get(key_start..key_end)
-                .map(json_scan::unescape)
+                .map(|raw| RawText::scanned(raw, true).text())
                 .and_then(|key| Field::of(key.as_bytes())),
             None => Field::of(&bytes[key_start + 1..key_end - 1]),
         };

@@ -5,7 +5,7 @@
 //! that is several times faster than building them through serde. Every
 //! function reports `NeedMore` when the text ends before the value does, so
 //! the caller can refill its window and scan again. String contents are
-//! checked for escapes but not unescaped ([`unescape`] does that when asked).
+//! checked for escapes but not unescaped ([`RawText::text`] does that when asked).
 
 use std::borrow::Cow;
 
@@ -288,11 +288,6 @@ fn object_key(bytes: &[u8], at: usize) -> Scan {
     }
 }
 
-/// A string token's contents (`raw` includes the quotes), unescaped.
-pub fn unescape(raw: &str) -> Cow<'_, str> {
-    RawText::of(raw).text()
-}
-
 /// A value's raw JSON text, knowing whether it is a string with escapes, so
 /// its text is had without looking for them again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -507,7 +502,12 @@ mod tests {
         assert_eq!(members("{}").count(), 0);
         assert_eq!(members("[1]").count(), 0);
         assert_eq!(members(r#"{"a":1,}"#).count(), 1);
-        assert_eq!(unescape(r#""plain""#), "plain");
-        assert_eq!(unescape(r#""tab\tquote\"""#), "tab\tquote\"");
+        assert_eq!(RawText::of(r#""plain""#).text(), "plain");
+        assert_eq!(RawText::of(r#""tab\tquote\"""#).text(), "tab\tquote\"");
+        assert_eq!(
+            RawText::of("12").text(),
+            "12",
+            "not a string: its JSON text"
+        );
     }
 }

@@ -149,49 +149,74 @@ const POW10: [u64; 19] = {
 /// The common case, `[-]digits[.digits]` with at most 18 digits, in u64
 /// arithmetic; `None` sends anything else to the general path.
 fn short_plain_decimal(bytes: &[u8], exp10: i64) -> Option<i64> {
-    let (negative, digits) = match bytes.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, bytes),
-    };
-    let mut mantissa: u64 = 0;
-    let mut count = 0usize;
-    let mut fraction_digits: Option<i64> = None;
-    for &b in digits {
-        match b {
-            b'0'..=b'9' => {
-                mantissa = mantissa * 10 + u64::from(b - b'0');
-                count += 1;
-                if count > 18 {
-                    return None;
-                }
-                if let Some(f) = fraction_digits.as_mut() {
-                    *f += 1;
-                }
-            }
-            b'.' if fraction_digits.is_none() => fraction_digits = Some(0),
-            _ => return None,
-        }
-    }
-    if count == 0 {
-        return None;
-    }
-    scale_plain(mantissa, fraction_digits.unwrap_or(0), exp10, negative)
+    let plain = PlainDecimal::read(bytes, 0);
+    (plain.end == bytes.len()).then(|| plain.scaled(exp10))?
 }
 
-/// `±mantissa * 10^(exp10 - fraction_digits)`, rounded (halves away from
-/// zero), for a mantissa of at most 18 digits.
-#[inline]
-fn scale_plain(mantissa: u64, fraction_digits: i64, exp10: i64, negative: bool) -> Option<i64> {
-    let scale = exp10 - fraction_digits;
-    let magnitude = if scale >= 0 {
-        mantissa.checked_mul(*POW10.get(usize::try_from(scale).ok()?)?)?
-    } else {
-        let divisor = *POW10.get(usize::try_from(-scale).ok()?)?;
-        // Halves round away from zero.
-        mantissa / divisor + u64::from((mantissa % divisor) * 2 >= divisor)
-    };
-    let magnitude = i64::try_from(magnitude).ok()?;
-    Some(if negative { -magnitude } else { magnitude })
+/// The run of `[-]digits[.digits]` that starts at some offset: where it
+/// stops, and its digits as one mantissa (which wraps past 19 digits:
+/// [`PlainDecimal::scaled`] refuses more than 18).
+struct PlainDecimal {
+    end: usize,
+    negative: bool,
+    int_digits: usize,
+    point: bool,
+    fraction_digits: usize,
+    mantissa: u64,
+}
+
+impl PlainDecimal {
+    #[inline]
+    fn read(bytes: &[u8], at: usize) -> Self {
+        let negative = bytes.get(at) == Some(&b'-');
+        let mut i = at + usize::from(negative);
+        let mut mantissa: u64 = 0;
+        let int_start = i;
+        while let Some(&b) = bytes.get(i).filter(|b| b.is_ascii_digit()) {
+            mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(b - b'0'));
+            i += 1;
+        }
+        let int_digits = i - int_start;
+        let point = bytes.get(i) == Some(&b'.');
+        let mut fraction_digits = 0;
+        if point {
+            i += 1;
+            while let Some(&b) = bytes.get(i).filter(|b| b.is_ascii_digit()) {
+                mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(b - b'0'));
+                i += 1;
+                fraction_digits += 1;
+            }
+        }
+        PlainDecimal {
+            end: i,
+            negative,
+            int_digits,
+            point,
+            fraction_digits,
+            mantissa,
+        }
+    }
+
+    /// `±mantissa * 10^(exp10 - fraction digits)`, rounded (halves away
+    /// from zero); `None` without digits or with more than 18.
+    #[inline]
+    fn scaled(&self, exp10: i64) -> Option<i64> {
+        let digits = self.int_digits + self.fraction_digits;
+        if digits == 0 || digits > 18 {
+            return None;
+        }
+        let scale = exp10 - self.fraction_digits as i64;
+        let magnitude = if scale >= 0 {
+            self.mantissa
+                .checked_mul(*POW10.get(usize::try_from(scale).ok()?)?)?
+        } else {
+            let divisor = *POW10.get(usize::try_from(-scale).ok()?)?;
+            // Halves round away from zero.
+            self.mantissa / divisor + u64::from((self.mantissa % divisor) * 2 >= divisor)
+        };
+        let magnitude = i64::try_from(magnitude).ok()?;
+        Some(if self.negative { -magnitude } else { magnitude })
+    }
 }
 
 /// Scans the JSON number of microseconds at `at` (as
@@ -201,39 +226,18 @@ fn scale_plain(mantissa: u64, fraction_digits: i64, exp10: i64, negative: bool) 
 /// `None` for the value: any other form, to convert from its text.
 #[inline]
 pub fn scan_micros(bytes: &[u8], at: usize) -> (Scan, Option<i64>) {
-    let mut i = at;
-    let negative = bytes.get(i) == Some(&b'-');
-    i += usize::from(negative);
-    let int_start = i;
-    let mut mantissa: u64 = 0;
-    while let Some(&b) = bytes.get(i).filter(|b| b.is_ascii_digit()) {
-        mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(b - b'0'));
-        i += 1;
-    }
-    let int_digits = i - int_start;
-    let mut fraction_digits = 0;
-    let mut point = false;
-    if bytes.get(i) == Some(&b'.') {
-        point = true;
-        i += 1;
-        while let Some(&b) = bytes.get(i).filter(|b| b.is_ascii_digit()) {
-            mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(b - b'0'));
-            i += 1;
-            fraction_digits += 1;
-        }
-    }
-    let unusual = int_digits == 0
-        || (int_digits > 1 && bytes[int_start] == b'0')
-        || (point && fraction_digits == 0)
-        || matches!(bytes.get(i), None | Some(b'e' | b'E'));
+    let plain = PlainDecimal::read(bytes, at);
+    let int_start = at + usize::from(plain.negative);
+    // Forms JSON refuses or spells otherwise (and a number the text may
+    // still continue): the general scanner decides, and says why.
+    let unusual = plain.int_digits == 0
+        || (plain.int_digits > 1 && bytes[int_start] == b'0')
+        || (plain.point && plain.fraction_digits == 0)
+        || matches!(bytes.get(plain.end), None | Some(b'e' | b'E'));
     if unusual {
-        // The general scanner decides (and says why when it is not JSON).
         return (json_scan::scan_number(bytes, at), None);
     }
-    let nanos = (int_digits + fraction_digits <= 18)
-        .then(|| scale_plain(mantissa, fraction_digits as i64, 3, negative))
-        .flatten();
-    (Scan::Done(i), nanos)
+    (Scan::Done(plain.end), plain.scaled(3))
 }
 
 /// Appends `nanos` as decimal microseconds with exactly three decimals

@@ -16,7 +16,7 @@ use std::ops::ControlFlow;
 use rustc_hash::FxHashMap;
 
 use crate::events::{event_span, EventFilter, IdKey, Phase, RankStats};
-use crate::input::chrome::{raw_text, Element, RawEvent};
+use crate::input::chrome::{Element, RawEvent};
 use crate::input::json_scan::{members, RawText};
 use crate::input::number::push_nanos_as_micros;
 use crate::output::packets::Lanes;
@@ -458,7 +458,7 @@ fn unique_id(ordinal: u32, id: &str) -> String {
         Ok(n) if n < 1 << 40 && ordinal < 1 << 12 => {
             ((u64::from(ordinal) + 1) << 40 | n).to_string()
         }
-        _ => serde_json::to_string(&format!("r{ordinal}:{}", raw_text(id)))
+        _ => serde_json::to_string(&format!("r{ordinal}:{}", RawText::of(id).text()))
             .unwrap_or_else(|_| id.to_string()),
     }
 }

@@ -641,16 +641,7 @@ mod tests {
     }
 
     fn varint(bytes: &mut &[u8]) -> u64 {
-        let (mut value, mut shift) = (0, 0);
-        loop {
-            let byte = bytes[0];
-            *bytes = &bytes[1..];
-            value |= u64::from(byte & 0x7f) << shift;
-            shift += 7;
-            if byte < 0x80 {
-                return value;
-            }
-        }
+        prost::encoding::decode_varint(bytes).expect("a varint")
     }
 
     /// Each packet's top-level varint fields (`timestamp`, `timestamp_clock_id`, ...).

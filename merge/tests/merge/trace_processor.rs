@@ -16,13 +16,20 @@ use rankline_merge::{merge, MergeOptions, MergeSummary, SourceMode};
 
 const FORMATS: [&str; 4] = ["pftrace", "json", "json.gz", "zip"];
 
+/// The four processes of `jax_multi4`, one host's ranks.
+fn jax_multi4() -> Vec<PathBuf> {
+    (0..4)
+        .map(|i| fixture(&format!("jax_multi4/proc{i}")))
+        .collect()
+}
+
 /// Each fixture merge: a name and its inputs.
 fn fixture_merges() -> Vec<(&'static str, Vec<PathBuf>)> {
     let procs = |dir: &str, n: usize| -> Vec<PathBuf> {
         (0..n).map(|i| fixture(&format!("{dir}/proc{i}"))).collect()
     };
     vec![
-        ("jax_multi4", procs("jax_multi4", 4)),
+        ("jax_multi4", jax_multi4()),
         ("jax_multi2", procs("jax_multi2", 2)),
         ("jax_single", vec![fixture("jax_single")]),
         ("jax012_single", vec![fixture("jax012_single")]),
@@ -90,7 +97,7 @@ fn the_zip_holds_the_pftrace_slices_on_their_hosts_machine() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let inputs = fixture_merges().swap_remove(0).1;
+    let inputs = jax_multi4();
     let slices = "select s.ts, s.dur, s.name, s.depth, p.name as process from slice s \
                   left join thread_track tt on s.track_id = tt.id left join thread using (utid) \
                   left join process p using (upid) order by 1, 2, 3, 4, 5;";
@@ -123,7 +130,7 @@ fn trace_processor_reads_the_pftrace_times_our_decoder_reads() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let inputs = fixture_merges().swap_remove(0).1;
+    let inputs = jax_multi4();
     let query = "select s.ts, s.dur, s.name from slice s order by 1, 2, 3;";
     for source in [SourceMode::Json, SourceMode::Xplane] {
         let out = dir.path().join(format!("multi4-{source:?}.pftrace"));
